@@ -1,0 +1,1 @@
+"""Reference parameter sets, one module per source."""
