@@ -1,0 +1,287 @@
+"""Depth-averaged Allen-Cahn-reaction (ACR) dynamics of a thin platelet, with Butler-Volmer and coupled
+ion-electron transfer (CIET) rate laws, driven galvanostatically or potentiostatically.
+
+Model (Bai, Cogswell, Bazant, Nano Lett. 11, 4890 (2011); Cogswell & Bazant, ACS Nano 6, 2215 (2012)):
+a platelet thin along b exchanges Li with the electrolyte through its large faces, fast enough across
+its thickness that c(x) is depth-averaged, so each column reacts with the local diffusional chemical
+potential
+
+    ∂c/∂t = R(c, η),   η = (μ − μ_res)/k_BT,
+    μ = [f'(c) − ∇·(κ∇c) + μ_el] / ρ_s     (aJ per site),
+
+μ_res the reservoir (electrolyte + electrode) potential, V = V₀ − μ_res/e the cell voltage (V₀ the plateau
+at c = ½ where the regular-solution μ vanishes).  Galvanostatic: μ_res(t) is chosen so the mean
+reaction rate equals the current, ⟨R⟩ = I (a C-rate of n is I = n/3600 s⁻¹); potentiostatic: μ_res fixed.
+
+Rate laws (rates per site, s⁻¹; η < 0 lithiates):
+- Butler-Volmer with the ideal-solution exchange rate i₀ = k c^α (1 − c)^{1−α}:
+  R = i₀ [exp(−αη) − exp((1 − α)η)].
+- CIET (Fraggedakis et al., Electrochim. Acta 367, 137432 (2021); Zhao et al., Nature 621, 289 (2023)),
+  electron transfer by the Marcus-Hush-Chidsey rate in Zeng's closed form (Zeng, Smith, Bai, Bazant,
+  J. Electroanal. Chem. 735, 77 (2014)):
+  R = k (1 − c) [k_red(η) − k_ox(η)] / k_red(0),
+  k_red/ox(η) = √(πλ)/(1 + e^{±η}) · erfc[(λ − √(1 + √λ + η²)) / (2√λ)],  λ in k_BT.
+
+Time step: the explicit rate with a linear stabiliser that is implicit in Fourier space for k ≠ 0,
+
+    (1 + Δt K (S + G(k) + B(k)) / (ρ_s k_BT)) (ĉ' − ĉ) = Δt R̂,   K = max_x |∂R/∂η|,
+
+so the k = 0 mode moves by exactly Δt⟨R⟩ = Δt I (galvanostatic charge counting is exact).
+Symbols → code: ρ_s ``site_density_per_nm3``, k_BT ``kT_aJ``, κ ``kappa_aJ_per_nm`` (*batch, d),
+B ``linear_kernel`` (GPa on the rfft grid), S the bulk free energy's stabilisation constant (GPa),
+I ``current_per_s`` (*batch,), k ``rate_per_s`` (*batch,).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from mechanics.errors import InputError
+from mechanics.phasefield import spectral
+from mechanics.phasefield.cahn_hilliard import PhaseFieldState, adapt
+
+_ETA_CLIP = 60.0  # exp(60) ~ 1e26 stays finite in float32; larger |η| is a blow-up anyway
+
+
+def _pe(x, d, like):
+    return spectral.per_element(x, d, like=like)
+
+
+@dataclass(frozen=True)
+class ButlerVolmer:
+    """R = k c^α (1−c)^{1−α} [exp(−αη) − exp((1−α)η)]; ``rate_per_s`` and ``alpha`` broadcast on c."""
+
+    rate_per_s: torch.Tensor | float
+    alpha: torch.Tensor | float = 0.5
+
+    def exchange(self, c: torch.Tensor) -> torch.Tensor:
+        x = c.clamp(1e-7, 1 - 1e-7)
+        return self.rate_per_s * torch.exp(self.alpha * torch.log(x) + (1 - self.alpha) * torch.log1p(-x))
+
+    def rate(self, c: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        eta = eta.clamp(-_ETA_CLIP, _ETA_CLIP)
+        return self.exchange(c) * (torch.exp(-self.alpha * eta) - torch.exp((1 - self.alpha) * eta))
+
+    def slope(self, c: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        """|∂R/∂η| = i₀ [α exp(−αη) + (1−α) exp((1−α)η)]."""
+        eta = eta.clamp(-_ETA_CLIP, _ETA_CLIP)
+        return self.exchange(c) * (
+            self.alpha * torch.exp(-self.alpha * eta) + (1 - self.alpha) * torch.exp((1 - self.alpha) * eta)
+        )
+
+
+def mhc_rate(eta: torch.Tensor, lam: torch.Tensor | float, reduction: bool) -> torch.Tensor:
+    """Zeng's closed form of the Marcus-Hush-Chidsey rate (dimensionless; η and λ in k_BT)."""
+    lam = torch.as_tensor(lam, dtype=eta.dtype, device=eta.device)
+    sign = 1.0 if reduction else -1.0
+    arg = (lam - torch.sqrt(1 + torch.sqrt(lam) + eta**2)) / (2 * torch.sqrt(lam))
+    return torch.sqrt(math.pi * lam) / (1 + torch.exp(sign * eta)) * torch.erfc(arg)
+
+
+@dataclass(frozen=True)
+class CoupledIonElectron:
+    """R = k (1−c) [k_red(η) − k_ox(η)] / k_red(0) with MHC rates of reorganisation energy λ (k_BT)."""
+
+    rate_per_s: torch.Tensor | float
+    reorganization_kT: torch.Tensor | float = 8.3
+
+    def rate(self, c: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        eta = eta.clamp(-_ETA_CLIP, _ETA_CLIP)
+        lam = torch.as_tensor(self.reorganization_kT, dtype=c.dtype, device=c.device)
+        norm = mhc_rate(torch.zeros_like(lam), lam, True)
+        net = mhc_rate(eta, lam, True) - mhc_rate(eta, lam, False)
+        return self.rate_per_s * (1 - c).clamp(0, 1) * net / norm
+
+    def slope(self, c: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        h = 1e-3
+        return (self.rate(c, eta - h) - self.rate(c, eta + h)).abs() / (2 * h)
+
+
+def solve_reservoir(
+    rate_law, c: torch.Tensor, m: torch.Tensor, current: torch.Tensor, d: int, nu0: torch.Tensor,
+    weight: torch.Tensor | None = None, iterations: int = 30,
+) -> torch.Tensor:
+    """ν = μ_res/k_BT (*batch,) such that the (weighted) spatial mean of R(c, m − ν) equals ``current``.
+
+    ⟨R⟩ increases monotonically with ν. Butler-Volmer separates, ⟨R⟩ = A e^{αν} − B e^{−(1−α)ν}, so
+    the solve is a scalar Newton iteration per element started from the α = ½ closed form
+    e^{ν/2} = (I + √(I² + 4AB)) / (2A); other laws use a safeguarded Newton iteration on the field.
+    A current the law cannot carry in floating point gives a non-finite ν (the caller marks FAILED).
+    """
+    axes = spectral.spatial_axes(d)
+
+    def mean(x):
+        if weight is None:
+            return x.mean(dim=axes)
+        return (x * weight).sum(dim=axes) / weight.sum(dim=axes)
+
+    if isinstance(rate_law, ButlerVolmer):
+        alpha = torch.as_tensor(rate_law.alpha, dtype=c.dtype, device=c.device)
+        a_pe = alpha.reshape(-1, *([1] * d)) if alpha.ndim else alpha
+        i0 = rate_law.exchange(c)
+        m_c = m.clamp(-_ETA_CLIP, _ETA_CLIP)
+        log_a = torch.log(mean(i0 * torch.exp(-a_pe * m_c)))
+        log_b = torch.log(mean(i0 * torch.exp((1 - a_pe) * m_c)))
+        alpha_b = alpha.reshape(alpha.shape) if alpha.ndim else alpha
+        a, b = torch.exp(log_a), torch.exp(log_b)
+        nu = 2 * torch.log((current + torch.sqrt(current**2 + 4 * a * b)) / (2 * a))
+        for _ in range(iterations if bool((alpha != 0.5).any()) else 0):
+            up = torch.exp(log_a + alpha_b * nu)
+            down = torch.exp(log_b - (1 - alpha_b) * nu)
+            step = (up - down - current) / (alpha_b * up + (1 - alpha_b) * down)
+            nu = nu - step.clamp(-5.0, 5.0)
+        return nu
+    nu = nu0.clone()
+    for _ in range(iterations):
+        nu_b = _pe(nu, d, c)
+        r = mean(rate_law.rate(c, m - nu_b)) - current
+        slope = mean(rate_law.slope(c, m - nu_b)).clamp_min(1e-30)
+        nu = nu - (r / slope).clamp(-2.0, 2.0)
+    return nu
+
+
+@dataclass(frozen=True)
+class AllenCahnReaction:
+    """A depth-averaged ACR platelet model (equations in the module docstring).
+
+    shape, spacing_nm: the in-plane grid. free_energy: bulk f(c) per volume (GPa), parameters broadcast on
+    c. kappa_aJ_per_nm: (*batch, d) or scalar. site_density_per_nm3, kT_aJ: (*batch,) or scalars.
+    rate_law: :class:`ButlerVolmer` or :class:`CoupledIonElectron` (rates broadcast on c).
+    current_per_s: (*batch,) galvanostatic ⟨∂c/∂t⟩; ``None`` → potentiostatic at
+    ``reservoir_potential_kT`` (*batch,). linear_kernel: B(k) on the rfft grid of the stepped grid (GPa).
+    explicit_potential: ``(c, aux) -> (μ_el per volume, aux)``. noise: optional ``(state) -> ξ`` zero-mean
+    fluctuation added to c each accepted step (seeded by the caller). dt bounds in s (scalars or (*batch,)).
+    """
+
+    shape: tuple[int, ...]
+    spacing_nm: float
+    free_energy: object
+    kappa_aJ_per_nm: torch.Tensor | float
+    site_density_per_nm3: torch.Tensor | float
+    kT_aJ: torch.Tensor | float
+    rate_law: object
+    current_per_s: torch.Tensor | None = None
+    reservoir_potential_kT: torch.Tensor | None = None
+    boundary: str = "periodic"
+    linear_kernel: torch.Tensor | None = None
+    explicit_potential: Callable | None = None
+    noise: Callable | None = None
+    dc_tol: float = 0.02
+    dt_max: torch.Tensor | float = float("inf")
+    dt_min: float = 0.0
+    growth_limit: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.boundary not in ("periodic", "noflux"):
+            raise InputError("boundary", "'periodic' or 'noflux'", self.boundary)
+        if (self.current_per_s is None) == (self.reservoir_potential_kT is None):
+            raise InputError("current_per_s", "exactly one of current_per_s (galvanostatic) and "
+                             "reservoir_potential_kT (potentiostatic)", None)
+
+    @property
+    def d(self) -> int:
+        return len(self.shape)
+
+    @property
+    def stepped_shape(self) -> tuple[int, ...]:
+        return tuple(2 * n for n in self.shape) if self.boundary == "noflux" else tuple(self.shape)
+
+
+def chemical_potential(model: AllenCahnReaction, c: torch.Tensor, aux: object, sym: dict):
+    """μ per site in units of k_BT, (*batch, *grid); also returns aux from the explicit elastic part."""
+    d = model.d
+    ce = spectral.mirror(c, d) if model.boundary == "noflux" else c
+    c_hat = spectral.rfft(ce, d)
+    mu = model.free_energy.derivative(ce) + spectral.irfft(sym["quadratic"] * c_hat, model.stepped_shape)
+    if model.boundary == "noflux":
+        mu = spectral.crop(mu, model.shape)
+    if model.explicit_potential is not None:
+        mu_el, aux = model.explicit_potential(c, aux)
+        mu = mu + mu_el
+    scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
+    return mu / scale, aux
+
+
+def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
+    ks = spectral.wavevectors(model.stepped_shape, model.spacing_nm, dtype=like.dtype, device=like.device)
+    quadratic = spectral.gradient_symbol(ks, model.kappa_aJ_per_nm)
+    if model.linear_kernel is not None:
+        quadratic = quadratic + model.linear_kernel.to(like.dtype)
+    s = torch.as_tensor(model.free_energy.stabilization(), dtype=like.dtype, device=like.device)
+    s = s.reshape(*s.shape, *([1] * model.d)) if s.ndim else s
+    k2 = spectral.k_squared(ks)
+    nonzero = (k2 > 0).to(like.dtype)
+    return {"quadratic": quadratic, "stiffness": (s + quadratic) * nonzero}
+
+
+def allen_cahn_reaction(model: AllenCahnReaction):
+    """Factory: ``init_fn(c0, dt0) -> state`` and ``step_fn(state, dt_cap=None) -> state``.
+
+    ``state.aux`` is a dict: ``nu`` = μ_res/k_BT used by the last step (*batch,), ``current`` = the mean
+    rate it produced (s⁻¹), ``elastic`` = whatever the explicit potential carries (a warm start), and the
+    per-element flags ``saturated`` (|η| reached the clip: the law cannot carry the current in floating
+    point) and ``nonfinite`` (the tried step produced NaN/inf).
+    """
+    d = model.d
+    cache: dict = {}
+
+    def symbols(like):
+        key = (like.dtype, like.device)
+        if key not in cache:
+            cache[key] = _symbols(model, like)
+        return cache[key]
+
+    def init_fn(c0: torch.Tensor, dt0: float | torch.Tensor) -> PhaseFieldState:
+        batch = c0.shape[: c0.ndim - d]
+        z = torch.zeros(batch, dtype=c0.dtype, device=c0.device)
+        dt = torch.as_tensor(dt0, dtype=c0.dtype, device=c0.device).expand(batch).clone()
+        zi = torch.zeros(batch, dtype=torch.long, device=c0.device)
+        no = torch.zeros(batch, dtype=torch.bool, device=c0.device)
+        aux = {"nu": z.clone(), "current": z.clone(), "elastic": None, "saturated": no, "nonfinite": no}
+        return PhaseFieldState(c=c0, time=z, dt=dt, steps=zi, rejected=zi.clone(), aux=aux)
+
+    def increment(c, dt, aux, sym):
+        m, elastic = chemical_potential(model, c, aux["elastic"], sym)
+        if model.current_per_s is not None:
+            current = torch.as_tensor(model.current_per_s, dtype=c.dtype, device=c.device)
+            current = current.expand(dt.shape)
+            nu = solve_reservoir(model.rate_law, c, m, current, d, aux["nu"])
+        else:
+            nu = torch.as_tensor(model.reservoir_potential_kT, dtype=c.dtype, device=c.device)
+            nu = nu.expand(dt.shape)
+        eta = m - _pe(nu, d, c)
+        r = model.rate_law.rate(c, eta)
+        k_stab = model.rate_law.slope(c, eta).amax(dim=spectral.spatial_axes(d)).detach()
+        scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
+        re = spectral.mirror(r, d) if model.boundary == "noflux" else r
+        dt_b, k_b = _pe(dt, d, c), _pe(k_stab, d, c)
+        denom = 1 + dt_b * k_b * sym["stiffness"] / scale
+        delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_shape)
+        if model.boundary == "noflux":
+            delta = spectral.crop(delta, model.shape)
+        saturated = (eta.abs() >= _ETA_CLIP).flatten(start_dim=eta.ndim - d).any(dim=-1)
+        new_aux = {"nu": nu, "current": r.mean(dim=spectral.spatial_axes(d)), "elastic": elastic,
+                   "saturated": saturated}
+        return c + delta, new_aux
+
+    def step_fn(state: PhaseFieldState, dt_cap: torch.Tensor | None = None) -> PhaseFieldState:
+        dt = state.dt if dt_cap is None else torch.minimum(state.dt, dt_cap)
+        new, aux = increment(state.c, dt, state.aux, symbols(state.c))
+        if model.noise is not None:
+            new = new + model.noise(state, dt)
+        nonfinite = ~torch.isfinite(new).all(dim=spectral.spatial_axes(d)) | ~torch.isfinite(aux["nu"])
+        out = adapt(model, state, new, dt, aux)
+        # a rejected element keeps the reservoir potential it had, so observers see a consistent state
+        moved = out.steps > state.steps
+        aux = dict(out.aux)
+        for key in ("nu", "current"):
+            aux[key] = torch.where(moved, aux[key], state.aux[key])
+        aux["nonfinite"] = nonfinite & (dt > 0)
+        aux["saturated"] = aux["saturated"] & (dt > 0)
+        return replace(out, aux=aux)
+
+    return init_fn, step_fn

@@ -1,0 +1,106 @@
+"""Spectral helpers of the phase-field steppers: wavevectors, the anisotropic gradient symbol and the
+mirror (even) extension that turns a periodic FFT into a cosine transform for no-flux boundaries.
+
+Fields have shape ``(*batch, *grid)`` with ``d = len(grid)`` spatial axes last; spectra use the real
+FFT over those axes, shape ``(*batch, *rfft_shape)`` with ``rfft_shape = (*grid[:-1], grid[-1]//2 + 1)``.
+Units: lengths in nm, wavenumbers in rad/nm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def spatial_axes(d: int) -> tuple[int, ...]:
+    return tuple(range(-d, 0))
+
+
+def wavevectors(
+    shape: Sequence[int], spacing_nm: float | Sequence[float], *, dtype: torch.dtype,
+    device: torch.device | str,
+) -> list[torch.Tensor]:
+    """k_i = 2π·fftfreq(n_i, h_i) (last axis rfftfreq), each shaped to broadcast on the rfft grid (rad/nm)."""
+    d = len(shape)
+    h = [float(spacing_nm)] * d if isinstance(spacing_nm, (int, float)) else [float(s) for s in spacing_nm]
+    ks = []
+    for i, (n, hi) in enumerate(zip(shape, h)):
+        if i == d - 1:
+            k = torch.fft.rfftfreq(n, d=hi, dtype=dtype, device=device) * (2 * math.pi)
+        else:
+            k = torch.fft.fftfreq(n, d=hi, dtype=dtype, device=device) * (2 * math.pi)
+        view = [1] * d
+        view[i] = k.numel()
+        ks.append(k.reshape(view))
+    return ks
+
+
+def gradient_symbol(ks: Sequence[torch.Tensor], kappa: torch.Tensor) -> torch.Tensor:
+    """G(k) = Σ_i κ_i k_i², the Fourier symbol of −∇·(κ∇) for a diagonal κ.
+
+    ``kappa``: (*batch, d) in aJ/nm (or any unit; G carries kappa's unit per nm²).
+    Returns (*batch, *rfft_shape).
+    """
+    d = len(ks)
+    kappa = torch.as_tensor(kappa, dtype=ks[0].dtype, device=ks[0].device)
+    if kappa.ndim == 0:
+        kappa = kappa.expand(d)
+    batch = kappa.shape[:-1]
+    out = 0
+    for i, k in enumerate(ks):
+        out = out + kappa[..., i].reshape(*batch, *([1] * d)) * k**2
+    return out
+
+
+def k_squared(ks: Sequence[torch.Tensor]) -> torch.Tensor:
+    out = 0
+    for k in ks:
+        out = out + k**2
+    return out
+
+
+def per_element(value: torch.Tensor | float, d: int, *, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-batch-element parameter of shape (*batch,) to (*batch, 1, ..., 1) (d ones)."""
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.reshape(*value.shape, *([1] * d))
+
+
+def mirror(c: torch.Tensor, d: int) -> torch.Tensor:
+    """Even (half-sample symmetric) extension along the last d axes: (…, n) → (…, 2n).
+
+    A periodic FFT of the mirrored field is a DCT-II of the original, so gradients vanish at the
+    cell faces of the boundary: zero flux.
+    """
+    for axis in spatial_axes(d):
+        c = torch.cat([c, torch.flip(c, dims=(axis,))], dim=axis)
+    return c
+
+
+def crop(c: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    d = len(shape)
+    index = (Ellipsis, *[slice(0, n) for n in shape])
+    assert c.ndim >= d
+    return c[index]
+
+
+def rfft(c: torch.Tensor, d: int) -> torch.Tensor:
+    return torch.fft.rfftn(c, dim=spatial_axes(d))
+
+
+def irfft(c_hat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    d = len(shape)
+    return torch.fft.irfftn(c_hat, s=tuple(shape), dim=spatial_axes(d))
+
+
+def spectral_gradient(
+    c_hat: torch.Tensor, ks: Sequence[torch.Tensor], shape: Sequence[int]
+) -> list[torch.Tensor]:
+    """∂_i c for each spatial axis from the rfft of c (the Nyquist mode of even lengths is zeroed)."""
+    out = []
+    for i, k in enumerate(ks):
+        if shape[i] % 2 == 0:
+            k = torch.where(k.abs() >= k.abs().max(), torch.zeros_like(k), k)
+        out.append(irfft(1j * k * c_hat, shape))
+    return out
