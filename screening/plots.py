@@ -1,0 +1,83 @@
+"""PNG figures of the screening (matplotlib, Agg backend): per-candidate snapshots and curves, Pareto plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def snapshot_png(frames: np.ndarray, path: Path, *, title: str, label: str, cmap: str,
+                 soc: np.ndarray | None = None, vmin: float | None = None, vmax: float | None = None) -> None:
+    """Save a row of (H, W) frames from ``frames`` (S, H, W) sharing one colour scale and colour bar."""
+    plt = _pyplot()
+    frames = np.asarray(frames, dtype=float)
+    if frames.ndim == 2:
+        frames = frames[None]
+    count = frames.shape[0]
+    finite = frames[np.isfinite(frames)]
+    vmin = float(finite.min()) if vmin is None and finite.size else vmin
+    vmax = float(finite.max()) if vmax is None and finite.size else vmax
+    fig, axes = plt.subplots(1, count, figsize=(1.9 * count + 0.9, 2.3), squeeze=False, dpi=80)
+    image = None
+    for k, ax in enumerate(axes[0]):
+        # grid axis 0 is crystal a (rows), axis 1 the second in-plane axis (columns)
+        image = ax.imshow(frames[k], cmap=cmap, vmin=vmin, vmax=vmax, origin="lower")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if soc is not None and k < len(soc):
+            ax.set_title(f"SOC {float(soc[k]):.2f}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def voltage_png(curve: np.ndarray, path: Path, *, title: str) -> None:
+    """Save the voltage curve (n, 2) = [Li fraction X, voltage V]."""
+    plt = _pyplot()
+    curve = np.asarray(curve, dtype=float)
+    fig, ax = plt.subplots(figsize=(3.6, 2.6), dpi=80)
+    if curve.ndim == 2 and curve.shape[0] > 0:
+        ax.plot(curve[:, 0], curve[:, 1], lw=1.2)
+    ax.set_xlabel("Li fraction X")
+    ax.set_ylabel("voltage (V vs Li/Li+)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pareto_png(table, path: Path) -> None:
+    """Specific energy against peak tensile stress, colour = |volume change|, Pareto front marked.
+
+    ``table`` is the output of :func:`screening.ranking.rank_candidates`.
+    """
+    plt = _pyplot()
+    ranked = table[table["pareto_rank"].notna()]
+    fig, ax = plt.subplots(figsize=(6.0, 4.4), dpi=100)
+    points = ax.scatter(ranked["peak_tensile_stress_MPa"], ranked["specific_energy_Wh_kg"],
+                        c=ranked["volume_change_pct"].abs(), cmap="viridis", s=28, edgecolor="none")
+    front = ranked[ranked["pareto_rank"] == 1].sort_values("peak_tensile_stress_MPa")
+    ax.scatter(front["peak_tensile_stress_MPa"], front["specific_energy_Wh_kg"], s=70,
+               facecolor="none", edgecolor="crimson", lw=1.4, label="Pareto front (rank 1)")
+    for _, row in front.iterrows():
+        xy = (row["peak_tensile_stress_MPa"], row["specific_energy_Wh_kg"])
+        ax.annotate(str(row.get("formula", "")), xy, fontsize=6, xytext=(3, 3), textcoords="offset points")
+    fig.colorbar(points, ax=ax, label="|volume change| (%)")
+    ax.set_xlabel("peak tensile stress (MPa)  ← better")
+    ax.set_ylabel("specific energy (Wh/kg)  ↑ better")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,488 @@
+"""The sweep driver: candidates → Ray actor pool → MLflow runs, exactly once per candidate.
+
+Flow of one sweep:
+
+1. Open the MLflow store and the experiment (driver only, before any worker exists).
+2. Compute every candidate's ``candidate_id`` (composition, property source, settings, model version)
+   and the ``sweep_id``; create the parent run or reopen the one an interrupted driver left.
+3. Read the parent's child runs: FINISHED candidates are skipped; a leftover RUNNING run (driver killed
+   while logging it) or a FAILED run is completed in place, so a candidate never gets a second run.
+4. Start actors (Ray restarts a killed actor and retries its calls: ``max_restarts``/``max_task_retries``;
+   a batch whose actor stays dead is resubmitted to another). Submit batches with at most two in flight
+   per actor (back-pressure through ``ray.wait``); the law goes to the object store once (``ray.put``).
+5. Each result is logged by a background thread while the actors keep simulating.
+6. Optionally rerun the top K on the free-surface particle (``fidelity="particle"``) as further child runs
+   tagged ``fidelity=particle`` and ``refines=<candidate_id of the periodic run>``.
+7. Rank the sweep, log ``score``/``pareto_rank`` on the children whose values changed and the ranking
+   table + Pareto plot on the parent, and mark the parent FINISHED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import tempfile
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from screening import ids, tracking
+from screening.actors import CandidateResult, SimulatorActor
+from screening.cluster import ray_session, resolve_address
+from screening.ranking import rank_candidates
+
+# static descriptors of a candidate logged as child metrics (ARCHITECTURE.md §4.4)
+DESCRIPTOR_METRICS = (
+    "misfit_a_pct", "misfit_b_pct", "misfit_c_pct", "volume_change_pct", "coherency_B_min_GPa",
+    "voltage_V", "capacity_mAh_g", "specific_energy_Wh_kg",
+)
+SIMULATION_METRICS = ("peak_tensile_stress_MPa", "peak_elastic_energy_MJ_m3", "phase_separation")
+RANK_METRICS = ("score", "pareto_rank")
+CONTRACT_METRICS = DESCRIPTOR_METRICS + SIMULATION_METRICS + RANK_METRICS
+
+
+@dataclass(frozen=True)
+class SweepItem:
+    """One candidate ready to simulate.
+
+    params: :class:`mechanics.parameters.base.MaterialParams`; descriptors: the static metrics of
+    ``DESCRIPTOR_METRICS`` (from the candidates table); fractions: metal-site fractions.
+    """
+
+    label: str
+    formula: str
+    fractions: Mapping[str, float]
+    params: object
+    descriptors: Mapping[str, float]
+    source: str = "literature"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to run a sweep (not what to compute: that is the settings and the law).
+
+    experiment: MLflow experiment name. tracking_uri / address: None → environment → local defaults.
+    num_cpus: CPUs of the embedded local Ray (None: all). gpus_per_actor: GPU share of one actor when
+    the cluster has GPUs (fractions allowed, e.g. 0.5 puts two actors on a GPU). cpus_per_actor: CPU
+    actors' cores (and torch threads). actors: how many (None: fill the cluster). batch_size: candidates
+    per call (None: 64 on GPU, else enough for about two calls per actor, at most 16). refine: rerun the
+    top K on the free-surface particle. artifacts: log snapshot and voltage PNGs. max_retries: Ray actor
+    restarts/task retries, and driver resubmissions of a batch whose actor died for good. simulator:
+    ``module:function`` of the batched simulator, same signature as
+    :func:`mechanics.screen.simulate_candidates`. space: a description of the candidate space (parent tag).
+    """
+
+    experiment: str = tracking.SCREENING_EXPERIMENT
+    tracking_uri: str | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    gpus_per_actor: float = 1.0
+    cpus_per_actor: float = 1.0
+    actors: int | None = None
+    batch_size: int | None = None
+    refine: int = 0
+    artifacts: bool = True
+    max_retries: int = 3
+    progress: bool = True
+    space: str = ""
+    simulator: str = "mechanics.screen:simulate_candidates"
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished sweep returns: its identity and the ranked table (one row per candidate)."""
+
+    sweep_id: str
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    table: pd.DataFrame
+    simulated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A SQLite URI with an absolute path, so workers and later commands find the same file."""
+    path = tracking.sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:") or path.is_absolute():
+        return uri
+    return "sqlite:///" + str(path.resolve())
+
+
+def _settings_dict(settings) -> dict:
+    return settings.as_dict() if hasattr(settings, "as_dict") else dataclasses.asdict(settings)
+
+
+def _child_params(item: SweepItem, settings: dict, model_uri: str) -> dict[str, object]:
+    params = {f"x_{el}": round(float(x), 9) for el, x in sorted(item.fractions.items())}
+    params.update({f"settings.{k}": v for k, v in settings.items()})
+    params.update(source=item.source, model=model_uri, candidate_label=item.label)
+    return params
+
+
+def _render_artifacts(result: CandidateResult, formula: str, directory: Path) -> None:
+    from screening.plots import snapshot_png, voltage_png
+
+    soc = result.snapshots.get("soc")
+    if "composition" in result.snapshots:
+        snapshot_png(result.snapshots["composition"], directory / "composition.png",
+                     title=f"{formula}: Li fraction X", label="X", cmap="RdBu_r", soc=soc, vmin=0.0, vmax=1.0)
+    stress = result.snapshots.get("max_principal_stress_GPa")
+    if stress is not None:
+        snapshot_png(np.asarray(stress) * 1.0e3, directory / "stress.png",
+                     title=f"{formula}: max principal stress", label="MPa", cmap="magma", soc=soc)
+    if result.voltage_curve is not None:
+        voltage_png(result.voltage_curve, directory / "voltage.png", title=f"{formula}: voltage")
+
+
+class _RunLogger:
+    """Logs finished candidates from a background thread, so the driver keeps the actors busy."""
+
+    def __init__(self, client, experiment_id: str, parent_run_id: str, artifacts: bool) -> None:
+        self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
+        self.artifacts = artifacts
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-logger")
+
+    def submit(self, result: CandidateResult, item: SweepItem, *, fidelity: str, params: dict,
+               reuse_run_id: str | None, extra_tags: Mapping[str, str]) -> Future:
+        return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags)
+
+    def _log(self, result, item, fidelity, params, reuse_run_id, extra_tags) -> str:
+        metrics = {k: float(item.descriptors[k]) for k in DESCRIPTOR_METRICS if k in item.descriptors}
+        for key, value in result.metrics.items():
+            # the simulator's own voltage (under current) must not overwrite the open-circuit descriptor
+            metrics[f"sim_{key}" if key in DESCRIPTOR_METRICS else key] = value
+        metrics["sim_seconds"] = result.seconds
+        tags = {"candidate_id": result.candidate_id, "formula": item.formula, "fidelity": fidelity,
+                "candidate_label": item.label, **extra_tags}
+        if result.status != "FINISHED":
+            tags["failure_reason"] = result.reason[:5000]
+        run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
+        with tempfile.TemporaryDirectory(prefix="chemoscreen-") as tmp:
+            artifact_dir = None
+            if self.artifacts and result.status == "FINISHED":
+                _render_artifacts(result, item.formula, Path(tmp))
+                artifact_dir = tmp if any(Path(tmp).iterdir()) else None
+            return tracking.log_child_run(
+                self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
+                reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
+                status=result.status, artifact_dir=artifact_dir)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class ActorPool:
+    """Actors holding the law on their device; batches go to the least-loaded one, two in flight each."""
+
+    def __init__(self, law, options: SweepOptions, tracking_uri: str, metric_fn: Callable | None,
+                 work_items: int) -> None:
+        import ray
+
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0.0))
+        self.on_gpu = gpus > 0 and options.gpus_per_actor > 0
+        if self.on_gpu:
+            capacity = int(gpus / options.gpus_per_actor + 1e-9)
+            placement = {"num_gpus": options.gpus_per_actor, "num_cpus": 1}
+            threads = 1
+        else:
+            capacity = int(float(resources.get("CPU", 1.0)) / options.cpus_per_actor + 1e-9)
+            placement = {"num_gpus": 0, "num_cpus": options.cpus_per_actor}
+            threads = max(1, int(options.cpus_per_actor))
+        count = options.actors or max(1, capacity)
+        count = max(1, min(count, work_items))
+        env = {"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": str(threads)}
+        remote = ray.remote(SimulatorActor).options(
+            **placement, max_restarts=options.max_retries, max_task_retries=options.max_retries,
+            runtime_env={"env_vars": env})
+        # the law goes to the object store once; actors receive the reference (boxed) with each batch
+        self.law_box = [ray.put(law)]
+        self.actors = [remote.remote(threads, metric_fn, options.simulator) for _ in range(count)]
+        self.in_flight = [0] * count
+
+    def batch_size(self, options: SweepOptions, work_items: int) -> int:
+        if options.batch_size:
+            return int(options.batch_size)
+        if self.on_gpu:
+            return 64
+        return max(1, min(16, math.ceil(work_items / (2 * len(self.actors)))))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, options: SweepOptions,
+              on_result: Callable[[CandidateResult], None]) -> None:
+    """Run ``work`` = [(candidate_id, item)] through the pool; call ``on_result`` for each candidate."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    size = pool.batch_size(options, len(work))
+    queue = deque((work[i:i + size], 0) for i in range(0, len(work), size))
+    settings_ref = ray.put(settings)
+    pending: dict = {}
+    while queue or pending:
+        while queue and min(pool.in_flight) < 2:
+            batch, attempt = queue.popleft()
+            slot = int(np.argmin(pool.in_flight))
+            ref = pool.actors[slot].run_batch.remote([(cid, it.params) for cid, it in batch], settings_ref,
+                                                     pool.law_box)
+            pending[ref] = (batch, attempt, slot)
+            pool.in_flight[slot] += 1
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            batch, attempt, slot = pending.pop(ref)
+            pool.in_flight[slot] -= 1
+            try:
+                results = ray.get(ref)
+            except RayActorError as exc:
+                if attempt < options.max_retries:
+                    queue.append((batch, attempt + 1))
+                    continue
+                results = [CandidateResult(cid, "FAILED", f"actor died {attempt + 1} times: {exc}")
+                           for cid, _ in batch]
+            except Exception as exc:  # the actor raised outside the per-candidate guard
+                results = [CandidateResult(cid, "FAILED", f"{type(exc).__name__}: {exc}") for cid, _ in batch]
+            for result in results:
+                on_result(result)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cand", disable=not enabled or total == 0, leave=True)
+
+
+def _run_stage(pool_factory, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
+               existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
+               extra_tags: Mapping[str, Mapping[str, str]]) -> int:
+    """Simulate and log ``work``; returns how many candidates failed."""
+    settings_dict = _settings_dict(settings)
+    by_id = dict(work)
+    futures: list[Future] = []
+    failed = 0
+    bar = _progress(len(work), f"simulate ({fidelity})", options.progress)
+
+    def on_result(result: CandidateResult) -> None:
+        nonlocal failed
+        item = by_id[result.candidate_id]
+        failed += result.status != "FINISHED"
+        leftover = existing.get(result.candidate_id)
+        futures.append(logger.submit(
+            result, item, fidelity=fidelity, params=_child_params(item, settings_dict, model_uri),
+            reuse_run_id=None if leftover is None else leftover.run_id,
+            extra_tags=extra_tags.get(result.candidate_id, {})))
+        futures[-1].add_done_callback(lambda _: bar.update(1))
+
+    pool = pool_factory(len(work))
+    try:
+        _simulate(pool, work, settings, options, on_result)
+    finally:
+        pool.close()
+    for future in futures:
+        future.result()  # re-raise a logging error here, after the simulations
+    bar.close()
+    return failed
+
+
+def candidate_frame(tracking_uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
+    """One row per periodic candidate of a sweep from ``mlflow.search_runs``, with particle results joined.
+
+    Columns: candidate_id, formula, status, failure_reason, run_id, every metric (``metrics.`` prefix
+    dropped) and, for refined candidates, ``particle_<metric>`` of the simulation metrics.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="pandas",
+                              filter_string=f"tags.{tracking.PARENT_TAG} = '{parent_run_id}'")
+    if runs.empty:
+        return pd.DataFrame(columns=["candidate_id", "formula", "status", "run_id"])
+
+    def tag(name: str) -> pd.Series:
+        column = f"tags.{name}"
+        return runs[column] if column in runs.columns else pd.Series([None] * len(runs), index=runs.index)
+
+    metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
+    frame = pd.DataFrame({
+        "candidate_id": tag("candidate_id"), "formula": tag("formula"), "status": runs["status"],
+        "fidelity": tag("fidelity").fillna("periodic"), "refines": tag("refines"),
+        "failure_reason": tag("failure_reason"), "run_id": runs["run_id"],
+        "start_time": runs["start_time"],
+    })
+    frame = pd.concat([frame, runs[metric_cols].rename(columns=lambda c: c[len("metrics."):])], axis=1)
+    # one row per candidate: a FINISHED run first, else the newest
+    frame["_finished"] = frame["status"] == "FINISHED"
+    frame = frame.sort_values(["_finished", "start_time"], ascending=[False, False])
+    frame = frame.drop_duplicates("candidate_id").drop(columns=["_finished", "start_time"])
+    periodic = frame[frame["fidelity"] == "periodic"].drop(columns=["fidelity", "refines"])
+    particle = frame[(frame["fidelity"] == "particle") & (frame["status"] == "FINISHED")]
+    if not particle.empty:
+        keep = [c for c in SIMULATION_METRICS if c in particle.columns]
+        joined = particle.set_index("refines")[keep].add_prefix("particle_")
+        periodic = periodic.join(joined, on="candidate_id")
+    return periodic.reset_index(drop=True)
+
+
+def rank_sweep(client, tracking_uri: str, experiment_id: str, parent_run_id: str, *,
+               log_children: bool, weights=None) -> pd.DataFrame:
+    """Rank a sweep's candidates; log ``score``/``pareto_rank`` where they changed (``log_children``)."""
+    frame = candidate_frame(tracking_uri, experiment_id, parent_run_id)
+    finished = frame[frame["status"] == "FINISHED"]
+    others = frame[frame["status"] != "FINISHED"]
+    kwargs = {} if weights is None else {"weights": weights}
+    ranked = rank_candidates(finished.drop(columns=[c for c in RANK_METRICS if c in finished.columns]),
+                             **kwargs) if not finished.empty else finished
+    if log_children:
+        old = finished.set_index("run_id")
+        for row in ranked.itertuples(index=False):
+            new = {"score": row.score, "pareto_rank": row.pareto_rank}
+            before = {k: old.at[row.run_id, k] if k in old.columns else np.nan for k in new}
+            if any(not np.isclose(before[k], new[k], equal_nan=True) for k in new):
+                tracking.log_metrics(client, row.run_id, {k: v for k, v in new.items() if np.isfinite(v)})
+    table = pd.concat([ranked, others], ignore_index=True) if not others.empty else ranked
+    return table
+
+
+def log_ranking(client, parent_run_id: str, table: pd.DataFrame) -> None:
+    """Attach ``ranking/ranking.csv`` and ``ranking/pareto.png`` to the sweep's parent run."""
+    from screening.plots import pareto_png
+
+    with tempfile.TemporaryDirectory(prefix="chemoscreen-rank-") as tmp:
+        table.to_csv(Path(tmp) / "ranking.csv", index=False)
+        if "pareto_rank" in table.columns and table["pareto_rank"].notna().any():
+            pareto_png(table, Path(tmp) / "pareto.png")
+        client.log_artifacts(parent_run_id, tmp, artifact_path="ranking")
+
+
+def execute_sweep(
+    items: Sequence[SweepItem],
+    settings,
+    *,
+    law,
+    model_uri: str,
+    options: SweepOptions,
+    metric_fn: Callable | None = None,
+    client=None,
+) -> SweepOutcome:
+    """Run (or resume) the sweep of ``items`` and return its ranked table.
+
+    ``model_uri`` names the law's version (a pinned ``models:/NAME/VERSION``, ``vegard`` or a content
+    hash of an unregistered module); it enters every ``candidate_id``.
+    """
+    import time
+
+    started = time.perf_counter()
+    uri = absolute_tracking_uri(tracking.resolve_tracking_uri(options.tracking_uri))
+    if client is None:
+        tracking.probe_tracking_uri(uri)
+        client = tracking.open_store(uri)
+    experiment_id = tracking.ensure_experiment(client, options.experiment, uri)
+    settings_dict = _settings_dict(settings)
+    work = [(ids.candidate_id(it.fractions, settings_dict, model_uri, it.source), it) for it in items]
+    unique = dict(work)
+    if len(unique) != len(work):
+        from mechanics.errors import InputError
+
+        raise InputError("space", "distinct candidates (two entries have the same composition)",
+                         len(work) - len(unique))
+    sweep = ids.sweep_id(unique, settings_dict, model_uri)
+    parent_tags = {"model_uri": model_uri, "candidate_space": options.space[:5000],
+                   "n_candidates": str(len(work))}
+    parent_params = {f"settings.{k}": v for k, v in settings_dict.items()}
+    parent_params["model"] = model_uri
+    parent_id, resumed = tracking.open_parent_run(client, experiment_id, sweep, f"sweep-{sweep}",
+                                                  parent_tags, parent_params)
+    existing = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
+    todo = [(cid, it) for cid, it in work if getattr(existing.get(cid), "status", None) != "FINISHED"]
+    outcome = SweepOutcome(sweep, parent_id, experiment_id, uri, pd.DataFrame(),
+                           skipped=len(work) - len(todo))
+    client.set_tag(parent_id, "status", "RUNNING")
+
+    address = resolve_address(options.address)
+    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts)
+    status = "FAILED"
+    try:
+        refine_work: list[tuple[str, SweepItem]] = []
+        refine_tags: dict[str, dict[str, str]] = {}
+        particle = None
+        if options.refine > 0:
+            particle = dataclasses.replace(settings, fidelity="particle")
+            particle_dict = _settings_dict(particle)
+        stages_needed = bool(todo) or options.refine > 0
+        with ray_session(address, options.num_cpus) if stages_needed else contextlib.nullcontext():
+            outcome.timings["setup_s"] = time.perf_counter() - started
+
+            def pool_factory(n: int) -> ActorPool:
+                return ActorPool(law, options, uri, metric_fn, n)
+
+            t0 = time.perf_counter()
+            if todo:
+                outcome.failed += _run_stage(pool_factory, todo, settings, logger, fidelity="periodic",
+                                             model_uri=model_uri, existing=existing, options=options,
+                                             extra_tags={})
+                outcome.simulated += len(todo)
+            outcome.timings["simulate_and_log_s"] = time.perf_counter() - t0
+            if particle is not None:
+                ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False)
+                top = ranked[ranked["pareto_rank"].notna()].head(options.refine)
+                for row in top.itertuples(index=False):
+                    item = unique[row.candidate_id]
+                    cid = ids.candidate_id(item.fractions, particle_dict, model_uri, item.source)
+                    refine_work.append((cid, item))
+                    refine_tags[cid] = {"refines": row.candidate_id}
+                children = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
+                refine_todo = [(c, it) for c, it in refine_work
+                               if getattr(children.get(c), "status", None) != "FINISHED"]
+                if refine_todo:
+                    t0 = time.perf_counter()
+                    outcome.failed += _run_stage(pool_factory, refine_todo, particle, logger,
+                                                 fidelity="particle", model_uri=model_uri, existing=children,
+                                                 options=options, extra_tags=refine_tags)
+                    outcome.simulated += len(refine_todo)
+                    outcome.timings["refine_s"] = time.perf_counter() - t0
+        logger.close()
+        t0 = time.perf_counter()
+        outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
+        if not outcome.table.empty:
+            log_ranking(client, parent_id, outcome.table)
+        outcome.timings["rank_s"] = time.perf_counter() - t0
+        status = "FINISHED"
+    finally:
+        logger.close()
+        n_failed = int((outcome.table.get("status", pd.Series(dtype=str)) != "FINISHED").sum())
+        client.set_tag(parent_id, "status", status)
+        client.set_tag(parent_id, "n_failed", str(n_failed))
+        client.set_terminated(parent_id, status)
+    outcome.timings["total_s"] = time.perf_counter() - started
+    if resumed:
+        outcome.timings["resumed"] = 1.0
+    return outcome
+
+
+def model_label(law) -> str:
+    """A stable label for an unregistered law module: class name + SHA-256 of its state."""
+    import hashlib
+
+    import torch
+
+    if law is None:
+        return "none"
+    digest = hashlib.sha256(type(law).__qualname__.encode())
+    for key, value in sorted(law.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().to(torch.float64).numpy().tobytes())
+    return f"module:{type(law).__name__}:{digest.hexdigest()[:12]}"
+
