@@ -56,8 +56,8 @@ def _to_numpy(value):
 def package_result(candidate_id: str, result, metric_fn: Callable | None, seconds: float) -> CandidateResult:
     """Turn a :class:`mechanics.screen.ScreeningResult` into a :class:`CandidateResult`.
 
-    Non-finite metrics turn a FINISHED result into FAILED (a blow-up the simulator did not catch), and an
-    exception in the user's ``metric_fn`` fails that candidate only.
+    A non-finite ranking metric turns a FINISHED result into FAILED (a blow-up the simulator did not
+    catch); an exception in the user's ``metric_fn`` fails that candidate only.
     """
     status, reason = result.status, result.reason
     metrics = {k: float(v) for k, v in result.metrics.items()}
@@ -67,10 +67,13 @@ def package_result(candidate_id: str, result, metric_fn: Callable | None, second
             metrics.update({str(k): float(v) for k, v in dict(extra).items()})
         except Exception as exc:  # the user's code: report it on the candidate, keep the sweep going
             status, reason = "FAILED", f"metric_fn raised {type(exc).__name__}: {exc}"
-    if status == "FINISHED":
-        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-        if bad:
-            status, reason = "FAILED", f"non-finite metrics {bad}"
+    # a non-finite ranking metric means the run blew up; other non-finite metrics (an interface angle
+    # of a particle that never phase-separated) are simply absent
+    required = ("peak_tensile_stress_MPa", "peak_elastic_energy_MJ_m3", "phase_separation")
+    bad = sorted(k for k in required if k in metrics and not math.isfinite(metrics[k]))
+    if status == "FINISHED" and bad:
+        status, reason = "FAILED", f"non-finite metrics {bad}"
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
     snapshots = {k: _thin(_to_numpy(v)) for k, v in (result.snapshots or {}).items()}
     curve = None if result.voltage_curve is None else _to_numpy(result.voltage_curve)
     return CandidateResult(candidate_id, status, reason, metrics, curve, snapshots, seconds)

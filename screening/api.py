@@ -61,23 +61,16 @@ def prepare_items(space: Iterable, source: str = "literature", *, progress: bool
     return items
 
 
-def vegard_law():
-    """Vegard's law ε⁰(X) = X·ε⁰(1) with the LiFePO4 reference misfit (``mechanics.laws.VegardLaw``)."""
-    from mechanics.laws import VegardLaw
-    from mechanics.parameters.lfp import lfp_params
-
-    return VegardLaw(lfp_params().misfit)
-
-
 def resolve_law(law, tracking_uri: str | None = None, client=None):
     """Turn ``law`` into ``(module, model_uri)``: the torch module the actors evaluate and its version label.
 
-    ``law`` is a torch module (label: a content hash), ``"vegard"``, or an MLflow model URI
+    ``law`` is a torch module (label: a content hash), ``"vegard"`` (module None: the simulator then
+    uses Vegard's law ε⁰(X) = X·ε⁰(1) with each candidate's own misfit), or an MLflow model URI
     (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``) which is pinned to one version and
     loaded with ``inverse.tracking.load_law``.
     """
     if law is None or (isinstance(law, str) and law.lower() == VEGARD):
-        return vegard_law(), VEGARD
+        return None, VEGARD
     if isinstance(law, str):
         uri = tracking.resolve_tracking_uri(tracking_uri)
         if client is None:

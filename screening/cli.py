@@ -49,7 +49,12 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
 
 def _settings_fields() -> list[tuple[str, type, object]]:
     """(name, type, default) of the simple fields of ``mechanics.screen.ScreeningSettings``."""
-    from mechanics.screen import ScreeningSettings
+    try:
+        from mechanics.screen import ScreeningSettings
+    except ModuleNotFoundError as exc:
+        if exc.name != "mechanics.screen":
+            raise
+        return []
 
     hints = typing.get_type_hints(ScreeningSettings)
     fields = []
@@ -145,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
     rank.set_defaults(handler=cmd_rank)
 
-    from inverse.commands import register
-
-    register(sub)
+    try:
+        from inverse.commands import register
+    except ModuleNotFoundError as exc:  # an install without the inverse package still screens
+        if exc.name not in ("inverse", "inverse.commands"):
+            raise
+    else:
+        register(sub)
     return parser
 
 
