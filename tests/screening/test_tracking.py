@@ -39,7 +39,8 @@ def test_probe_rejects_unreachable_or_unusable_stores(tmp_path):
         tracking.probe_tracking_uri(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
     with pytest.raises(InputError, match="file stores"):
         tracking.probe_tracking_uri(str(tmp_path / "mlruns"))
-    tracking.probe_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a new file in an existing dir is fine
+    # a new database file in an existing directory is fine
+    tracking.probe_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_sqlite_paths_and_artifact_location(tmp_path):
@@ -115,7 +116,8 @@ def test_model_resolution_pins_one_version_and_explains_a_missing_model(store):
     _, client, experiment_id = store
     with pytest.raises(InputError) as info:
         tracking.resolve_model(client, "models:/lfp-chemomech@champion")
-    assert "--model" in str(info.value) and "calibrate" in str(info.value) and "--law vegard" in str(info.value)
+    message = str(info.value)
+    assert "--model" in message and "calibrate" in message and "--law vegard" in message
     run = client.create_run(experiment_id)
     client.create_registered_model("law-test")
     for _ in range(2):
