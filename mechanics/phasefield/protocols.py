@@ -21,12 +21,14 @@ def run_to_times(
     *,
     max_steps: int = 10_000_000,
     on_step: Callable | None = None,
+    stop: Callable | None = None,
 ) -> PhaseFieldState:
     """Step every element until it reaches each output time in turn (the step is capped so outputs are
     hit exactly) and call the observers there (also at t = 0 when 0 is an output time).
 
     Elements that reached the current output time wait (dt cap 0) for the others. ``on_step(state)`` is
-    called after every step (progress bars live at the caller's edge).
+    called after every step (progress bars live at the caller's edge). ``stop(state) -> (*batch,) bool``
+    freezes the elements it flags (e.g. failed ones): they count as done from then on.
     """
     steps = 0
     for t_out in output_times:
@@ -35,6 +37,8 @@ def run_to_times(
             remaining = target - state.time
             # relative tolerance: time sums of float steps land on the target up to round-off
             done = remaining <= 1e-9 * max(1.0, abs(float(t_out)))
+            if stop is not None:
+                done = done | stop(state)
             if bool(done.all()):
                 break
             cap = torch.where(done, torch.zeros_like(remaining), remaining)

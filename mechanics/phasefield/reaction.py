@@ -25,8 +25,10 @@ Rate laws (rates per site, s⁻¹; η < 0 lithiates):
 Time step: the explicit rate with a linear stabiliser that is implicit in Fourier space for k ≠ 0,
 
     (1 + Δt K (S + G(k) + B(k)) / (ρ_s k_BT)) (ĉ' − ĉ) = Δt R̂,   K = max_x |∂R/∂η|,
+    S = S₀ ≥ −min f'' (the concavity bound) for k ≠ 0,
 
-so the k = 0 mode moves by exactly Δt⟨R⟩ = Δt I (galvanostatic charge counting is exact).
+and at k = 0: nothing when galvanostatic, so the mean moves by exactly Δt⟨R⟩ = Δt I (exact charge
+counting); S = ⟨f''(c)⟩ when potentiostatic (the mean mode's own stiffness).
 Symbols → code: ρ_s ``site_density_per_nm3``, k_BT ``kT_aJ``, κ ``kappa_aJ_per_nm`` (*batch, d),
 B ``linear_kernel`` (GPa on the rfft grid), S the bulk free energy's stabilisation constant (GPa),
 I ``current_per_s`` (*batch,), k ``rate_per_s`` (*batch,).
@@ -214,8 +216,8 @@ def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
     s = torch.as_tensor(model.free_energy.stabilization(), dtype=like.dtype, device=like.device)
     s = s.reshape(*s.shape, *([1] * model.d)) if s.ndim else s
     k2 = spectral.k_squared(ks)
-    nonzero = (k2 > 0).to(like.dtype)
-    return {"quadratic": quadratic, "stiffness": (s + quadratic) * nonzero}
+    mean_mode = (k2 == 0).to(like.dtype)
+    return {"quadratic": quadratic, "S": s, "mean_mode": mean_mode}
 
 
 def allen_cahn_reaction(model: AllenCahnReaction):
@@ -255,11 +257,20 @@ def allen_cahn_reaction(model: AllenCahnReaction):
             nu = nu.expand(dt.shape)
         eta = m - _pe(nu, d, c)
         r = model.rate_law.rate(c, eta)
-        k_stab = model.rate_law.slope(c, eta).amax(dim=spectral.spatial_axes(d)).detach()
+        axes = spectral.spatial_axes(d)
+        k_stab = model.rate_law.slope(c, eta).amax(dim=axes).detach()
+        s = sym["S"] + sym["quadratic"]
+        if model.current_per_s is None:
+            # potentiostatic: the mean mode relaxes with the mean curvature ⟨f''⟩ (galvanostatic: it is
+            # fixed by the current, so k = 0 is left alone and the charge count is exact)
+            mean_curv = model.free_energy.curvature(c).mean(dim=axes, keepdim=True).detach()
+            s = s + sym["mean_mode"] * (torch.nan_to_num(mean_curv).clamp_min(0) - sym["S"])
+        else:
+            s = s * (1 - sym["mean_mode"])
         scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
         re = spectral.mirror(r, d) if model.boundary == "noflux" else r
         dt_b, k_b = _pe(dt, d, c), _pe(k_stab, d, c)
-        denom = 1 + dt_b * k_b * sym["stiffness"] / scale
+        denom = 1 + dt_b * k_b * s / scale
         delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_shape)
         if model.boundary == "noflux":
             delta = spectral.crop(delta, model.shape)

@@ -1,0 +1,146 @@
+"""Coherency-strain coupling of the phase-field models to the mechanics core.
+
+The composition c carries the eigenstrain ε⁰_ii(c) = ε⁰_ii(1)·g_i(c) (diagonal in the crystal frame,
+i = a, b, c), g_i(X) = ε_i(X)/ε_i(1) the shape of a learned law (g = X for Vegard). Its elastic chemical
+potential per volume is
+
+    μ_el = δE_el/δc = −σ : dε⁰/dc                      (any law, any body; σ from ``solve_elasticity``)
+    μ̂_el(k) = B(k̂) ĉ(k),  B from ``coherency_kernel``   (linear law, homogeneous periodic body)
+
+(Khachaturyan, *Theory of Structural Transformations in Solids* (1983), ch. 7-8; Cogswell & Bazant,
+ACS Nano 6, 2215 (2012)). In 2-D the grid holds two crystal axes ``axes`` (platelet: a and c,
+``axes=(0, 2)``) and ``plane`` is ``"stress"`` (thin platelet) or ``"strain"``; in generalized plane stress
+the out-of-plane eigenstrain drops out of the in-plane problem, so only the in-plane components enter.
+Stress in GPa, energy density in GPa = aJ/nm³, μ_el in GPa (divide by ρ_s for aJ per site).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mechanics.phasefield import spectral
+
+
+def law_shape(law: torch.nn.Module | None) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Return ``shape(X) -> (g, g')``, each (..., 3): the law's normalised shape g_i = ε_i(X)/ε_i(1) and
+    its derivative. ``None`` is Vegard (g = X). Axes whose end-member strain is below 1e-6 fall back to
+    Vegard (their shape is undefined; any misfit the candidate has along them is then linear)."""
+    if law is None:
+
+        def vegard(x: torch.Tensor):
+            g = x.unsqueeze(-1).expand(*x.shape, 3)
+            return g, torch.ones_like(g)
+
+        return vegard
+
+    def shape(x: torch.Tensor):
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        end = law(one.reshape(1)).reshape(3).to(x.dtype)
+        usable = end.abs() > 1e-6
+        safe_end = torch.where(usable, end, torch.ones_like(end))
+        if hasattr(law, "derivative"):
+            value = law(x).to(x.dtype)
+            slope = law.derivative(x).to(x.dtype)
+        else:
+            with torch.enable_grad():
+                xr = x.detach().requires_grad_(True)
+                value = law(xr).to(x.dtype)
+                slope = torch.stack(
+                    [torch.autograd.grad(value[..., i].sum(), xr, retain_graph=i < 2)[0] for i in range(3)],
+                    dim=-1,
+                )
+                value = value.detach()
+        vx = x.unsqueeze(-1).expand(*x.shape, 3)
+        g = torch.where(usable, value / safe_end, vx)
+        dg = torch.where(usable, slope / safe_end, torch.ones_like(vx))
+        return g, dg
+
+    return shape
+
+
+def inplane_eigenstrain(
+    g: torch.Tensor, misfit: torch.Tensor, axes: Sequence[int], d: int
+) -> torch.Tensor:
+    """ε⁰ on the grid, (*batch, *grid, d, d): diagonal entries misfit[axes[j]]·g[..., axes[j]].
+
+    g: (*batch, *grid, 3); misfit: (*batch, 3).
+    """
+    batch = misfit.shape[:-1]
+    mis = misfit.reshape(*batch, *([1] * d), 3)
+    diag = torch.stack([mis[..., a] * g[..., a] for a in axes], dim=-1)
+    return torch.diag_embed(diag)
+
+
+@dataclass(frozen=True)
+class ElasticCoupling:
+    """Everything the steppers need about the elastic body of a batch.
+
+    grid: ``mechanics.Grid`` of the field; stiffness: ``mechanics.Stiffness`` (batched (*batch, 6, 6));
+    misfit: (*batch, 3) ε⁰(1) along a, b, c; shape: from :func:`law_shape`; axes/plane as in the core;
+    mask: None (homogeneous periodic) or (H, W) bool (traction-free particle; void outside).
+    """
+
+    grid: object
+    stiffness: object
+    misfit: torch.Tensor
+    shape: Callable
+    axes: tuple[int, ...] = (0, 2)
+    plane: str = "stress"
+    mask: torch.Tensor | None = None
+    tol: float = 1e-6
+
+    @property
+    def d(self) -> int:
+        return len(self.grid.shape)
+
+    def eigenstrain(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε⁰(c), dε⁰/dc), each (*batch, *grid, d, d)."""
+        g, dg = self.shape(c)
+        misfit = self.misfit.to(c.dtype)
+        return inplane_eigenstrain(g, misfit, self.axes, self.d), inplane_eigenstrain(dg, misfit, self.axes, self.d)
+
+    def solve(self, c: torch.Tensor, x0=None):
+        """The core's elastic solution for ε⁰(c) (homogeneous periodic or the free particle)."""
+        from mechanics import solve_elasticity
+
+        eps0, _ = self.eigenstrain(c)
+        kwargs = {"mask": self.mask, "plane": self.plane, "axes": tuple(self.axes)}
+        if self.mask is not None:
+            kwargs["x0"] = x0
+            kwargs["tol"] = self.tol
+        return solve_elasticity(self.grid, self.stiffness, eps0, **kwargs)
+
+    def kernel(self, dtype: torch.dtype) -> torch.Tensor:
+        """Khachaturyan B(k̂) of the Vegard law with this misfit on the rfft grid, (*batch, *rfft), GPa."""
+        from mechanics.coherency import coherency_kernel
+
+        return coherency_kernel(self.grid, self.stiffness, self.misfit, self.plane, tuple(self.axes)).to(dtype)
+
+    def potential_from_stress(self, c: torch.Tensor, x0=None):
+        """μ_el = −σ:dε⁰/dc (GPa), (*batch, *grid); also returns the solution (for warm starts/metrics)."""
+        result = self.solve(c, x0)
+        _, deps = self.eigenstrain(c)
+        mu = -(result.stress * deps).sum(dim=(-2, -1))
+        if self.mask is not None:
+            mu = mu * self.mask.to(mu.dtype)
+        return mu, result
+
+
+def explicit_potential(coupling: ElasticCoupling, subtract_kernel: torch.Tensor | None = None):
+    """``(c, aux) -> (μ_el, aux)`` for the steppers: the stress-based μ_el, minus the part B(k̂)ĉ that the
+    stepper already treats implicitly (``subtract_kernel``, on the grid's rfft). aux carries the warm
+    start of the free-particle solver."""
+    d = coupling.d
+
+    def potential(c: torch.Tensor, aux):
+        x0 = getattr(aux, "displacement", None) if aux is not None else None
+        mu, result = coupling.potential_from_stress(c, x0)
+        if subtract_kernel is not None:
+            shape = c.shape[-d:]
+            mu = mu - spectral.irfft(subtract_kernel * spectral.rfft(c, d), shape)
+        return mu, result
+
+    return potential

@@ -1,0 +1,89 @@
+"""Allen-Cahn-reaction dynamics: charge counting, the reservoir solve, closed-form voltages."""
+
+import math
+
+import pytest
+import torch
+
+from mechanics.phasefield.free_energy import RegularSolution
+from mechanics.phasefield.protocols import run_to_times
+from mechanics.phasefield.reaction import (
+    AllenCahnReaction,
+    ButlerVolmer,
+    CoupledIonElectron,
+    allen_cahn_reaction,
+    solve_reservoir,
+)
+
+
+def _model(n=16, omega=1.0, current=None, reservoir=None, law=None, noise=None, dtype=torch.float64):
+    free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=omega)
+    return AllenCahnReaction(
+        shape=(n, n), spacing_nm=1.0, free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
+        kT_aJ=1.0, rate_law=law or ButlerVolmer(rate_per_s=1.0, alpha=0.5),
+        current_per_s=None if current is None else torch.tensor([current], dtype=dtype),
+        reservoir_potential_kT=None if reservoir is None else torch.tensor([reservoir], dtype=dtype),
+        noise=noise, dc_tol=0.01,
+    )
+
+
+@pytest.mark.parametrize(
+    "law", [ButlerVolmer(0.7, 0.3), ButlerVolmer(0.7, 0.5), CoupledIonElectron(0.7, 8.3)], ids=["bv.3", "bv.5", "ciet"]
+)
+def test_reservoir_solve_carries_the_current(law):
+    # the spatial mean of R at the solved reservoir potential equals the imposed current (Newton to 1e-10)
+    gen = torch.Generator().manual_seed(1)
+    c = 0.2 + 0.6 * torch.rand((3, 8, 8), generator=gen, dtype=torch.float64)
+    m = torch.log(c / (1 - c)) + 0.3 * torch.randn((3, 8, 8), generator=gen, dtype=torch.float64)
+    current = torch.tensor([0.01, -0.05, 0.2], dtype=torch.float64)
+    nu = solve_reservoir(law, c, m, current, 2, torch.zeros(3, dtype=torch.float64), iterations=40)
+    achieved = law.rate(c, m - nu[:, None, None]).mean(dim=(-2, -1))
+    torch.testing.assert_close(achieved, current, rtol=1e-8, atol=1e-10)
+
+
+def test_rates_vanish_at_equilibrium_and_lithiate_for_negative_eta():
+    c = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    for law in (ButlerVolmer(1.0, 0.4), CoupledIonElectron(1.0, 8.3)):
+        assert torch.allclose(law.rate(c, torch.zeros_like(c)), torch.zeros_like(c), atol=1e-15)
+        assert bool((law.rate(c, torch.full_like(c, -1.0)) > 0).all())
+        assert bool((law.rate(c, torch.full_like(c, 1.0)) < 0).all())
+
+
+def test_galvanostatic_charge_counting_is_exact():
+    # X(t) = X0 + I t to round-off: the k = 0 mode moves by Δt⟨R⟩ and ⟨R⟩ = I; noise has zero mean
+    gen = torch.Generator().manual_seed(0)
+    bank = torch.randn((16, 16), generator=gen, dtype=torch.float64)
+    bank -= bank.mean()
+    model = _model(omega=3.0, current=0.01, noise=lambda s, dt: 1e-3 * torch.sqrt(dt)[:, None, None] * bank)
+    init_fn, step_fn = allen_cahn_reaction(model)
+    state = init_fn(torch.full((1, 16, 16), 0.05, dtype=torch.float64), 0.1)
+    spread = []
+    state = run_to_times(step_fn, state, [15.0 * j for j in range(1, 7)], [lambda s: spread.append(float(s.c.std()))])
+    assert float(state.c.mean()) == pytest.approx(0.05 + 0.01 * 90.0, abs=1e-9)
+    assert max(spread) > 0.1  # it did phase separate on the way (Ω = 3 kT), so the test is not trivial
+
+
+def test_uniform_voltage_follows_closed_form():
+    """A solid solution (Ω = 1 kT < 2 kT) filled uniformly: μ = ln(X/(1−X)) + Ω(1−2X) (kT), and with the
+    symmetric BV law I = i₀(X)(e^{−η/2} − e^{η/2}), i₀ = k√(X(1−X)), so
+    μ_res = μ + 2 asinh(I / (2 i₀)). The stepper's reservoir potential matches to 1e-9 kT."""
+    current = 0.02
+    model = _model(omega=1.0, current=current)
+    init_fn, step_fn = allen_cahn_reaction(model)
+    for x in (0.05, 0.37, 0.5, 0.93):
+        state = step_fn(init_fn(torch.full((1, 16, 16), x, dtype=torch.float64), 0.01))
+        mu = math.log(x / (1 - x)) + 1.0 * (1 - 2 * x)
+        expected = mu + 2 * math.asinh(current / (2 * math.sqrt(x * (1 - x))))
+        assert float(state.aux["nu"][0]) == pytest.approx(expected, abs=1e-9)
+        # and the uniform state stays uniform, moving by exactly I Δt
+        assert float(state.c.std()) < 1e-12
+        assert float(state.c.mean()) == pytest.approx(x + current * 0.01, abs=1e-12)
+
+
+def test_potentiostatic_relaxes_to_equilibrium_composition():
+    # Ω = 0: μ = ln(c/(1−c)) = ν at equilibrium, so c → 1/(1 + e^{−ν})
+    nu = 0.8
+    model = _model(omega=0.0, reservoir=nu)
+    init_fn, step_fn = allen_cahn_reaction(model)
+    state = run_to_times(step_fn, init_fn(torch.full((1, 16, 16), 0.2, dtype=torch.float64), 0.1), [200.0])
+    assert float(state.c.mean()) == pytest.approx(1 / (1 + math.exp(-nu)), abs=1e-6)
