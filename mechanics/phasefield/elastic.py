@@ -100,7 +100,8 @@ class ElasticCoupling:
         """(ε⁰(c), dε⁰/dc), each (*batch, *grid, d, d)."""
         g, dg = self.shape(c)
         misfit = self.misfit.to(c.dtype)
-        return inplane_eigenstrain(g, misfit, self.axes, self.d), inplane_eigenstrain(dg, misfit, self.axes, self.d)
+        eps0 = inplane_eigenstrain(g, misfit, self.axes, self.d)
+        return eps0, inplane_eigenstrain(dg, misfit, self.axes, self.d)
 
     def solve(self, c: torch.Tensor, x0=None):
         """The core's elastic solution for ε⁰(c) (homogeneous periodic or the free particle)."""
@@ -117,7 +118,8 @@ class ElasticCoupling:
         """Khachaturyan B(k̂) of the Vegard law with this misfit on the rfft grid, (*batch, *rfft), GPa."""
         from mechanics.coherency import coherency_kernel
 
-        return coherency_kernel(self.grid, self.stiffness, self.misfit, self.plane, tuple(self.axes)).to(dtype)
+        kernel = coherency_kernel(self.grid, self.stiffness, self.misfit, self.plane, tuple(self.axes))
+        return kernel.to(dtype)
 
     def potential_from_stress(self, c: torch.Tensor, x0=None):
         """μ_el = −σ:dε⁰/dc (GPa), (*batch, *grid); also returns the solution (for warm starts/metrics)."""

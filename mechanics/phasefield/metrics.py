@@ -24,7 +24,9 @@ def max_principal_stress(stress: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(0.5 * (stress + stress.transpose(-1, -2)))[..., -1]
 
 
-def elastic_energy_density(stress: torch.Tensor, strain: torch.Tensor, eigenstrain: torch.Tensor) -> torch.Tensor:
+def elastic_energy_density(
+    stress: torch.Tensor, strain: torch.Tensor, eigenstrain: torch.Tensor
+) -> torch.Tensor:
     """w = ½ σ : (ε − ε⁰) (GPa = aJ/nm³; ×1e3 for MJ/m³), (*batch, *grid)."""
     return 0.5 * (stress * (strain - eigenstrain)).sum(dim=(-2, -1))
 
@@ -66,7 +68,8 @@ def _fold(theta: torch.Tensor) -> torch.Tensor:
 
 
 def growth_rate(
-    k2: torch.Tensor, mobility: float, curvature: float, kappa_k2: torch.Tensor, kernel: torch.Tensor | float = 0.0
+    k2: torch.Tensor, mobility: float, curvature: float, kappa_k2: torch.Tensor,
+    kernel: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """Linear-stability growth rate of a Fourier mode about a uniform state (Cahn-Hilliard):
     ω(k) = −M k² (f''(c₀) + κ k² + B(k̂)), with κk² passed as ``kappa_k2`` (the gradient symbol)."""

@@ -28,7 +28,9 @@ def _model(n=16, omega=1.0, current=None, reservoir=None, law=None, noise=None, 
 
 
 @pytest.mark.parametrize(
-    "law", [ButlerVolmer(0.7, 0.3), ButlerVolmer(0.7, 0.5), CoupledIonElectron(0.7, 8.3)], ids=["bv.3", "bv.5", "ciet"]
+    "law",
+    [ButlerVolmer(0.7, 0.3), ButlerVolmer(0.7, 0.5), CoupledIonElectron(0.7, 8.3)],
+    ids=["bv.3", "bv.5", "ciet"],
 )
 def test_reservoir_solve_carries_the_current(law):
     # the spatial mean of R at the solved reservoir potential equals the imposed current (Newton to 1e-10)
@@ -58,7 +60,8 @@ def test_galvanostatic_charge_counting_is_exact():
     init_fn, step_fn = allen_cahn_reaction(model)
     state = init_fn(torch.full((1, 16, 16), 0.05, dtype=torch.float64), 0.1)
     spread = []
-    state = run_to_times(step_fn, state, [15.0 * j for j in range(1, 7)], [lambda s: spread.append(float(s.c.std()))])
+    times = [15.0 * j for j in range(1, 7)]
+    state = run_to_times(step_fn, state, times, [lambda s: spread.append(float(s.c.std()))])
     assert float(state.c.mean()) == pytest.approx(0.05 + 0.01 * 90.0, abs=1e-9)
     assert max(spread) > 0.1  # it did phase separate on the way (Ω = 3 kT), so the test is not trivial
 
