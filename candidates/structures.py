@@ -12,14 +12,9 @@ from these positions and corrects them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pymatgen.alchemy.materials import TransformedStructure
 from pymatgen.core import Lattice, Structure
-from pymatgen.transformations.standard_transformations import (
-    OrderDisorderedStructureTransformation,
-    SupercellTransformation,
-)
 
 from mechanics.errors import InputError
 from mechanics.parameters.base import OrthorhombicLattice
@@ -27,6 +22,9 @@ from mechanics.parameters.base import OrthorhombicLattice
 from . import literature
 from .mixing import vegard
 from .space import INACTIVE_METALS, OLIVINE_METALS, REDOX_ACTIVE_METALS, Candidate
+
+if TYPE_CHECKING:
+    from pymatgen.alchemy.materials import TransformedStructure
 
 SPACE_GROUP = "Pnma"
 SPACE_GROUP_NUMBER = 62
@@ -163,6 +161,13 @@ def ordered_supercell(candidate: Candidate, state: str = "lithiated",
     one is the first of a degenerate set, not a ground state. The history holds the candidate's own
     records, the virtual crystal, the supercell and the ordering transformations.
     """
+    # pymatgen's transformation stack costs ~1.5 s to import: load it only when ordering is asked for
+    from pymatgen.alchemy.materials import TransformedStructure
+    from pymatgen.transformations.standard_transformations import (
+        OrderDisorderedStructureTransformation,
+        SupercellTransformation,
+    )
+
     _check_state(state)
     if isinstance(max_mixed_sites, bool) or not isinstance(max_mixed_sites, int) or max_mixed_sites < 4:
         raise InputError("max_mixed_sites", "an integer >= 4", max_mixed_sites)
