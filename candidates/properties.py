@@ -20,8 +20,8 @@ Rules for quantities with no composition-resolved data (all stated in ``notes`` 
 Static descriptors:
   * volume change ΔV/V = V(LiMPO4)/V(MPO4) − 1.
   * Khachaturyan B_min = min over unit normals n of B(n) for the eigenstrain ε⁰(1) and the stiffness
-    (``mechanics.coherency.minimum_B``), with the minimising normal n* (habit-plane normal, sign
-    chosen so its largest component is positive).
+    (``mechanics.coherency.minimum_B``), with the minimising normal n* (habit-plane normal; B(n) is
+    even in every component for an orthorhombic crystal, so components are reported ≥ 0).
   * coherent spinodal. Regular solution per Li site, f(c) = Ω c(1 − c) + kT[c ln c + (1 − c) ln(1 − c)];
     a coherent composition wave of normal n adds B(n) per volume to f''. The most unstable point is
     c = 1/2, where f'' = 4kT − 2Ω per site, so the coherent spinodal is suppressed (no composition
@@ -134,22 +134,39 @@ def _chgnet_lattice_provider(
 # descriptors
 
 
-def coherency_minimum(stiffness_voigt_GPa: np.ndarray, misfit: tuple[float, float, float],
-                      ) -> tuple[float, tuple[float, float, float]]:
-    """Khachaturyan B_min (GPa) and habit normal for a diagonal eigenstrain, via the mechanics core."""
-    import torch
-    from mechanics.coherency import minimum_B
+def coherency_minimum(
+    stiffness_voigt_GPa: np.ndarray,
+    misfit: tuple[float, float, float],
+    misfit_std: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    stiffness_rel_std: float = 0.0,
+) -> tuple[float, tuple[float, float, float], float]:
+    """Khachaturyan B_min (GPa), habit normal and the 1σ of B_min, via ``mechanics.coherency.minimum_B``.
 
-    from mechanics import Stiffness
+    The orthorhombic stiffness and a diagonal misfit make B(n) even in each component of n (mmm
+    mirrors), so the normal is reported with non-negative components. 1σ: first-order propagation,
+    central differences of B_min at misfit ± σ per axis (one batched call) and B ∝ C for a uniform
+    stiffness scale: σ_B² = Σ_k ((B(ε + σ_k) − B(ε − σ_k))/2)² + (B σ_C,rel)².
+    """
+    import torch
+
+    from mechanics.coherency import minimum_B
+    from mechanics.stiffness import Stiffness
 
     C = Stiffness.from_voigt(torch.as_tensor(stiffness_voigt_GPa, dtype=torch.float64))
-    B_min, normal = minimum_B(C, torch.diag(torch.as_tensor(misfit, dtype=torch.float64)))
-    n = np.asarray(torch.as_tensor(normal).detach().cpu(), dtype=float).reshape(3)
+    diagonals = [np.asarray(misfit, dtype=float)]
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            shifted = np.array(misfit, dtype=float)
+            shifted[axis] += sign * misfit_std[axis]
+            diagonals.append(shifted)
+    eps = torch.diag_embed(torch.as_tensor(np.stack(diagonals), dtype=torch.float64))  # (7, 3, 3)
+    B, normals = minimum_B(C, eps)
+    B = B.detach().cpu().numpy()
+    n = np.abs(normals[0].detach().cpu().numpy().astype(float))
     n = n / np.linalg.norm(n)
-    if n[np.argmax(np.abs(n))] < 0:
-        n = -n
-    n[np.abs(n) < 1e-12] = 0.0
-    return float(B_min), (float(n[0]), float(n[1]), float(n[2]))
+    n[n < 1e-6] = 0.0  # below the resolution of minimum_B's refined normal (~1e-7)
+    sigma = float(np.sqrt(np.sum(((B[1::2] - B[2::2]) / 2) ** 2) + (B[0] * stiffness_rel_std) ** 2))
+    return float(B[0]), (float(n[0]), float(n[1]), float(n[2])), sigma
 
 
 def coherent_spinodal(omega_eV: float, B_min_GPa: float, site_density_per_nm3: float,
@@ -253,7 +270,7 @@ def properties(
         temperature_K=float(temperature_K),
         citations=tuple(dict.fromkeys(citations)),
     )
-    B_min, normal = coherency_minimum(stiffness, misfit)
+    B_min, normal, B_min_std = coherency_minimum(stiffness, misfit, misfit_std, stiffness_rel)
     margin, critical = coherent_spinodal(omega_eV, B_min, site_density, temperature_K)
     uncertainties = {
         "lattice_lithiated_A": float(max(lithiated.sigma_A)),
@@ -262,6 +279,7 @@ def properties(
         "volume_change": volume_change_sigma(lithiated, delithiated),
         "voltage_V": voltage_std,
         "stiffness_rel": stiffness_rel,
+        "coherency_B_min_GPa": B_min_std,
         "omega_eV": omega_rel * omega_eV,
         "kappa_aJ_per_nm": kappa_rel * kappa_aJ_per_nm,
     }
