@@ -44,7 +44,7 @@ import numpy as np
 
 from mechanics.errors import InputError
 from mechanics.parameters.base import MaterialParams, OrthorhombicLattice, misfit_from_lattices
-from mechanics.units import AJ_PER_NM_PER_J_PER_M, EV_PER_AJ, K_B_EV_PER_K, kT_eV
+from mechanics.units import AJ_PER_NM_PER_J_PER_M, EV_PER_AJ, J_PER_AJ, K_B_EV_PER_K, kT_eV
 
 from . import literature
 from .mixing import (
@@ -66,7 +66,6 @@ SOURCES = ("literature", "chgnet")
 CHGNET_EDGE_REL_SIGMA = 0.005
 FOREIGN_STIFFNESS_REL_SIGMA = 0.30
 FOREIGN_THERMO_REL_SIGMA = 0.50
-J_PER_EV = 1.602176634e-19
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ def properties(
     omega = literature.thermodynamic_entry("omega_J_per_site")
     kappa = literature.thermodynamic_entry("kappa_J_per_m")
     citations.append(omega.citation)
-    omega_eV = omega.value / J_PER_EV
+    omega_eV = omega.value / J_PER_AJ * EV_PER_AJ
     kappa_aJ_per_nm = kappa.value * AJ_PER_NM_PER_J_PER_M
     omega_rel, kappa_rel = omega.sigma / omega.value, kappa.sigma / kappa.value
     if not pure_fe:
