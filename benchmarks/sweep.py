@@ -1,0 +1,96 @@
+"""Sweep throughput against the simulator alone, in the same run: what Ray + MLflow cost.
+
+    python benchmarks/sweep.py                      # 256 candidates on a GPU, 32 on CPU
+    python benchmarks/sweep.py --candidates 64 --grid-points 32 --batch-size 32
+
+Three timings of the same candidates, settings and batch size:
+
+- ``simulator``: :class:`screening.actors.SimulatorActor` called in this process, batch after batch (the
+  same code the actors run, without Ray or MLflow);
+- ``sweep (1 actor)``: the whole sweep with one actor on the same device and threads, logging every
+  candidate to a fresh SQLite store; ``loop`` counts from the first submitted batch to the last logged
+  run (the steady-state cost), ``total`` adds ``ray.init``, actor start and the final ranking;
+- the same with artifacts (three PNGs per candidate) switched off.
+
+Overhead = (sweep loop − simulator) / simulator. Prints a table; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def _space(n: int):
+    import candidates
+
+    step = 0.1 if n > 84 else 0.2  # Fe/Mn/Co/Ni: 286 compositions at 0.1, 56 at 0.2
+    space = candidates.olivine_space(metals=("Fe", "Mn", "Co", "Ni"), step=step)
+    if n > len(space):
+        space = candidates.olivine_space(metals=("Fe", "Mn", "Co", "Ni"), step=0.05)
+    return space[:n]
+
+
+def main() -> None:
+    import torch
+
+    from mechanics.screen import ScreeningSettings
+    from screening.actors import SimulatorActor
+    from screening.api import prepare_items
+    from screening.sweep import SweepOptions, execute_sweep
+
+    on_gpu = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, default=256 if on_gpu else 32)
+    parser.add_argument("--grid-points", type=int, default=64 if on_gpu else 16)
+    parser.add_argument("--batch-size", type=int, default=64 if on_gpu else 8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads of the simulator alone and of the one CPU actor")
+    parser.add_argument("--observations", type=int, default=8)
+    args = parser.parse_args()
+
+    settings = ScreeningSettings(grid_points=args.grid_points, observations=args.observations, snapshots=3)
+    items = prepare_items(_space(args.candidates))
+    device = "cuda" if on_gpu else f"cpu ({args.threads} threads)"
+    print(f"{len(items)} candidates, grid {args.grid_points}², batch {args.batch_size}, device {device}")
+
+    # simulator alone, same batches
+    actor = SimulatorActor(num_threads=args.threads)
+    work = [(it.label, it.params) for it in items]
+    actor.run_batch(work[:2], settings)  # warm-up (kernels, caches); not counted
+    if on_gpu:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    results = []
+    for i in range(0, len(work), args.batch_size):
+        results += actor.run_batch(work[i:i + args.batch_size], settings)
+    if on_gpu:
+        torch.cuda.synchronize()
+    alone = time.perf_counter() - start
+    failed = sum(r.status != "FINISHED" for r in results)
+
+    rows = [("simulator alone", alone, alone, failed)]
+    for artifacts in (True, False):
+        with tempfile.TemporaryDirectory(prefix="chemoscreen-bench-") as tmp:
+            options = SweepOptions(
+                tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}", num_cpus=args.threads, actors=1,
+                cpus_per_actor=float(args.threads), gpus_per_actor=1.0, batch_size=args.batch_size,
+                artifacts=artifacts, progress=False, space="benchmark")
+            outcome = execute_sweep(items, settings, law=None, model_uri="vegard", options=options)
+            loop = outcome.timings["simulate_and_log_s"]
+            rows.append((f"sweep, 1 actor, artifacts {'on' if artifacts else 'off'}", loop,
+                         outcome.timings["total_s"], outcome.failed))
+
+    print("\n| run | loop (s) | total (s) | candidates/s (loop) | overhead vs simulator | failed |")
+    print("|---|---|---|---|---|---|")
+    for name, loop, total, n_failed in rows:
+        overhead = "" if name == "simulator alone" else f"{100 * (loop - alone) / alone:+.1f} %"
+        print(f"| {name} | {loop:.2f} | {total:.2f} | {len(items) / loop:.2f} | {overhead} | {n_failed} |")
+
+
+if __name__ == "__main__":
+    main()
