@@ -1,0 +1,220 @@
+"""``solve_elasticity``: the public entry point, input checks and the result record."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mechanics.elasticity import homogeneous, particle
+from mechanics.elasticity.operators import check_scheme
+from mechanics.errors import InputError
+from mechanics.grid import Grid
+from mechanics.stiffness import (
+    Stiffness,
+    check_plane_axes,
+    mandel_to_tensor,
+    tensor_to_mandel,
+    voigt_to_tensor,
+)
+
+
+@dataclass(frozen=True)
+class ElasticityResult:
+    """Solution of one (batched) elastic problem.
+
+    Fields (``*batch`` = broadcast of the eigenstrain's, stiffness's and mask's batch shapes):
+      strain: total strain ε, (*batch, *grid, d, d), dimensionless (tensor shear).
+      stress: σ = S:(ε − ε⁰), (*batch, *grid, d, d), GPa.
+      energy: ½ Σ (ε − ε⁰):σ h^d, (*batch,), aJ in 3-D, aJ per nm of thickness in 2-D.
+      mean_strain: ⟨ε⟩ over the cell, (*batch, d, d).
+      displacement: periodic displacement fluctuation u (nm), (*batch, *grid, d); on the cell corners
+        (node j at the lower corner of cell j) for the rotated scheme. None for the homogeneous path.
+      iterations: CG iterations per batch element, (*batch,) int64; None for the homogeneous path.
+      residual: final relative preconditioned residual per batch element, (*batch,); None likewise.
+      converged: all residuals ≤ tol (True for the homogeneous path).
+    """
+
+    strain: torch.Tensor
+    stress: torch.Tensor
+    energy: torch.Tensor
+    mean_strain: torch.Tensor
+    displacement: torch.Tensor | None = None
+    iterations: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    converged: bool = True
+
+
+def _as_tensor(x, field: str, expected: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError):
+        raise InputError(field, expected, x) from None
+
+
+def _check_grid(grid) -> Grid:
+    if not isinstance(grid, Grid):
+        raise InputError("grid", "a mechanics.Grid", type(grid).__name__)
+    return grid
+
+
+def solve_elasticity(
+    grid: Grid,
+    C,
+    eigenstrain,
+    mask=None,
+    plane: str = "strain",
+    axes=(0, 1),
+    *,
+    stiffness_scale=None,
+    void_stiffness: float = 1e-3,
+    tol: float | None = None,
+    max_iter: int = 5000,
+    x0=None,
+    scheme: str | None = None,
+) -> ElasticityResult:
+    """Linear elasticity with an eigenstrain on a periodic grid, batched and differentiable.
+
+    Arguments:
+      grid: :class:`~mechanics.grid.Grid`, d = 2 or 3.
+      C: :class:`~mechanics.stiffness.Stiffness` (batch (*b) broadcasting with the eigenstrain's), or a
+        Voigt matrix. Moved to the eigenstrain's dtype and device.
+      eigenstrain: ε⁰, (*batch, *grid, d, d), in the grid frame (grid axis i carries crystal axis
+        ``axes[i]`` in 2-D, crystal axis i in 3-D). Non-float input becomes float64.
+      mask: None — periodic homogeneous body with zero mean stress, exact Green operator
+        (:mod:`.homogeneous`). A bool (*grid) or (*batch, *grid) — traction-free particle: stiffness C
+        inside, ``void_stiffness`` × C outside, solved by PCG (:mod:`.particle`).
+      plane: "strain" or "stress" (generalized plane stress, σ along the out-of-plane crystal axis = 0);
+        2-D only. axes: the two crystal axes (0 = a, 1 = b, 2 = c) of grid axes 0, 1; 2-D only.
+      stiffness_scale: optional positive field (*grid) or (*batch, *grid) multiplying C (a
+        heterogeneous modulus, e.g. PFHub benchmark 4); forces the iterative path. Differentiable.
+      void_stiffness: η, stiffness ratio of the void to the particle (0 < η ≤ 1).
+      tol: relative preconditioned residual at which CG stops (default 1e-8 in float64, 1e-5 in
+        float32). max_iter: CG iteration cap. x0: warm start, a previous :class:`ElasticityResult` of
+        the same shapes (its mean strain and displacement).
+      scheme: "spectral" (default without mask) or "rotated" (default with mask; Willot's rotated
+        finite differences, no ringing at the surface); see :mod:`.operators`.
+
+    Returns :class:`ElasticityResult`.
+    """
+    grid = _check_grid(grid)
+    d = grid.ndim
+    eps0 = _as_tensor(eigenstrain, "eigenstrain", f"a (*batch, *grid, {d}, {d}) real tensor")
+    if eps0.is_complex():
+        raise InputError("eigenstrain", "a real tensor", eps0.dtype)
+    if not eps0.is_floating_point():
+        eps0 = eps0.to(torch.float64)
+    dtype, device = eps0.dtype, eps0.device
+    tail = (*grid.shape, d, d)
+    if eps0.ndim < len(tail) or tuple(eps0.shape[-len(tail):]) != tail:
+        raise InputError("eigenstrain", f"shape (*batch, {', '.join(map(str, tail))})", tuple(eps0.shape))
+    if d == 2:
+        axes = check_plane_axes(plane, axes)
+    elif plane not in ("strain", "stress"):
+        raise InputError("plane", "'strain' or 'stress'", plane)
+    if not isinstance(C, Stiffness):
+        C = Stiffness.from_voigt(C)
+    C = C.to(dtype=dtype, device=device)
+    c_mandel = C.mandel(d, axes, plane)  # (*b, m, m)
+    c4 = C.tensor() if d == 3 else voigt_to_tensor(C.reduced_voigt(axes, plane))
+    eps_batch = eps0.shape[: eps0.ndim - len(tail)]
+
+    iterative = mask is not None or stiffness_scale is not None
+    scale = None
+    scale_batch: tuple = ()
+    if iterative:
+        scale, scale_batch = _scale_field(grid, mask, stiffness_scale, void_stiffness, dtype, device)
+    try:
+        batch = torch.broadcast_shapes(eps_batch, C.batch_shape, scale_batch)
+    except RuntimeError:
+        raise InputError("eigenstrain/C/mask", "batch shapes that broadcast",
+                         (tuple(eps_batch), tuple(C.batch_shape), tuple(scale_batch))) from None
+    nb = math.prod(batch)
+    m = c_mandel.shape[-1]
+    eps0_sym = 0.5 * (eps0 + eps0.transpose(-1, -2))
+    e0 = tensor_to_mandel(eps0_sym, d).expand(*batch, *grid.shape, m).reshape(nb, *grid.shape, m)
+    e0 = e0.movedim(-1, 1)  # (B, m, *grid)
+    cm = c_mandel.expand(*batch, m, m).reshape(nb, m, m)
+    c4b = c4.expand(*batch, *c4.shape[-4:]).reshape(nb, *c4.shape[-4:])
+    dims = tuple(range(-d, 0))
+
+    if not iterative:
+        scheme = check_scheme(scheme or "spectral")
+        strain = homogeneous.solve_homogeneous(grid, cm, c4b, e0, scheme)
+        stress = homogeneous.apply_mandel(cm, strain - e0)
+        displacement = iterations = residual = None
+        converged = True
+    else:
+        scheme = check_scheme(scheme or "rotated")
+        if tol is None:
+            tol = 1e-8 if dtype == torch.float64 else 1e-5
+        if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+            raise InputError("tol", "a number in (0, 1)", tol)
+        if int(max_iter) < 1:
+            raise InputError("max_iter", "a positive integer", max_iter)
+        sc = scale.expand(*batch, *grid.shape).reshape(nb, *grid.shape)
+        start = _warm_start(x0, grid, batch, nb, m, d, dtype, device)
+        strain, E, U, it, res = particle.solve_particle(
+            grid, cm, c4b, sc, e0, scheme, float(tol), int(max_iter), start
+        )
+        stress = sc[:, None] * homogeneous.apply_mandel(cm, strain - e0)
+        u = torch.fft.irfftn(U, s=grid.shape, dim=dims).movedim(1, -1)
+        displacement = u.reshape(*batch, *grid.shape, d)
+        iterations = it.reshape(batch)
+        residual = res.reshape(batch)
+        converged = bool((res <= tol).all())
+    energy = 0.5 * ((strain - e0) * stress).reshape(nb, -1).sum(-1) * grid.cell_volume
+    mean_strain = mandel_to_tensor(strain.mean(dim=dims), d).reshape(*batch, d, d)
+    strain_t = mandel_to_tensor(strain.movedim(1, -1), d).reshape(*batch, *grid.shape, d, d)
+    stress_t = mandel_to_tensor(stress.movedim(1, -1), d).reshape(*batch, *grid.shape, d, d)
+    return ElasticityResult(
+        strain=strain_t, stress=stress_t, energy=energy.reshape(batch), mean_strain=mean_strain,
+        displacement=displacement, iterations=iterations, residual=residual, converged=converged,
+    )
+
+
+def _scale_field(grid, mask, stiffness_scale, void_stiffness, dtype, device):
+    """s(x) = [mask ? 1 : η] · stiffness_scale(x), shape (*b, *grid), and its batch shape."""
+    nd = grid.ndim
+    s = torch.ones(grid.shape, dtype=dtype, device=device)
+    if mask is not None:
+        mk = _as_tensor(mask, "mask", "a bool tensor (*grid) or (*batch, *grid)")
+        if mk.dtype != torch.bool:
+            raise InputError("mask", "a bool tensor (*grid) or (*batch, *grid)", mk.dtype)
+        if mk.ndim < nd or tuple(mk.shape[-nd:]) != grid.shape:
+            raise InputError("mask", f"shape (*batch, {', '.join(map(str, grid.shape))})", tuple(mk.shape))
+        if not (isinstance(void_stiffness, (int, float)) and 0 < void_stiffness <= 1):
+            raise InputError("void_stiffness", "a stiffness ratio in (0, 1]", void_stiffness)
+        mk = mk.to(device)
+        if not bool(mk.reshape(*mk.shape[:-nd], -1).any(-1).all()):
+            raise InputError("mask", "at least one True cell per particle", "an empty mask")
+        s = torch.where(mk, s, torch.full((), float(void_stiffness), dtype=dtype, device=device))
+    if stiffness_scale is not None:
+        sc = _as_tensor(stiffness_scale, "stiffness_scale", "a positive field (*grid) or (*batch, *grid)")
+        if sc.ndim < nd or tuple(sc.shape[-nd:]) != grid.shape or sc.is_complex():
+            raise InputError("stiffness_scale", f"a real field of shape (*batch, {grid.shape})",
+                             tuple(sc.shape))
+        sc = sc.to(dtype=dtype, device=device)
+        if not bool((sc.detach() > 0).all()):
+            raise InputError("stiffness_scale", "strictly positive values", "values <= 0")
+        s = s * sc
+    return s, s.shape[:-nd]
+
+
+def _warm_start(x0, grid, batch, nb, m, d, dtype, device):
+    if x0 is None:
+        return None
+    if not isinstance(x0, ElasticityResult) or x0.displacement is None:
+        raise InputError("x0", "an ElasticityResult of a previous masked solve, or None", type(x0).__name__)
+    u = x0.displacement.detach().to(dtype=dtype, device=device)
+    e = x0.mean_strain.detach().to(dtype=dtype, device=device)
+    if tuple(u.shape) != (*batch, *grid.shape, d):
+        raise InputError("x0", f"a result with displacement shape {(*batch, *grid.shape, d)}", tuple(u.shape))
+    dims = tuple(range(-d, 0))
+    U = torch.fft.rfftn(u.reshape(nb, *grid.shape, d).movedim(-1, 1), dim=dims)
+    E = tensor_to_mandel(e.reshape(nb, d, d), d)
+    return E, U
