@@ -86,3 +86,18 @@ def test_chgnet_relaxes_lfp_and_fp_near_experiment(tmp_path):
     assert props.params.lithiated == results["lithiated"].lattice
     assert props.misfit == pytest.approx(tuple(li / de - 1))
     assert props.source == "chgnet" and any("CHGNet" in c for c in props.citations)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not chgnet_source.chgnet_available(), reason="needs the chgnet extra")
+def test_finite_strain_stiffness_reproduces_the_measured_chgnet_softness(tmp_path):
+    # reference/candidates.md measured CHGNet C11/C22/C33 = 98/97/120 GPa for LiFePO4 (24 strained cells,
+    # ion relaxation, pymatgen fit); our fit uses the same strains with a plain least-squares slope, so
+    # 5 %. Both are far below the DFT values (138.9/198.0/173.0 GPa), the reason the chgnet source keeps
+    # the literature stiffness.
+    relaxed = chgnet_source.relax_end_member("Fe", "lithiated", cache_dir=tmp_path)
+    C = chgnet_source.finite_strain_stiffness(Structure.from_dict(relaxed.structure))
+    np.testing.assert_allclose(np.diag(C)[:3], (98.0, 97.0, 120.0), rtol=0.05)
+    dft, _, _ = literature.stiffness_entry("LiFePO4")
+    assert (np.diag(C)[:3] < 0.8 * np.diag(dft)[:3]).all()
+    assert np.allclose(C, C.T) and np.linalg.eigvalsh(C).min() > 0
