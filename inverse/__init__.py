@@ -1,1 +1,13 @@
-"""chemoscreen: inverse."""
+"""chemoscreen.inverse: learn the composition–eigenstrain law ε⁰(X) of an olivine cathode from
+correlative composition and strain images (Deng et al., Nature Materials 21, 547 (2022)).
+
+    images = inverse.load_images("particle.npz")      # ImageSet (.npz, .h5, .tif + .json)
+    cal = inverse.calibrate(images)                   # Calibration: .law, .vegard, .residual, .to_json()
+    synthetic = inverse.synthesize(seed=0)            # ImageSet with truth_* ground truth
+"""
+
+from inverse.calibrate import Calibration, calibrate
+from inverse.images import ImageSet, load_images, save_images
+from inverse.synth import synthesize
+
+__all__ = ["Calibration", "ImageSet", "calibrate", "load_images", "save_images", "synthesize"]

@@ -1,0 +1,370 @@
+"""Calibrate the composition–eigenstrain law ε⁰(X) from correlative images (Deng et al., Nature
+Materials 21, 547 (2022)).
+
+Pipeline per particle: put X on the strain grid (:mod:`inverse.registration`), denoise it with its
+known σ (:mod:`inverse.denoise`, errors in variables), factorise the free-platelet FE operator once and
+compute the strain response of every law coefficient (:mod:`inverse.forward`). All particles share
+the law; each has its own uniform reference offset (strain_reference "unknown"; "LiMPO4" shifts by
+−ε⁰(1), "MPO4" by nothing). The weighted, smoothness-regularised least squares of :mod:`inverse.fit`
+gives the law; GCV picks λ. The law is returned as the core's ``PiecewiseLinearLaw`` with the b axis
+set to Vegard with the reference misfit (an [010] image does not see b).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from inverse import fit as lsq
+from inverse.denoise import denoise_composition, estimate_noise
+from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver
+from inverse.images import ImageSet, crystal_to_grid, grid_to_crystal
+from inverse.registration import align_composition
+from inverse.residual import find_hotspots
+from mechanics.errors import InputError
+
+SCHEMA = "chemoscreen.calibration/1"
+AXES = ("a", "c")
+_COMP = ((0, 0), (1, 1), (0, 1))  # grid-frame rows per pixel: ε00, ε11, ε01
+
+
+@dataclass(frozen=True)
+class Particle:
+    """One image set prepared for the fit (grid frame: axis 0 = rows, axis 1 = columns)."""
+
+    images: ImageSet
+    registration: object
+    x_observed: np.ndarray  # (H, W) registered X, NaN outside
+    x_fit: np.ndarray  # (H, W) denoised X used in the design
+    sigma_x: float
+    tv_weight: float
+    responses: np.ndarray  # (2, K−1, H, W, 2, 2)
+    strain: np.ndarray  # (H, W, 2, 2) measured, grid frame
+    weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate`.
+
+    law: ``mechanics.laws.PiecewiseLinearLaw`` (ε⁰ along a, b, c; b = Vegard reference).
+    knots_X (K,), values (2, K) and std (2, K): the learned ε⁰ along a and c at the knots, with the
+      larger of the Laplace and block-bootstrap standard deviations.
+    vegard: slope_a, slope_c, their std, max_deviation (§4.3).
+    fit: rmse_strain, n_pixels, chi2_reduced, lambda, rule, dof, ...
+    residual: per particle, maps in the crystal frame (see :meth:`residual_arrays`).
+    identifiability: coverage histogram, knot support, singular values, warnings.
+    """
+
+    law: object
+    knots_X: np.ndarray
+    values: np.ndarray
+    std: np.ndarray
+    std_laplace: np.ndarray
+    std_bootstrap: np.ndarray
+    covariance: np.ndarray
+    vegard: dict
+    fit: dict
+    residual: list
+    identifiability: dict
+    registration: list
+    offsets: list
+    inputs: list
+    warnings: list
+    mlflow: dict = field(default_factory=lambda: {"run_id": None, "model_uri": None})
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "law": {
+                "X": [float(v) for v in self.knots_X],
+                "eigenstrain": {ax: [float(v) for v in self.values[i]] for i, ax in enumerate(AXES)},
+                "std": {ax: [float(v) for v in self.std[i]] for i, ax in enumerate(AXES)},
+            },
+            "vegard": {k: float(v) for k, v in self.vegard.items()},
+            "fit": {"rmse_strain": float(self.fit["rmse_strain"]), "n_pixels": int(self.fit["n_pixels"]),
+                    "chi2_reduced": float(self.fit["chi2_reduced"])},
+            "inputs": list(self.inputs),
+            "mlflow": dict(self.mlflow),
+        }
+
+    def to_json(self) -> str:
+        """``calibration.json`` text in the ``chemoscreen.calibration/1`` schema (ARCHITECTURE §4.3)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def with_mlflow(self, run_id: str | None, model_uri: str | None) -> Calibration:
+        return replace(self, mlflow={"run_id": run_id, "model_uri": model_uri})
+
+    def residual_arrays(self) -> dict:
+        """Flat dict of arrays for ``residual.npz``: ``p{i}_<name>`` per particle, plus the law."""
+        out = {"law_X": self.knots_X, "law_a": self.values[0], "law_c": self.values[1],
+               "law_std_a": self.std[0], "law_std_c": self.std[1]}
+        for i, maps in enumerate(self.residual):
+            for name, arr in maps.items():
+                out[f"p{i}_{name}"] = np.asarray(arr)
+        return out
+
+
+def _prepare(images: ImageSet, knots: np.ndarray, denoise: bool, voigt, plane: str) -> Particle:
+    # denoise on the composition's own grid, where its noise is white with the stated σ; registration
+    # and resampling interpolate, which would correlate and shrink the noise
+    comp = images.composition
+    comp_mask = np.isfinite(comp)
+    if images.composition_sigma is not None:
+        sig = np.broadcast_to(images.composition_sigma, comp.shape)
+        sigma_x = float(np.sqrt(np.mean(np.square(sig[comp_mask]))))
+    else:
+        sigma_x = estimate_noise(comp, comp_mask)
+    if denoise and sigma_x > 0:
+        x_clean, tv = denoise_composition(comp, comp_mask, sigma_x)
+    else:
+        x_clean, tv = comp, 0.0
+    reg = align_composition(replace(images, composition=x_clean))
+    reg_raw = align_composition(images) if denoise else reg
+    mask = images.mask
+    x_obs, x_fit = reg_raw.composition, reg.composition
+    solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm, voigt, plane)
+    responses = basis_responses(solver, np.nan_to_num(x_fit), knots, images.crystal_angle_deg)
+    if images.strain_sigma is None:
+        weight = np.ones(mask.shape)
+    else:
+        weight = 1.0 / np.square(np.broadcast_to(images.strain_sigma, mask.shape))
+    return Particle(images, reg, x_obs, x_fit, sigma_x, tv, responses,
+                    np.nan_to_num(images.strain_grid()), np.where(mask, weight, 0.0))
+
+
+def _design(particles: list[Particle], n_law: int) -> tuple:
+    """Stacked rows (A, y, w, block) over all particles; offsets as per-particle nuisance columns."""
+    n_off = [3 if p.images.strain_reference == "unknown" else 0 for p in particles]
+    n_params = n_law + sum(n_off)
+    blocks_a, blocks_y, blocks_w, blocks_id = [], [], [], []
+    col = n_law
+    block_base = 0
+    for p, n_o in zip(particles, n_off):
+        mask = p.images.mask
+        rows, cols = np.nonzero(mask)
+        angle = p.images.crystal_angle_deg
+        resp = p.responses[:, :, rows, cols]  # (2, K−1, n_px, 2, 2)
+        a = np.zeros((rows.size, 3, n_params))
+        law_cols = resp.reshape(n_law, rows.size, 2, 2)
+        for r, (i, j) in enumerate(_COMP):
+            a[:, r, :n_law] = law_cols[:, :, i, j].T
+        if p.images.strain_reference == "LiMPO4":  # measured from LiMPO4: ε − ε⁰(1)
+            m = n_law // 2
+            for ax in range(2):
+                unit = np.zeros((2, 2))
+                unit[ax, ax] = 1.0
+                g = crystal_to_grid(unit, angle)
+                for r, (i, j) in enumerate(_COMP):
+                    a[:, r, ax * m + m - 1] -= g[i, j]
+        for k in range(n_o):
+            a[:, k, col + k] = 1.0  # uniform ε00, ε11, ε01 offsets (grid frame)
+        col += n_o
+        y = np.stack([p.strain[rows, cols, i, j] for i, j in _COMP], -1)
+        w = np.repeat(p.weight[rows, cols][:, None], 3, axis=1)
+        bpx = max(4, int(round(min(mask.shape) / 12)))
+        bid = (rows // bpx) * (mask.shape[1] // bpx + 1) + cols // bpx
+        _, bid = np.unique(bid, return_inverse=True)
+        blocks_a.append(a.reshape(-1, n_params))
+        blocks_y.append(y.ravel())
+        blocks_w.append(w.ravel())
+        blocks_id.append(np.repeat(bid + block_base, 3))
+        block_base += int(bid.max()) + 1
+    return (np.concatenate(blocks_a), np.concatenate(blocks_y), np.concatenate(blocks_w),
+            np.concatenate(blocks_id), n_off)
+
+
+def calibrate(
+    images,
+    *,
+    n_knots: int = 11,
+    monotone: bool = False,
+    denoise: bool = True,
+    n_bootstrap: int = 64,
+    n_robust: int = 2,
+    min_support_px: float = 20.0,
+    plane: str = "stress",
+    material=None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Calibration:
+    """Learn ε⁰(X) along a and c from one image set or a list of them (one shared law).
+
+    Args:
+      images: ``ImageSet`` or a list of them (``inverse.load_images``).
+      n_knots: knots of the piecewise-linear law, uniform on [0, 1] (X = 0 pinned to ε⁰ = 0).
+      monotone: constrain each axis to be monotone in the direction of its unconstrained end value.
+      denoise: TV-denoise X with its σ before the fit (errors in variables; see inverse.denoise).
+      n_bootstrap: spatial block-bootstrap replicates (0 turns it off).
+      n_robust: iteratively reweighted passes that down-weight pixels whose residual is an outlier
+        (unmodelled defects such as dislocations); 0 gives the plain weighted least squares.
+      min_support_px: knots whose hat functions sum to less than this over all pixels are reported
+        as not constrained by the data.
+      plane: "stress" (thin platelet, default) or "strain".
+      material: ``MaterialParams`` (stiffness and b misfit); default the core's LFP reference.
+    """
+    from tqdm.auto import tqdm
+
+    from mechanics.laws import PiecewiseLinearLaw
+
+    sets = [images] if isinstance(images, ImageSet) else list(images)
+    if not sets or not all(isinstance(s, ImageSet) for s in sets):
+        raise InputError("images", "an ImageSet or a non-empty list of ImageSets", type(images).__name__)
+    if int(n_knots) < 3:
+        raise InputError("n_knots", "an integer >= 3", n_knots)
+    material = material or lfp_material()
+    voigt = material.stiffness_voigt()
+    knots = np.linspace(0.0, 1.0, int(n_knots))
+    m = knots.size - 1
+    n_law = 2 * m
+    particles = [
+        _prepare(s, knots, denoise, voigt, plane)
+        for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
+    ]
+    a, y, w, block, n_off = _design(particles, n_law)
+    penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
+    robust_w = np.ones(y.size // 3)
+    for it in range(n_robust + 1):
+        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block)
+        choice = lsq.gcv_select(eq, penalty)
+        lam = choice["lambda"]
+        theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, lam)
+        if it < n_robust:
+            robust_w = lsq.robust_pixel_weights(((y - a @ theta) * np.sqrt(w)).reshape(-1, 3))
+    signs = np.sign(theta[[m - 1, 2 * m - 1]])
+    signs[signs == 0] = 1.0
+    if monotone:
+        theta = lsq.solve_monotone(eq.gram, eq.rhs, penalty, lam, signs, n_law)
+    resid_w = max(lsq.rss(eq, theta), 0.0)
+    dof = eq.n_rows - choice["dof_best"]
+    chi2 = resid_w / dof
+    known_sigma = all(p.images.strain_sigma is not None for p in particles)
+    scale2 = max(1.0, chi2) if known_sigma else chi2
+    cov = lsq.laplace_covariance(eq, penalty, lam, scale2)
+
+    rng = np.random.default_rng(seed)
+    if n_bootstrap > 0:
+        solver = None
+        if monotone:
+            def solver(g, r):
+                return lsq.solve_monotone(g, r, penalty, lam, signs, n_law)
+        reps = lsq.block_bootstrap(eq, penalty, lam, n_bootstrap, rng, solver)
+        boot_std = reps.std(axis=0, ddof=1)
+    else:
+        reps = None
+        boot_std = np.zeros_like(theta)
+    lap_std = np.sqrt(np.clip(np.diag(cov), 0, None))
+
+    def per_axis(vec):
+        return np.concatenate([np.zeros((2, 1)), vec[:n_law].reshape(2, m)], axis=1)
+
+    values, std_l, std_b = per_axis(theta), per_axis(lap_std), per_axis(boot_std)
+    std = np.maximum(std_l, std_b)
+
+    # Vegard slopes of the learned law (least squares through the origin over the knots) and their std
+    g = knots / np.sum(knots**2)
+    slopes = values @ g
+    cov_law = cov[:n_law, :n_law]
+    slope_std = []
+    for ax in range(2):
+        grad = np.zeros(a.shape[1])
+        grad[ax * m:(ax + 1) * m] = g[1:]
+        var = grad @ cov @ grad
+        if reps is not None:
+            var = max(var, float(np.var(reps @ grad, ddof=1)))
+        slope_std.append(np.sqrt(var))
+    vegard = {
+        "slope_a": slopes[0], "slope_c": slopes[1], "slope_a_std": slope_std[0], "slope_c_std": slope_std[1],
+        "max_deviation": float(np.max(np.abs(values - slopes[:, None] * knots[None, :]))),
+    }
+
+    # residual maps, hot spots, identifiability
+    predicted = a @ theta
+    r_all = y - predicted
+    rmse = float(np.sqrt(np.mean(r_all**2)))
+    maps, hotspots, regs, offsets, inputs = [], [], [], [], []
+    start = 0
+    col = n_law
+    x_all = []
+    for p, n_o in zip(particles, n_off):
+        mask = p.images.mask
+        n_rows = 3 * int(mask.sum())
+        pred = _to_map(predicted[start:start + n_rows], mask)
+        meas = p.strain * mask[..., None, None]
+        off = np.zeros((2, 2))
+        if n_o:
+            o = theta[col:col + 3]
+            off = np.array([[o[0], o[2]], [o[2], o[1]]])
+        start += n_rows
+        col += n_o
+        ang = p.images.crystal_angle_deg
+        meas_c, pred_c = grid_to_crystal(meas, ang), grid_to_crystal(pred, ang)
+        res_c = (meas_c - pred_c) * mask[..., None, None]
+        sig_s = np.sqrt(1.0 / p.weight[mask].mean()) if known_sigma else rmse
+        spots = find_hotspots(res_c, mask, sig_s)
+        nan = np.where(mask, 1.0, np.nan)
+        entry = {"mask": mask, "composition": p.x_observed, "composition_denoised": p.x_fit,
+                 "hotspots": np.array([[s["row"], s["col"], s["score"]] for s in spots]).reshape(-1, 3)}
+        for name, field_ in (("measured", meas_c), ("predicted", pred_c), ("residual", res_c)):
+            for comp, (i, j) in zip(("aa", "cc", "ac"), _COMP):
+                entry[f"{name}_{comp}"] = field_[..., i, j] * nan
+        maps.append(entry)
+        hotspots.append(spots)
+        regs.append({"shift_px": p.registration.shift_px, "shift_nm": p.registration.shift_nm,
+                     "n_filled": p.registration.n_filled, "resampled": p.registration.resampled,
+                     "tv_weight": p.tv_weight, "composition_sigma": p.sigma_x})
+        off_c = grid_to_crystal(off, ang)
+        offsets.append({"aa": off_c[0, 0], "cc": off_c[1, 1], "ac": off_c[0, 1], "fitted": bool(n_o)})
+        inputs.append({"path": p.images.source, "sha256": p.images.sha256})
+        x_all.append(np.nan_to_num(p.x_fit)[mask])
+    x_all = np.concatenate(x_all)
+    ident = _identifiability(x_all, knots, a, w, n_law, min_support_px, chi2, known_sigma)
+
+    law_values = np.zeros((3, knots.size))
+    law_values[0], law_values[2] = values[0], values[1]
+    law_values[1] = material.misfit[1] * knots
+    law = PiecewiseLinearLaw(knots, law_values, monotone=monotone)
+    fit_stats = {"rmse_strain": rmse, "n_pixels": int(x_all.size), "chi2_reduced": chi2, "lambda": lam,
+                 "rule": "generalized cross-validation", "dof": choice["dof_best"], "n_rows": eq.n_rows,
+                 "n_params": int(a.shape[1]), "monotone": bool(monotone), "plane": plane,
+                 "n_particles": len(particles), "downweighted_fraction": float(np.mean(robust_w < 0.5)),
+                 "n_hotspots": int(sum(len(h) for h in hotspots))}
+    return Calibration(
+        law=law, knots_X=knots, values=values, std=std, std_laplace=std_l, std_bootstrap=std_b,
+        covariance=cov_law, vegard=vegard, fit=fit_stats, residual=maps, identifiability=ident,
+        registration=regs, offsets=offsets, inputs=inputs, warnings=list(ident["warnings"]),
+    )
+
+
+def _to_map(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros((*mask.shape, 2, 2))
+    v = rows.reshape(-1, 3)
+    r, c = np.nonzero(mask)
+    out[r, c, 0, 0], out[r, c, 1, 1] = v[:, 0], v[:, 1]
+    out[r, c, 0, 1] = out[r, c, 1, 0] = v[:, 2]
+    return out
+
+
+def _identifiability(x, knots, a, w, n_law, min_support, chi2, known_sigma) -> dict:
+    counts, edges = np.histogram(np.clip(x, 0, 1), bins=20, range=(0.0, 1.0))
+    support = hat_basis(x, knots).sum(axis=0)
+    aw = a[:, :n_law] * np.sqrt(w)[:, None]
+    norms = np.linalg.norm(aw, axis=0)
+    sv = np.linalg.svd(aw / np.maximum(norms, 1e-300), compute_uv=False)
+    cond = float(sv[0] / max(sv[-1], 1e-300))
+    constrained = support >= min_support
+    constrained[0] = True  # ε⁰(0) = 0 by definition
+    warnings = []
+    for k in np.flatnonzero(~constrained):
+        warnings.append(f"X = {knots[k]:.2f}: only {support[k]:.1f} pixel-equivalents of data; the law "
+                        "there is set by the smoothness prior, not by the images")
+    if cond > 1e6:
+        warnings.append(f"design condition number {cond:.3g}: the data barely separate some knots")
+    if known_sigma and chi2 > 4.0:
+        warnings.append(f"chi2_reduced = {chi2:.2f}: the residual exceeds the stated strain noise "
+                        "(defects, PSF or registration errors; see the residual maps)")
+    return {"coverage_edges": edges, "coverage_counts": counts, "knot_support_px": support,
+            "constrained": constrained, "singular_values": sv, "condition_number": cond,
+            "warnings": warnings}

@@ -1,0 +1,75 @@
+"""The forward model of a correlative image set: total strain of a free platelet as a function of X.
+
+For a platelet with mask M imaged along [010] (in-plane crystal axes a and c), uniform stiffness C in
+generalized plane stress, and a diagonal eigenstrain ε⁰(X) = diag(f_a(X), f_c(X)) in the crystal frame,
+the measured total strain is linear in the law:
+
+    ε(r) = Σ_i Σ_k θ_ik · S[φ_k(X(r)) · e_i ⊗ e_i](r) + ε_ref,
+
+with S the (linear) eigenstrain → strain operator of the traction-free body (:mod:`mechanics.fem`),
+φ_k the piecewise-linear hat functions on the knots, e_i the crystal axes in the grid frame, and ε_ref a
+uniform offset of the strain reference. The columns S[φ_k e_i e_i] are computed with one factorisation.
+
+The in-plane stiffness is the core's ``Stiffness.reduced(axes=(0, 2), plane)``: generalized plane
+stress (σ_bj = 0) inverts the in-plane block of the compliance, so the out-of-plane eigenstrain drops out
+of the in-plane problem; plane strain keeps the in-plane block of C.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from inverse.images import crystal_rotation, stiffness_to_grid
+from mechanics.fem import PlateletSolver
+
+
+def lfp_material():
+    """Reference LFP parameters of the mechanics core (Maxisch–Ceder stiffness, Padhi lattices)."""
+    from mechanics.parameters.lfp import lfp_params
+
+    return lfp_params()
+
+
+def platelet_solver(mask: np.ndarray, angle_deg: float, pixel_nm: float, voigt_GPa=None,
+                    plane: str = "stress") -> PlateletSolver:
+    """Factorised free-platelet solver on the image grid for a crystal rotated by ``angle_deg``."""
+    from mechanics.stiffness import Stiffness
+
+    if voigt_GPa is None:
+        voigt_GPa = lfp_material().stiffness_voigt()
+    c_ac = Stiffness.from_voigt(np.asarray(voigt_GPa, dtype=float)).reduced(axes=(0, 2), plane=plane)
+    c_grid = stiffness_to_grid(c_ac.numpy(), angle_deg)
+    return PlateletSolver(mask, c_grid, pixel_nm)
+
+
+def axis_tensors(angle_deg: float) -> np.ndarray:
+    """(2, 2, 2): e_i ⊗ e_i in grid components for crystal axes i = a, c."""
+    r = crystal_rotation(angle_deg)
+    return np.einsum("ip,iq->ipq", r, r)
+
+
+def hat_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """φ_k(x), shape (..., K): the design matrix of the core's PiecewiseLinearLaw (linear continuation
+    beyond [0, 1]), so that the fitted knot values mean exactly what the law module evaluates."""
+    from mechanics.laws import PiecewiseLinearLaw
+
+    law = PiecewiseLinearLaw(np.asarray(knots, float), np.zeros((3, len(knots))))
+    return law.basis(torch.as_tensor(np.asarray(x, dtype=float))).numpy()
+
+
+def eigenstrain_grid(values_ac: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Grid-frame eigenstrain (..., 2, 2) of crystal-frame diagonal values (..., 2) = (f_a, f_c)."""
+    return np.einsum("...i,ipq->...pq", values_ac, axis_tensors(angle_deg))
+
+
+def basis_responses(solver: PlateletSolver, x: np.ndarray, knots: np.ndarray, angle_deg: float,
+                    chunk: int = 16) -> np.ndarray:
+    """Strain responses to each law coefficient: (2, K−1, H, W, 2, 2) grid-frame strain of the hats
+    φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0)."""
+    phi = hat_basis(np.where(solver.mask, x, 0.0), knots)[..., 1:]  # (H, W, K−1)
+    phi = np.where(solver.mask[..., None], phi, 0.0)
+    axes = axis_tensors(angle_deg)  # (2, 2, 2)
+    fields = np.einsum("hwk,ipq->ikhwpq", phi, axes).reshape(-1, *solver.shape, 2, 2)
+    out = np.concatenate([solver.apply(fields[i:i + chunk]) for i in range(0, fields.shape[0], chunk)])
+    return out.reshape(2, knots.size - 1, *solver.shape, 2, 2)

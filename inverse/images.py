@@ -1,0 +1,386 @@
+"""The correlative image set (ARCHITECTURE §4.2): model, validation, readers and writers.
+
+Formats: ``.npz`` (read with ``allow_pickle=False``), ``.h5``/``.hdf5`` (the same names as datasets,
+scalars also accepted as file attributes), and a TIFF stack with a JSON sidecar (``particle.tif`` +
+``particle.json``; the sidecar holds the scalars and ``"channels"``, the names of the stack's pages in
+order; a composition map on its own grid lives in a second TIFF named by ``"composition_file"``).
+
+Frames: image x = increasing column index, y = increasing row index. The solver grid uses axis 0 = row
+= y and axis 1 = column = x; ``crystal_angle_deg`` θ turns image +x towards image +y onto crystal a, so
+crystal a = (cos θ, sin θ) and crystal c = (−sin θ, cos θ) in image (x, y).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mechanics.errors import InputError
+
+STRAIN_FIELDS = ("strain_xx", "strain_yy", "strain_xy")
+REFERENCES = ("LiMPO4", "MPO4", "unknown")
+_SCALARS = ("pixel_size_nm", "crystal_angle_deg", "composition_pixel_size_nm", "strain_reference")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One particle's correlative maps.
+
+    Fields:
+      composition: (Hc, Wc) Li fraction X, NaN outside the particle; (H, W) unless
+        ``composition_pixel_size_nm`` gives it its own grid.
+      strain_xx, strain_yy, strain_xy: (H, W) image-frame strain (tensor shear).
+      mask: (H, W) bool particle pixels on the strain grid.
+      pixel_size_nm: strain-grid pitch (nm).
+      crystal_angle_deg: image +x → crystal a, towards image +y (degrees).
+      composition_pixel_size_nm: pitch of the composition grid (nm), or None for the strain grid.
+      composition_sigma, strain_sigma: one-σ noise (scalar, or a map on the grid of the field), or None.
+      strain_reference: ``"LiMPO4"``, ``"MPO4"`` or ``"unknown"``.
+      source, sha256: where the set was read from (empty for in-memory sets).
+      truth: the ``truth_*`` entries written by ``synth`` (never read by calibration).
+    """
+
+    composition: np.ndarray
+    strain_xx: np.ndarray
+    strain_yy: np.ndarray
+    strain_xy: np.ndarray
+    mask: np.ndarray
+    pixel_size_nm: float
+    crystal_angle_deg: float = 0.0
+    composition_pixel_size_nm: float | None = None
+    composition_sigma: float | np.ndarray | None = None
+    strain_sigma: float | np.ndarray | None = None
+    strain_reference: str = "unknown"
+    source: str = ""
+    sha256: str = ""
+    truth: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.strain_xx.shape
+
+    def strain_grid(self) -> np.ndarray:
+        """(H, W, 2, 2) strain on the solver grid axes (0 = y = rows, 1 = x = columns)."""
+        return image_to_grid(self.strain_xx, self.strain_yy, self.strain_xy)
+
+    def strain_crystal(self) -> np.ndarray:
+        """(H, W, 2, 2) strain in the crystal frame (a, c)."""
+        return grid_to_crystal(self.strain_grid(), self.crystal_angle_deg)
+
+
+# -- frames ---------------------------------------------------------------------------------------------
+def crystal_rotation(angle_deg: float) -> np.ndarray:
+    """R (2, 2) whose rows are crystal a and c in grid coordinates (axis 0 = y, axis 1 = x).
+
+    Tensors transform as ε_crystal = R ε_grid Rᵀ and C_grid_ijkl = R_pi R_qj R_rk R_sl C_crystal_pqrs.
+    """
+    t = np.deg2rad(angle_deg)
+    return np.array([[np.sin(t), np.cos(t)], [np.cos(t), -np.sin(t)]])
+
+
+def image_to_grid(exx: np.ndarray, eyy: np.ndarray, exy: np.ndarray) -> np.ndarray:
+    return np.stack([np.stack([eyy, exy], -1), np.stack([exy, exx], -1)], -2)
+
+
+def grid_to_crystal(tensor: np.ndarray, angle_deg: float) -> np.ndarray:
+    r = crystal_rotation(angle_deg)
+    return np.einsum("pi,...ij,qj->...pq", r, tensor, r)
+
+
+def crystal_to_grid(tensor: np.ndarray, angle_deg: float) -> np.ndarray:
+    r = crystal_rotation(angle_deg)
+    return np.einsum("pi,...pq,qj->...ij", r, tensor, r)
+
+
+def stiffness_to_grid(stiffness_crystal: np.ndarray, angle_deg: float) -> np.ndarray:
+    """In-plane stiffness (2, 2, 2, 2) from crystal (a, c) components to grid components."""
+    r = crystal_rotation(angle_deg)
+    return np.einsum("pi,qj,rk,sl,pqrs->ijkl", r, r, r, r, np.asarray(stiffness_crystal, float))
+
+
+# -- validation -----------------------------------------------------------------------------------------
+def _scalar(raw: dict, name: str, default=None, positive: bool = False):
+    if name not in raw or raw[name] is None:
+        return default
+    value = np.asarray(raw[name])
+    if value.size != 1:
+        raise InputError(name, "a scalar", f"array of shape {value.shape}")
+    try:
+        number = float(value.reshape(()))
+    except (TypeError, ValueError) as exc:
+        raise InputError(name, "a number", value.reshape(()).item()) from exc
+    if not np.isfinite(number) or (positive and number <= 0):
+        raise InputError(name, "a finite number > 0" if positive else "a finite number", number)
+    return number
+
+
+def _sigma(raw: dict, name: str, shape: tuple[int, int]):
+    if name not in raw or raw[name] is None:
+        return None
+    value = np.asarray(raw[name], dtype=float)
+    if value.size == 1:
+        number = float(value.reshape(()))
+        if not np.isfinite(number) or number <= 0:
+            raise InputError(name, "a one-σ noise > 0 (scalar or map)", number)
+        return number
+    if value.shape != shape:
+        raise InputError(name, f"a scalar or an array of shape {shape}", f"shape {value.shape}")
+    if np.any(value[np.isfinite(value)] <= 0):
+        raise InputError(name, "positive noise values", "values <= 0")
+    return value
+
+
+def _text(value) -> str:
+    arr = np.asarray(value)
+    item = arr.reshape(()).item() if arr.size == 1 else value
+    return item.decode() if isinstance(item, bytes) else str(item)
+
+
+def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
+    """Build an :class:`ImageSet` from a mapping of §4.2 names; every violation raises InputError."""
+    for name in ("composition", *STRAIN_FIELDS, "pixel_size_nm"):
+        if name not in raw:
+            raise InputError(name, "present in the image set (ARCHITECTURE §4.2)", "missing")
+    strains = []
+    for name in STRAIN_FIELDS:
+        arr = np.asarray(raw[name])
+        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+            raise InputError(name, "a 2-D float array (H, W)", f"{arr.dtype} array of shape {arr.shape}")
+        strains.append(arr.astype(float))
+    shape = strains[0].shape
+    for name, arr in zip(STRAIN_FIELDS, strains):
+        if arr.shape != shape:
+            raise InputError(name, f"shape {shape} like strain_xx", arr.shape)
+    pixel = _scalar(raw, "pixel_size_nm", positive=True)
+    comp_pixel = _scalar(raw, "composition_pixel_size_nm", positive=True)
+    comp = np.asarray(raw["composition"])
+    if comp.ndim != 2 or comp.dtype.kind not in "fiu":
+        raise InputError("composition", "a 2-D float array", f"{comp.dtype} array of shape {comp.shape}")
+    comp = comp.astype(float)
+    if comp_pixel is None and comp.shape != shape:
+        raise InputError(
+            "composition",
+            f"shape {shape} like the strain maps (or set composition_pixel_size_nm for its own grid)",
+            comp.shape,
+        )
+    angle = _scalar(raw, "crystal_angle_deg", default=0.0)
+    reference = _text(raw["strain_reference"]) if "strain_reference" in raw else "unknown"
+    if reference not in REFERENCES:
+        raise InputError("strain_reference", f"one of {REFERENCES}", reference)
+    comp_sigma = _sigma(raw, "composition_sigma", comp.shape)
+    strain_sigma = _sigma(raw, "strain_sigma", shape)
+
+    finite_strain = np.all([np.isfinite(s) for s in strains], axis=0)
+    if "mask" in raw and raw["mask"] is not None:
+        mask = np.asarray(raw["mask"])
+        if mask.shape != shape or mask.dtype.kind not in "biu":
+            raise InputError("mask", f"a bool array of shape {shape}", f"{mask.dtype} {mask.shape}")
+        mask = mask.astype(bool)
+        bad = mask & ~finite_strain
+        if bad.any():
+            raise InputError("strain_xx", "finite strain at every mask pixel", f"{int(bad.sum())} NaN pixels")
+    else:
+        mask = finite_strain & (np.isfinite(comp) if comp.shape == shape else True)
+    if not mask.any():
+        raise InputError("mask", "at least one particle pixel", "no particle pixels")
+    inside = comp[np.isfinite(comp)]
+    if inside.size == 0:
+        raise InputError("composition", "finite Li fractions inside the particle", "all NaN")
+    sig = float(np.nanmax(comp_sigma)) if comp_sigma is not None else 0.0
+    tolerance = max(0.05, 5.0 * sig)  # values outside [0, 1] are allowed only within the noise
+    if inside.min() < -tolerance or inside.max() > 1 + tolerance:
+        raise InputError(
+            "composition",
+            f"Li fraction X in [0, 1] within noise (±{tolerance:.3g})",
+            f"range [{inside.min():.3g}, {inside.max():.3g}]",
+        )
+    truth = {k: np.asarray(v) for k, v in raw.items() if k.startswith("truth_")}
+    return ImageSet(
+        composition=comp,
+        strain_xx=strains[0],
+        strain_yy=strains[1],
+        strain_xy=strains[2],
+        mask=mask,
+        pixel_size_nm=pixel,
+        crystal_angle_deg=angle,
+        composition_pixel_size_nm=comp_pixel,
+        composition_sigma=comp_sigma,
+        strain_sigma=strain_sigma,
+        strain_reference=reference,
+        source=source,
+        sha256=sha256,
+        truth=truth,
+    )
+
+
+# -- readers --------------------------------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as exc:  # object arrays need pickle: refuse them
+        raise InputError("images", "an .npz without pickled objects", str(exc)) from exc
+
+
+def _read_h5(path: Path) -> dict:
+    import h5py
+
+    out: dict = {}
+    with h5py.File(path, "r") as fh:
+        for key, value in fh.attrs.items():
+            out[key] = value
+        for key, ds in fh.items():
+            if isinstance(ds, h5py.Dataset):
+                out[key] = ds[()]
+    return out
+
+
+def _read_tiff(path: Path) -> dict:
+    import tifffile
+
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        raise InputError("images", f"a JSON sidecar {sidecar.name} beside the TIFF stack", "missing")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError("sidecar", "valid JSON", str(exc)) from exc
+    channels = meta.pop("channels", None)
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise InputError("channels", "a list of page names in the JSON sidecar", channels)
+    stack = tifffile.imread(path)
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.shape[0] != len(channels):
+        raise InputError("channels", f"{stack.shape[0]} names, one per TIFF page", len(channels))
+    out = dict(meta)
+    for name, page in zip(channels, stack):
+        out[name] = page.astype(bool) if name == "mask" else page
+    comp_file = out.pop("composition_file", None)
+    if comp_file is not None:
+        comp_path = path.parent / comp_file
+        if not comp_path.exists():
+            raise InputError("composition_file", "an existing TIFF beside the stack", str(comp_file))
+        out["composition"] = tifffile.imread(comp_path)
+    return out
+
+
+def load_images(path) -> ImageSet:
+    """Read and validate one image set (``.npz``, ``.h5``/``.hdf5``, ``.tif``/``.tiff`` + ``.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("images", "an existing image-set file", str(path))
+    suffix = path.suffix.lower()
+    readers = {".npz": _read_npz, ".h5": _read_h5, ".hdf5": _read_h5, ".tif": _read_tiff, ".tiff": _read_tiff}
+    if suffix not in readers:
+        raise InputError("images", f"a file ending in one of {sorted(readers)}", path.name)
+    try:
+        raw = readers[suffix](path)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError("images", f"a readable {suffix} image set", f"{path.name}: {exc}") from exc
+    return validate(raw, source=str(path), sha256=file_sha256(path))
+
+
+# -- writers --------------------------------------------------------------------------------------------
+def as_mapping(images: ImageSet) -> dict:
+    """The §4.2 names of an image set (None fields left out), truth included."""
+    out = {
+        "composition": images.composition,
+        "strain_xx": images.strain_xx,
+        "strain_yy": images.strain_yy,
+        "strain_xy": images.strain_xy,
+        "mask": images.mask,
+        "pixel_size_nm": images.pixel_size_nm,
+        "crystal_angle_deg": images.crystal_angle_deg,
+        "strain_reference": images.strain_reference,
+    }
+    for name in ("composition_pixel_size_nm", "composition_sigma", "strain_sigma"):
+        if getattr(images, name) is not None:
+            out[name] = getattr(images, name)
+    out.update(images.truth)
+    return out
+
+
+def save_images(images: ImageSet, path) -> Path:
+    """Write an image set atomically (temporary file, then rename) as .npz, .h5 or TIFF + JSON sidecar."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".h5", ".hdf5", ".tif", ".tiff"):
+        raise InputError("out", "a path ending in .npz, .h5, .hdf5, .tif or .tiff", path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = as_mapping(images)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    extra: list[tuple[Path, Path]] = []
+    try:
+        if suffix == ".npz":
+            arrays = {k: np.asarray(v) for k, v in data.items()}
+            with open(tmp_path, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(tmp_path, "w") as fh:
+                for k, v in data.items():
+                    fh.create_dataset(k, data=np.asarray(v) if not isinstance(v, str) else v)
+        else:
+            extra = _write_tiff(data, path, tmp_path)
+        for src, dst in extra:
+            os.replace(src, dst)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        for src, _ in extra:
+            src.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_tiff(data: dict, path: Path, tmp_path: Path) -> list[tuple[Path, Path]]:
+    """Strain-grid maps as pages of ``tmp_path``; scalars (and small truth arrays) in the sidecar."""
+    import tifffile
+
+    shape = np.asarray(data["strain_xx"]).shape
+    pages, channels, meta = [], [], {}
+    comp = np.asarray(data["composition"])
+    for key, value in data.items():
+        arr = np.asarray(value)
+        if key == "composition" and arr.shape != shape:
+            continue
+        if arr.shape == shape:
+            pages.append(arr.astype(np.float32))
+            channels.append(key)
+        elif arr.ndim == 0:
+            meta[key] = arr.item()
+        elif key.startswith("truth_"):
+            meta[key] = arr.tolist()
+    meta["channels"] = channels
+    moves = []
+    if comp.shape != shape:
+        comp_name = f"{path.stem}_composition.tif"
+        comp_tmp = tmp_path.with_name(f".{comp_name}.tmp")
+        tifffile.imwrite(comp_tmp, comp.astype(np.float32))
+        meta["composition_file"] = comp_name
+        moves.append((comp_tmp, path.parent / comp_name))
+    tifffile.imwrite(tmp_path, np.stack(pages))
+    side_tmp = tmp_path.with_suffix(".json.tmp")
+    side_tmp.write_text(json.dumps(meta, indent=1))
+    moves.append((side_tmp, path.with_suffix(".json")))
+    return moves

@@ -1,0 +1,326 @@
+"""Synthetic correlative image sets with known ground truth (``chemoscreen synth``).
+
+A free-standing platelet is rendered on a fine grid (``oversample`` sub-pixels per image pixel) from an
+analytic shape and composition field X(r): two phases (X ≈ 0.03 and 0.97) separated by curved, diffuse
+phase boundaries, plus solid-solution patches with graded intermediate X. The eigenstrain
+ε⁰(X) = diag(f_a(X), f_c(X)) (crystal frame; Vegard, bowed or a table) is converted to total strain by the
+finite-element free-platelet model (:mod:`mechanics.fem`, generalized plane stress, LFP stiffness) on the
+fine grid. Added to it: the Volterra strain of edge dislocations sitting on phase boundaries (isotropic,
+infinite body, Hirth & Lothe, *Theory of Dislocations* (1982) eq. 3-43, core-regularised), a uniform
+strain-reference offset, a Gaussian PSF per modality, area averaging onto the image pixels, a
+registration offset of the composition map, and Gaussian noise. Everything the fit must recover is
+stored under ``truth_*``.
+
+The strain reference is treated to first order (infinitesimal strain, as everywhere in chemoscreen):
+"MPO4" adds nothing, "LiMPO4" adds −ε⁰(1), "unknown" adds ``strain_offset``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from inverse.forward import eigenstrain_grid, lfp_material, platelet_solver
+from inverse.images import ImageSet, crystal_rotation, crystal_to_grid
+from mechanics.errors import InputError
+
+SHAPES = ("ellipse", "disc", "hexagon")
+
+
+# -- laws -----------------------------------------------------------------------------------------------
+def law_table(law, misfit_ac: tuple[float, float],
+              bow_ac: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Samples (X (n,), ε⁰ (n, 2) for a, c) of a law given as "vegard", "bowed", a file or a mapping.
+
+    Vegard: f_i = X·ε_i(1). Bowed: f_i = X·ε_i(1) + b_i·X(1 − X). A table (JSON ``{"X", "a", "c"}`` or a
+    CSV with header ``X,a,c``) is interpolated linearly and must start at X = 0 with ε⁰ = 0.
+    """
+    x = np.linspace(0.0, 1.0, 101)
+    m = np.asarray(misfit_ac, float)
+    if isinstance(law, str) and law == "vegard":
+        return x, x[:, None] * m
+    if isinstance(law, str) and law == "bowed":
+        return x, x[:, None] * m + np.asarray(bow_ac, float) * (x * (1 - x))[:, None]
+    if isinstance(law, (str, Path)):
+        path = Path(law)
+        if not path.is_file():
+            raise InputError("law", "'vegard', 'bowed' or an existing JSON/CSV table", str(law))
+        if path.suffix.lower() == ".json":
+            try:
+                law = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise InputError("law", "a JSON table {X, a, c}", str(exc)) from exc
+        else:
+            try:
+                arr = np.genfromtxt(path, delimiter=",", names=True)
+                law = {k: arr[k] for k in arr.dtype.names}
+            except (ValueError, TypeError) as exc:
+                raise InputError("law", "a CSV table with header X,a,c", str(exc)) from exc
+    if not isinstance(law, dict) or not {"X", "a", "c"} <= set(law):
+        raise InputError("law", "'vegard', 'bowed' or a table with keys X, a, c", law)
+    tx = np.asarray(law["X"], float)
+    ta, tc = np.asarray(law["a"], float), np.asarray(law["c"], float)
+    if tx.ndim != 1 or tx.size < 2 or ta.shape != tx.shape or tc.shape != tx.shape:
+        raise InputError("law", "X, a, c of equal length >= 2", (tx.shape, ta.shape, tc.shape))
+    if np.any(np.diff(tx) <= 0) or tx[0] != 0.0 or tx[-1] != 1.0:
+        raise InputError("law.X", "strictly ascending from 0 to 1", tx.tolist())
+    if ta[0] != 0.0 or tc[0] != 0.0:
+        raise InputError("law", "ε⁰(0) = 0 (strain measured from the delithiated lattice)", (ta[0], tc[0]))
+    return x, np.stack([np.interp(x, tx, ta), np.interp(x, tx, tc)], -1)
+
+
+# -- geometry and composition (analytic, in nm) ----------------------------------------------------------
+def _inside(shape: str, y: np.ndarray, x: np.ndarray, length: float, angle_deg: float) -> np.ndarray:
+    t = np.deg2rad(angle_deg)
+    u = (x - length / 2) * np.cos(t) + (y - length / 2) * np.sin(t)  # along crystal a
+    v = -(x - length / 2) * np.sin(t) + (y - length / 2) * np.cos(t)  # along crystal c
+    if shape == "disc":
+        return np.hypot(u, v) < 0.42 * length
+    if shape == "ellipse":  # platelets of LFP are elongated along c
+        return (u / (0.30 * length)) ** 2 + (v / (0.42 * length)) ** 2 < 1
+    if shape == "hexagon":
+        r = 0.42 * length
+        ok = np.ones_like(u, dtype=bool)
+        for k in range(6):
+            phi = np.pi / 6 + k * np.pi / 3
+            ok &= u * np.cos(phi) + v * np.sin(phi) < r * np.cos(np.pi / 6) * (0.8 if k % 3 == 0 else 1.0)
+        return ok
+    raise InputError("shape", f"one of {SHAPES}", shape)
+
+
+class _Composition:
+    """X(y, x) in nm coordinates: curved diffuse phase boundaries plus graded solid-solution patches."""
+
+    def __init__(self, rng: np.random.Generator, length: float, width_nm: float) -> None:
+        self.length = length
+        self.width = width_nm
+        angle = rng.uniform(0, 2 * np.pi)
+        self.centre = length / 2 + 0.55 * length * np.array([np.sin(angle), np.cos(angle)])
+        self.radius = 0.5 * length * rng.uniform(0.8, 1.0)
+        self.k = rng.normal(size=(3, 2)) * 2 * np.pi / length * 1.5
+        self.phase = rng.uniform(0, 2 * np.pi, 3)
+        self.amp = 0.06 * length
+        self.patch_centres = length / 2 + rng.uniform(-0.22, 0.22, size=(2, 2)) * length
+        self.patch_size = 0.11 * length
+        self.grad_dir = rng.normal(size=(2, 2))
+        self.grad_dir /= np.linalg.norm(self.grad_dir, axis=1, keepdims=True)
+
+    def level(self, y, x):
+        r = np.hypot(y - self.centre[0], x - self.centre[1]) - self.radius
+        wobble = sum(
+            self.amp * np.sin(self.k[m, 0] * y + self.k[m, 1] * x + self.phase[m]) for m in range(3)
+        )
+        return r + wobble
+
+    def two_phase(self, y, x):
+        return 0.03 + 0.94 * 0.5 * (1 + np.tanh(self.level(y, x) / self.width))
+
+    def __call__(self, y, x):
+        x2 = self.two_phase(y, x)
+        weight = np.zeros_like(y)
+        graded = np.zeros_like(y)
+        for c, g in zip(self.patch_centres, self.grad_dir):
+            d2 = ((y - c[0]) ** 2 + (x - c[1]) ** 2) / (2 * self.patch_size**2)
+            w = np.exp(-d2)
+            along = ((y - c[0]) * g[0] + (x - c[1]) * g[1]) / (2.2 * self.patch_size)
+            weight += w
+            graded += w * (0.5 + 0.42 * np.tanh(along))
+        blend = np.clip(1.4 * weight, 0, 1)
+        ss = graded / np.maximum(weight, 1e-12)
+        return (1 - blend) * x2 + blend * ss
+
+
+def _edge_dislocation_strain(dy, dx, burgers_nm, unit, nu=0.3, core_nm=1.0):
+    """Volterra strain (grid frame, (..., 2, 2)) of an edge dislocation with Burgers vector b·unit.
+
+    Local frame x' ∥ b, y' ⟂ b in plane; plane-strain isotropic stresses (Hirth & Lothe eq. 3-43)
+    σ_xx = −D y(3x²+y²)/ρ⁴, σ_yy = D y(x²−y²)/ρ⁴, σ_xy = D x(x²−y²)/ρ⁴, D = μb/(2π(1−ν)), ρ² = r² + r₀²;
+    strains ε = [(1−ν)σ − ν tr σ ...]/(2μ), so μ cancels.
+    """
+    perp = np.array([-unit[1], unit[0]])
+    x = dy * unit[0] + dx * unit[1]
+    y = dy * perp[0] + dx * perp[1]
+    rho4 = (x * x + y * y + core_nm**2) ** 2
+    pref = burgers_nm / (2 * np.pi * (1 - nu)) / 2.0  # D / (2μ)
+    sxx = -pref * y * (3 * x * x + y * y) / rho4
+    syy = pref * y * (x * x - y * y) / rho4
+    sxy = pref * x * (x * x - y * y) / rho4
+    exx = (1 - nu) * sxx - nu * syy
+    eyy = (1 - nu) * syy - nu * sxx
+    local = np.stack([np.stack([exx, sxy], -1), np.stack([sxy, eyy], -1)], -2)
+    q = np.stack([unit, perp])  # rows: local axes in grid coordinates
+    return np.einsum("pi,...pq,qj->...ij", q, local, q)
+
+
+def _blur(field: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian PSF restricted to the particle (normalised convolution), field (H, W, ...)."""
+    from scipy import ndimage
+
+    if sigma_px <= 0:
+        return field
+    sig = (sigma_px, sigma_px) + (0,) * (field.ndim - 2)
+    m = mask.reshape(mask.shape + (1,) * (field.ndim - 2)).astype(float)
+    num = ndimage.gaussian_filter(np.where(m > 0, field, 0.0), sig)
+    den = ndimage.gaussian_filter(np.broadcast_to(m, field.shape).astype(float), sig)
+    return np.where(m > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def _block_mean(field: np.ndarray, mask: np.ndarray, k: int):
+    """Area average of in-mask sub-pixels over k×k blocks; returns (mean, coverage fraction)."""
+    h, w = mask.shape[0] // k, mask.shape[1] // k
+    m = mask[: h * k, : w * k].reshape(h, k, w, k).astype(float)
+    f = field[: h * k, : w * k].reshape(h, k, w, k, *field.shape[2:])
+    mm = m.reshape(m.shape + (1,) * (field.ndim - 2))
+    cover = m.mean(axis=(1, 3))
+    total = (f * mm).sum(axis=(1, 3))
+    denom = np.maximum(m.sum(axis=(1, 3)), 1e-12).reshape(h, w, *(1,) * (field.ndim - 2))
+    return total / denom, cover
+
+
+def synthesize(
+    *,
+    size_px: int = 96,
+    pixel_size_nm: float = 20.0,
+    oversample: int = 2,
+    shape: str = "ellipse",
+    law="vegard",
+    bow_ac: tuple[float, float] = (0.008, -0.004),
+    crystal_angle_deg: float = 25.0,
+    seed: int = 0,
+    composition_sigma: float = 0.03,
+    strain_sigma: float = 5e-4,
+    composition_psf_nm: float = 10.0,
+    strain_psf_nm: float = 10.0,
+    registration_offset_nm: tuple[float, float] = (14.0, -9.0),
+    strain_reference: str = "unknown",
+    strain_offset: tuple[float, float, float] = (-0.004, 0.003, 0.0005),
+    n_dislocations: int = 3,
+    burgers_nm: float = 1.0,
+    composition_pixel_size_nm: float | None = None,
+    boundary_width_nm: float | None = None,
+    declared_noise_factor: float = 1.0,
+    material=None,
+) -> ImageSet:
+    """A synthetic LFP platelet image set with known truth (see the module docstring).
+
+    Lengths in nm; ``registration_offset_nm`` (dy, dx) displaces the composition map's field of view;
+    ``strain_offset`` is (aa, cc, ac) in the crystal frame; ``declared_noise_factor`` scales the noise
+    levels written into the file relative to those actually added (1: honest).
+    """
+    if size_px < 8 or oversample < 1:
+        raise InputError("size_px", "at least 8 pixels, with oversample >= 1", (size_px, oversample))
+    if pixel_size_nm <= 0:
+        raise InputError("pixel_size_nm", "a pitch > 0 nm", pixel_size_nm)
+    if strain_reference not in ("LiMPO4", "MPO4", "unknown"):
+        raise InputError("strain_reference", "LiMPO4, MPO4 or unknown", strain_reference)
+    if shape not in SHAPES:
+        raise InputError("shape", f"one of {SHAPES}", shape)
+    material = material or lfp_material()
+    misfit = material.misfit
+    x_law, f_law = law_table(law, (misfit[0], misfit[2]), bow_ac)
+    rng = np.random.default_rng(seed)
+    length = size_px * pixel_size_nm
+    comp_field = _Composition(rng, length, boundary_width_nm or 1.5 * pixel_size_nm)
+
+    # strain modality on the fine grid
+    n_f, h_f = size_px * oversample, pixel_size_nm / oversample
+    yf, xf = (np.mgrid[:n_f, :n_f] + 0.5) * h_f
+    mask_f = _inside(shape, yf, xf, length, crystal_angle_deg)
+    x_f = np.where(mask_f, comp_field(yf, xf), 0.0)
+    f_f = np.stack([np.interp(x_f, x_law, f_law[:, i]) for i in range(2)], -1)
+    solver = platelet_solver(mask_f, crystal_angle_deg, h_f, material.stiffness_voigt())
+    strain_f = solver.apply(eigenstrain_grid(f_f, crystal_angle_deg)[None])[0]
+
+    # dislocations on phase boundaries, away from the rim and from each other
+    from scipy import ndimage
+
+    rot = crystal_rotation(crystal_angle_deg)
+    inner = ndimage.binary_erosion(mask_f, iterations=4 * oversample)
+    boundary = inner & (np.abs(comp_field.two_phase(yf, xf) - 0.5) < 0.2) & (np.abs(x_f - 0.5) < 0.3)
+    cand = np.argwhere(boundary)
+    rng.shuffle(cand)
+    chosen: list[np.ndarray] = []
+    for p in cand:
+        if len(chosen) == n_dislocations:
+            break
+        if all(np.hypot(*(p - q)) > 10 * oversample for q in chosen):
+            chosen.append(p)
+    disl_strain = np.zeros_like(strain_f)
+    records = []
+    for p in chosen:
+        axis = int(rng.integers(2))
+        sign = rng.choice([-1.0, 1.0])
+        centre = (p + 1.0) * h_f  # a fine-pixel corner
+        disl_strain += _edge_dislocation_strain(
+            yf - centre[0], xf - centre[1], burgers_nm, sign * rot[axis], core_nm=h_f
+        )
+        angle = crystal_angle_deg + (0.0 if axis == 0 else 90.0) + (0.0 if sign > 0 else 180.0)
+        records.append([centre[0] / pixel_size_nm - 0.5, centre[1] / pixel_size_nm - 0.5, angle, burgers_nm])
+    disl_strain *= mask_f[..., None, None]
+
+    if strain_reference == "unknown":
+        off = np.asarray(strain_offset, float)
+        off_cr = np.array([[off[0], off[2]], [off[2], off[1]]])
+    elif strain_reference == "LiMPO4":
+        off_cr = -np.diag(f_law[-1])
+    else:
+        off_cr = np.zeros((2, 2))
+    off_grid = crystal_to_grid(off_cr, crystal_angle_deg)
+
+    total_f = _blur(strain_f + disl_strain, mask_f, strain_psf_nm / h_f)
+    strain_c, cover = _block_mean(total_f, mask_f, oversample)
+    mask_c = cover >= 0.5
+    clean_c, _ = _block_mean(strain_f, mask_f, oversample)
+    resid_c, _ = _block_mean(disl_strain, mask_f, oversample)
+    noise = rng.normal(scale=strain_sigma, size=(size_px, size_px, 3))
+    measured = strain_c + off_grid
+    nan = np.where(mask_c, 1.0, np.nan)
+    exx = (measured[..., 1, 1] + noise[..., 0]) * nan
+    eyy = (measured[..., 0, 0] + noise[..., 1]) * nan
+    exy = (measured[..., 0, 1] + noise[..., 2]) * nan
+
+    # composition modality on its own grid, displaced by the registration offset
+    p_c = composition_pixel_size_nm or pixel_size_nm
+    n_c = int(round(length / p_c))
+    k = max(oversample, 2)
+    yc, xc = (np.mgrid[: n_c * k, : n_c * k] + 0.5) * (p_c / k)
+    yc, xc = yc + registration_offset_nm[0], xc + registration_offset_nm[1]
+    mask_cf = _inside(shape, yc, xc, length, crystal_angle_deg)
+    comp_cf = _blur(np.where(mask_cf, comp_field(yc, xc), 0.0), mask_cf, composition_psf_nm / (p_c / k))
+    comp_c, cover_c = _block_mean(comp_cf, mask_cf, k)
+    noisy = comp_c + rng.normal(scale=composition_sigma, size=comp_c.shape)
+    comp_obs = np.where(cover_c >= 0.5, noisy, np.nan)
+
+    # truth: composition on the strain grid without blur, noise or offset
+    truth_x, _ = _block_mean(x_f, mask_f, oversample)
+    truth = {
+        "truth_law_X": x_law,
+        "truth_law_a": f_law[:, 0],
+        "truth_law_c": f_law[:, 1],
+        "truth_composition": np.where(mask_c, truth_x, np.nan),
+        "truth_strain_xx": clean_c[..., 1, 1] * nan,
+        "truth_strain_yy": clean_c[..., 0, 0] * nan,
+        "truth_strain_xy": clean_c[..., 0, 1] * nan,
+        "truth_residual_xx": resid_c[..., 1, 1] * nan,
+        "truth_residual_yy": resid_c[..., 0, 0] * nan,
+        "truth_residual_xy": resid_c[..., 0, 1] * nan,
+        "truth_dislocations": np.asarray(records, float).reshape(-1, 4),  # row_px, col_px, b angle, b nm
+        "truth_strain_offset": np.array([off_cr[0, 0], off_cr[1, 1], off_cr[0, 1]]),
+        "truth_shift_px": np.asarray(registration_offset_nm, float) / p_c * (p_c / pixel_size_nm),
+    }
+    return ImageSet(
+        composition=comp_obs,
+        strain_xx=exx,
+        strain_yy=eyy,
+        strain_xy=exy,
+        mask=mask_c,
+        pixel_size_nm=float(pixel_size_nm),
+        crystal_angle_deg=float(crystal_angle_deg),
+        composition_pixel_size_nm=None if composition_pixel_size_nm is None else float(p_c),
+        composition_sigma=composition_sigma * declared_noise_factor,
+        strain_sigma=strain_sigma * declared_noise_factor,
+        strain_reference=strain_reference,
+        truth=truth,
+    )

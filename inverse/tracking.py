@@ -1,0 +1,211 @@
+"""The edge of the calibration: write its outputs atomically, log an MLflow run, register the law.
+
+``log_calibration`` builds ``OUT/`` in a temporary sibling directory (``calibration.json``,
+``residual.npz``, PNGs), logs a run in experiment ``chemoscreen-calibration`` (params, metrics, the
+directory as artifacts), logs the law module with ``mlflow.pytorch.log_model`` (pickle serialization,
+explicit ``pip_requirements``) as a new version of the registered model (default ``lfp-chemomech``),
+points alias ``champion`` at it unless ``promote=False``, and only then renames the directory into
+place. Any failure deletes the new model version, marks the run FAILED and removes the temporary
+directory: nothing half-written remains.
+
+Default store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` with
+artifacts in ``mlartifacts/`` beside the database file (``./mlartifacts`` for the default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from inverse.images import file_sha256
+from mechanics.errors import InputError
+
+EXPERIMENT = "chemoscreen-calibration"
+MODEL_NAME = "lfp-chemomech"
+ALIAS = "champion"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _artifact_location(uri: str) -> str | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    path = urlparse(uri).path
+    db = Path(path[1:]) if path.startswith("/") else Path(path)
+    if str(db) in ("", ":memory:"):
+        return None
+    return (db.resolve().parent / "mlartifacts").as_uri()
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:"):
+        path = urlparse(uri).path
+        db = Path(path[1:]) if path.startswith("/") else Path(path)
+        if not db.resolve().parent.is_dir():
+            raise InputError("--tracking-uri", "sqlite:///FILE.db in an existing directory", uri)
+    elif uri.startswith("file:") or "://" not in uri:
+        raise InputError("--tracking-uri", "sqlite:///FILE.db or an http(s):// server (no file stores)", uri)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)  # creates a fresh SQLite schema in this process
+    return client
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise InputError("--experiment", "an active experiment (this one is deleted)", name)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def write_outputs(cal, directory: Path, truth: dict | None = None) -> list[Path]:
+    """calibration.json, residual.npz and the PNGs into an existing ``directory``."""
+    from inverse.plots import plot_law, plot_maps
+
+    written = [directory / "calibration.json", directory / "residual.npz", directory / "law.png"]
+    written[0].write_text(cal.to_json())
+    with open(written[1], "wb") as fh:
+        np.savez_compressed(fh, **cal.residual_arrays())
+    plot_law(cal, written[2], truth)
+    for i, maps in enumerate(cal.residual):
+        written.append(plot_maps(maps, directory / f"maps_p{i}.png", title=f"particle {i}"))
+    return written
+
+
+def _metrics(cal) -> dict:
+    out = {k: float(v) for k, v in cal.vegard.items()}
+    out.update({k: float(cal.fit[k]) for k in ("rmse_strain", "chi2_reduced", "lambda", "dof",
+                                              "n_pixels", "downweighted_fraction", "n_hotspots")})
+    out["condition_number"] = float(cal.identifiability["condition_number"])
+    out["n_unconstrained_knots"] = float(np.sum(~cal.identifiability["constrained"]))
+    for i, r in enumerate(cal.registration):
+        out[f"p{i}_shift_dy_px"], out[f"p{i}_shift_dx_px"] = map(float, r["shift_px"])
+    return out
+
+
+def _params(cal) -> dict:
+    return {"n_knots": len(cal.knots_X), "monotone": cal.fit["monotone"], "plane": cal.fit["plane"],
+            "lambda_rule": cal.fit["rule"], "n_particles": cal.fit["n_particles"],
+            "law_class": type(cal.law).__name__}
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out first and removed after."""
+    old = None
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError("--out", "a directory path (a file of that name exists)", str(out_dir))
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.replace(out_dir, old / "previous")
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "previous", out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def log_calibration(cal, *, out_dir, tracking_uri: str | None = None, register: str | None = MODEL_NAME,
+                    promote: bool = True, inputs=None, experiment: str = EXPERIMENT, track: bool = True,
+                    truth: dict | None = None):
+    """Write ``out_dir`` atomically and (``track``) log the run and register the law; returns the
+    calibration with its ``mlflow`` section filled (``run_id``, ``model_uri = models:/NAME/VERSION``).
+
+    ``inputs``: paths of the image files (their sha256 go into calibration.json); default the sources
+    recorded when the sets were loaded. ``register=None`` logs the run without a model version.
+    """
+    from dataclasses import replace
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if inputs is not None:
+        cal = replace(cal, inputs=[{"path": str(p), "sha256": file_sha256(Path(p))} for p in inputs])
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    client = run_id = version = None
+    try:
+        write_outputs(cal, tmp, truth)
+        if track:
+            uri = resolve_tracking_uri(tracking_uri)
+            client = _client(uri)
+            exp_id = _experiment_id(client, experiment, uri)
+            cal, run_id, version = _log_run(client, uri, exp_id, cal, tmp, register, promote)
+            (tmp / "calibration.json").write_text(cal.to_json())
+            client.log_artifact(run_id, str(tmp / "calibration.json"))
+            client.set_terminated(run_id, "FINISHED")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if client is not None and version is not None:
+            client.delete_model_version(register, version)
+        if client is not None and run_id is not None:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return cal
+
+
+def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None, promote: bool):
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(exp_id, run_name="calibration", tags={"chemoscreen.kind": "calibration"})
+    run_id = run.info.run_id
+    version = None
+    try:
+        import time
+
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in _metrics(cal).items()],
+                         params=[Param(k, str(v)) for k, v in _params(cal).items()])
+        client.log_artifacts(run_id, str(tmp))
+        if register:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pytorch.log_model(
+                    cal.law.to("cpu"), name="law", serialization_format="pickle",
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                    registered_model_name=register, await_registration_for=0,
+                )
+            version = str(info.registered_model_version)
+            if promote:
+                client.set_registered_model_alias(register, ALIAS, version)
+        model_uri = f"models:/{register}/{version}" if version else None
+        return cal.with_mlflow(run_id, model_uri), run_id, version
+    except BaseException:
+        if version is not None:
+            client.delete_model_version(register, version)
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def load_law(model_uri: str):
+    """The law module of a registered model (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ...);
+    evaluates ε⁰(X) → (..., 3) for a tensor X without the training data."""
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(model_uri, map_location="cpu")
