@@ -26,7 +26,7 @@ from .space import (
     validate_fractions,
 )
 from .structures import end_member_structure, ordered_supercell, virtual_crystal
-from .table import candidate_table, write_table
+from .table import candidate_table, check_table_path, write_table
 
 __all__ = [
     "INACTIVE_METALS",
@@ -38,6 +38,7 @@ __all__ = [
     "CandidateProperties",
     "candidate_id",
     "candidate_table",
+    "check_table_path",
     "coherent_spinodal",
     "custom_space",
     "end_member_structure",

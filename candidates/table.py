@@ -82,6 +82,17 @@ def candidate_table(
     return pd.DataFrame(rows)
 
 
+def check_table_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it ends in .csv or .parquet, else ``InputError`` naming ``--out``.
+
+    Call it before computing a table so a bad ``--out`` fails at once.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in TABLE_FORMATS:
+        raise InputError("--out", "a file name ending in .csv or .parquet", str(path))
+    return target
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` to ``path`` as CSV (``.csv``) or Parquet (``.parquet``), atomically.
 
@@ -89,10 +100,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     failed write leaves nothing half-written. Any other extension is an ``InputError`` naming
     ``--out``. Missing parent directories are created.
     """
-    target = Path(path)
-    kind = TABLE_FORMATS.get(target.suffix.lower())
-    if kind is None:
-        raise InputError("--out", "a file name ending in .csv or .parquet", str(path))
+    target = check_table_path(path)
+    kind = TABLE_FORMATS[target.suffix.lower()]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)

@@ -51,6 +51,9 @@ def test_write_table_refuses_other_extensions(table, tmp_path):
         candidates.write_table(df, tmp_path / "candidates.xlsx")
     assert info.value.field == "--out"
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError):
+        candidates.check_table_path("table")
+    assert candidates.check_table_path("t.PARQUET").name == "t.PARQUET"
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -67,3 +70,16 @@ def test_empty_space_is_an_input_error():
     with pytest.raises(InputError) as info:
         candidates.candidate_table([])
     assert info.value.field == "space"
+
+
+def test_the_docs_example_runs(tmp_path, monkeypatch):
+    # docs/candidates.md's first python block, executed as written (writes candidates.parquet in cwd)
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "candidates.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/candidates.md", "exec"), namespace)
+    assert len(namespace["space"]) == 36 and len(namespace["df"]) == 36
+    assert (tmp_path / "candidates.parquet").is_file()
