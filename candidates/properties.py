@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import numpy as np
 
@@ -286,7 +285,7 @@ def properties(
         candidate_id=candidate.id,
         formula=candidate.formula,
         source=source,
-        fractions=MappingProxyType(dict(metals)),
+        fractions=dict(metals),
         params=params,
         misfit=misfit,  # type: ignore[arg-type]
         volume_change=params.volume_change,
@@ -299,6 +298,6 @@ def properties(
         capacity_mAh_g=capacity,
         specific_energy_Wh_kg=voltage * capacity,
         citations=params.citations,
-        uncertainties=MappingProxyType(uncertainties),
+        uncertainties=uncertainties,
         notes=tuple(dict.fromkeys(notes)),
     )

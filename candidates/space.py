@@ -15,7 +15,6 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from pymatgen.core import Composition, Element
@@ -62,8 +61,8 @@ class Candidate:
     Fields:
       id: stable short hash (hex) of the M-site composition, see :func:`candidate_id`.
       metal_fractions: ((metal, fraction), …) sorted by metal, zero fractions left out, Σ = 1.
-      history: provenance records (dicts), oldest first, in the spirit of pymatgen's
-        ``TransformedStructure.history``.
+      history: provenance records (JSON-ready dicts), oldest first, in the spirit of pymatgen's
+        ``TransformedStructure.history``; not part of equality or the hash.
     """
 
     id: str
@@ -75,7 +74,7 @@ class Candidate:
         """Build a candidate from already validated fractions and one provenance record."""
         pairs = tuple(sorted((el, float(x)) for el, x in fractions.items() if x != 0.0))
         return cls(id=candidate_id(dict(pairs)), metal_fractions=pairs,
-                   history=(MappingProxyType(dict(record)),))
+                   history=(dict(record),))
 
     @property
     def fractions(self) -> dict[str, float]:
@@ -99,6 +98,21 @@ class Candidate:
     def formula(self) -> str:
         """pymatgen reduced formula of the lithiated compound (``LiFePO4``, ``Li1Mn0.5Fe0.5P1O4``)."""
         return self.composition.reduced_formula
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: id, formula, fractions and history."""
+        return {"id": self.id, "formula": self.formula, "fractions": self.fractions,
+                "history": [dict(record) for record in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        """Inverse of :meth:`to_dict`; the fractions are validated again and must reproduce the id."""
+        fractions = validate_fractions(data.get("fractions"), "fractions")
+        candidate = cls(candidate_id(fractions), tuple(sorted(fractions.items())),
+                        tuple(dict(record) for record in data.get("history", ())))
+        if "id" in data and data["id"] != candidate.id:
+            raise InputError("id", f"the id of the fractions ({candidate.id})", data["id"])
+        return candidate
 
     def __repr__(self) -> str:
         return f"Candidate(id={self.id!r}, formula={self.formula!r})"
@@ -353,7 +367,6 @@ def custom_space(
     candidates = explicit_space(generator, name=name)
     return [
         Candidate(c.id, c.metal_fractions,
-                  (MappingProxyType({**c.history[0], "parameters": {**parameters,
-                                                                      "fractions": c.fractions}}),))
+                  ({**c.history[0], "parameters": {**parameters, "fractions": c.fractions}},))
         for c in candidates
     ]

@@ -46,6 +46,12 @@ def test_lfp_capacity_and_energy(lfp):
     assert lfp.params.specific_energy_Wh_kg == pytest.approx(lfp.specific_energy_Wh_kg)
 
 
+def test_properties_pickle(lfp):
+    import pickle
+
+    assert pickle.loads(pickle.dumps(lfp)) == lfp
+
+
 def test_lfp_params_carry_the_literature_values(lfp):
     p = lfp.params
     assert isinstance(p, MaterialParams)

@@ -163,3 +163,16 @@ def test_olivine_space_errors_name_the_field(kwargs, field, phrase):
 def test_steps_that_divide_one_within_float_tolerance_are_accepted():
     assert len(candidates.olivine_space(("Fe", "Mn"), 0.1)) == 11
     assert len(candidates.olivine_space(("Fe", "Mn"), 1 / 3)) == 4
+
+
+def test_candidates_pickle_and_round_trip_through_json():
+    import json
+    import pickle
+
+    (c,) = candidates.explicit_space([{"Fe": 0.75, "Mn": 0.25}])
+    assert pickle.loads(pickle.dumps(c)) == c  # Ray ships candidates to workers by pickle
+    back = candidates.Candidate.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back == c and back.history == c.history and hash(back) == hash(c)
+    with pytest.raises(InputError) as info:
+        candidates.Candidate.from_dict({**c.to_dict(), "id": "0" * 12})
+    assert info.value.field == "id"
