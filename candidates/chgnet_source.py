@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -73,7 +74,14 @@ def chgnet_available() -> bool:
 @cache
 def _load_model(model: str):
     CHGNet, _ = _import_chgnet()
-    return CHGNet.load(model_name=model, use_device="cpu", verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its banner unconditionally
+        return CHGNet.load(model_name=model, use_device="cpu", verbose=False)
+
+
+def _calculator(model: str):
+    _, CHGNetCalculator = _import_chgnet()
+    with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu"
+        return CHGNetCalculator(model=_load_model(model), use_device="cpu")
 
 
 @contextlib.contextmanager
@@ -184,10 +192,9 @@ def relax(
     from ase.optimize import LBFGS
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    _, CHGNetCalculator = _import_chgnet()
     start = time.perf_counter()
     with _torch_threads(1):
-        calculator = CHGNetCalculator(model=_load_model(model), use_device="cpu")
+        calculator = _calculator(model)
         atoms = AseAtomsAdaptor.get_atoms(structure)
         atoms.calc = calculator
         optimizer = LBFGS(FrechetCellFilter(atoms), logfile=None)
@@ -237,11 +244,10 @@ def finite_strain_stiffness(
     from ase.optimize import LBFGS
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    _, CHGNetCalculator = _import_chgnet()
     pairs = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
     stiffness = np.zeros((6, 6))
     with _torch_threads(1):
-        calculator = CHGNetCalculator(model=_load_model(model), use_device="cpu")
+        calculator = _calculator(model)
         for j, (p, q) in enumerate(pairs):
             stresses = []
             for delta in strains:
