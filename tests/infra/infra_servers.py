@@ -122,20 +122,23 @@ def marked_pids(marker_value: str) -> list[int]:
 
 
 def stop_process_group(proc: subprocess.Popen, marker_value: str, sig: int = signal.SIGTERM) -> None:
-    """Signal the session `proc` leads, wait, then SIGKILL what is left of it (found by marker)."""
+    """Signal `proc` (it stops its own children), wait; then SIGKILL its session and anything left that
+    carries the marker."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
+        os.kill(proc.pid, sig)
     with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
         proc.wait(timeout=STOP_TIMEOUT_S)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while (left := marked_pids(marker_value)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    assert not left, f"processes survived teardown: {left}"
 
 
 def start_group(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -239,7 +242,9 @@ class RayCluster:
                               timeout=timeout_s)
 
     def rest(self, path: str, token: str | None = None) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
+        """GET from the dashboard/job API with the cluster's token, another `token`, or none ("")."""
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         return http_status(f"{self.dashboard_url}{path}", headers=headers)
 
     def alive_nodes(self) -> list[dict]:
