@@ -120,7 +120,9 @@ def coherency_B(C, misfit, normal) -> torch.Tensor:
 def coherency_kernel(grid: Grid, C, misfit, plane: str = "stress", axes=(0, 1)) -> torch.Tensor:
     """B(k̂) on the ``torch.fft.rfftn`` frequency grid of ``grid``, shape (*batch, *grid.rfft_shape), GPa.
 
-    The k = 0 entry is 0 (zero mean stress: a uniform composition stores no coherency energy). In 2-D
+    The k = 0 entry is 0 (zero mean stress: a uniform composition stores no coherency energy), and so
+    are the Nyquist modes of even axes (they have no consistent real wavevector; the spectral solver
+    leaves them stress-free, see :mod:`mechanics.elasticity.homogeneous`). In 2-D
     the reduced in-plane stiffness (``plane``, crystal ``axes`` on grid axes 0, 1) and the in-plane
     part ε*[axes][:, axes] of the misfit are used; in 3-D ``plane`` and ``axes`` are ignored.
     ``misfit`` is (*b, 3, 3) in the crystal frame; *batch = broadcast of C's and misfit's batch.
@@ -148,7 +150,10 @@ def coherency_kernel(grid: Grid, C, misfit, plane: str = "stress", axes=(0, 1)) 
     c4 = c4.expand(*batch, *c4.shape[-4:]).reshape(*batch, *([1] * nk), *c4.shape[-4:])
     eps = eps.expand(*batch, d, d).reshape(*batch, *([1] * nk), d, d)
     out = b_of_n(c4, eps, n)
-    return torch.where(zero.squeeze(-1), torch.zeros_like(out), out)
+    from mechanics.elasticity.operators import nyquist_modes
+
+    skip = zero.squeeze(-1) | nyquist_modes(grid, device)
+    return torch.where(skip, torch.zeros_like(out), out)
 
 
 def _fibonacci_hemisphere(n: int, dtype, device) -> torch.Tensor:

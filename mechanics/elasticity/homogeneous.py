@@ -7,6 +7,11 @@ Moulinec & Suquet, CMAME 157, 69 (1998)):
     ⟨ε⟩ = ⟨ε⁰⟩                                           (k = 0: ⟨σ⟩ = C:(⟨ε⟩ − ⟨ε⁰⟩) = 0)
     σ = C : (ε − ε⁰)
 
+With the ``spectral`` scheme a mode at the Nyquist frequency of an even axis has no consistent real
+wavevector (k and its conjugate partner point in different directions); such modes are left
+stress-free, ε̂ = ε̂⁰ (Moulinec & Suquet's convention), and :func:`mechanics.coherency.coherency_kernel`
+is zero there, so the kernel and the solver agree mode by mode.
+
 | symbol | variable | shape | unit |
 |---|---|---|---|
 | ε⁰, ε | ``eps0``, return | (B, m, *grid) Mandel | 1 |
@@ -37,10 +42,13 @@ def solve_homogeneous(
     """Total strain (B, m, *grid) (Mandel) of the periodic homogeneous body (module docstring)."""
     d = grid.ndim
     dims = tuple(range(-d, 0))
-    tau_hat = torch.fft.rfftn(apply_mandel(c_mandel, eps0), dim=dims)
+    e0_hat = torch.fft.rfftn(eps0, dim=dims)
+    tau_hat = apply_mandel(c_mandel.to(e0_hat.dtype), e0_hat)
     g = op.real_multipliers(grid, scheme, eps0.dtype, eps0.device)
     gg = op.outer_real(g)
     valid = op.nonzero_modes(gg)
     u = op.inverse_acoustic_apply(op.acoustic(c4, gg), op.mandel_dot(tau_hat, g, d), valid)
-    fluct = torch.fft.irfftn(op.mandel_sym_outer(g, u, d), s=grid.shape, dim=dims)
-    return fluct + eps0.mean(dim=dims).reshape(*eps0.shape[:2], *([1] * d))
+    eps_hat = op.mandel_sym_outer(g, u, d)
+    stress_free = op.stress_free_modes(grid, scheme, eps0.device)
+    eps_hat = torch.where(stress_free, e0_hat, eps_hat)
+    return torch.fft.irfftn(eps_hat, s=grid.shape, dim=dims)

@@ -77,6 +77,32 @@ def complex_multipliers(grid: Grid, scheme: str, dtype, device) -> list[torch.Te
     return out
 
 
+def nyquist_modes(grid: Grid, device=None) -> torch.Tensor:
+    """Modes with the Nyquist index on at least one even axis, bool (*rfft_shape)."""
+    out = torch.zeros(grid.rfft_shape, dtype=torch.bool, device=device)
+    d = grid.ndim
+    for i, n in enumerate(grid.shape):
+        if n % 2:
+            continue
+        view = [1] * d
+        size = grid.rfft_shape[i]
+        hit = torch.zeros(size, dtype=torch.bool, device=device)
+        hit[n // 2] = True  # fftfreq index N/2 (value −N/2), and the last rfft entry on the last axis
+        view[i] = size
+        out = out | hit.reshape(view)
+    return out
+
+
+def stress_free_modes(grid: Grid, scheme: str, device=None) -> torch.Tensor:
+    """Modes the homogeneous solver leaves stress-free: k = 0 (mean strain = mean eigenstrain) and, for
+    the spectral scheme, the Nyquist modes."""
+    out = torch.zeros(grid.rfft_shape, dtype=torch.bool, device=device)
+    out.view(-1)[0] = True
+    if scheme == "spectral":
+        out = out | nyquist_modes(grid, device)
+    return out
+
+
 def mandel_dot(s: torch.Tensor, g: list[torch.Tensor], d: int) -> torch.Tensor:
     """t_i = Σ_j s_ij g_j for a Mandel field s (B, m, *K) and vector multipliers g; returns (B, d, *K)."""
     index = {}
