@@ -103,8 +103,7 @@ def _symbols(model: CahnHilliard, like: torch.Tensor) -> dict:
     s = model.stabilization
     if s is None:
         s = model.free_energy.stabilization()
-    s = torch.as_tensor(s, dtype=like.dtype, device=like.device)
-    s = s.reshape(*s.shape, *([1] * model.d))
+    s = torch.as_tensor(s, dtype=like.dtype, device=like.device)  # broadcasts on c like f's parameters
     linear = s + gradient
     if model.linear_kernel is not None:
         linear = linear + model.linear_kernel.to(like.dtype)

@@ -103,31 +103,38 @@ class ElasticCoupling:
         eps0 = inplane_eigenstrain(g, misfit, self.axes, self.d)
         return eps0, inplane_eigenstrain(dg, misfit, self.axes, self.d)
 
+    def embed(self, c: torch.Tensor) -> torch.Tensor:
+        """The composition on the elastic grid (identity here; a particle pads it with void)."""
+        return c
+
+    def view(self, field: torch.Tensor) -> torch.Tensor:
+        """A scalar field of the elastic grid on the composition grid (identity here)."""
+        return field
+
     def solve(self, c: torch.Tensor, x0=None):
-        """The core's elastic solution for ε⁰(c) (homogeneous periodic or the free particle)."""
+        """(the core's elastic solution for ε⁰(c), ε⁰ on the elastic grid)."""
         from mechanics import solve_elasticity
 
-        eps0, _ = self.eigenstrain(c)
+        eps0, _ = self.eigenstrain(self.embed(c))
         kwargs = {"mask": self.mask, "plane": self.plane, "axes": tuple(self.axes)}
         if self.mask is not None:
             kwargs["x0"] = x0
             kwargs["tol"] = self.tol
-        return solve_elasticity(self.grid, self.stiffness, eps0, **kwargs)
+        return solve_elasticity(self.grid, self.stiffness, eps0, **kwargs), eps0
 
     def kernel(self, dtype: torch.dtype) -> torch.Tensor:
         """Khachaturyan B(k̂) of the Vegard law with this misfit on the rfft grid, (*batch, *rfft), GPa."""
         from mechanics.coherency import coherency_kernel
 
-        kernel = coherency_kernel(self.grid, self.stiffness, self.misfit, self.plane, tuple(self.axes))
+        misfit = torch.diag_embed(self.misfit.to(self.stiffness.dtype))
+        kernel = coherency_kernel(self.grid, self.stiffness, misfit, self.plane, tuple(self.axes))
         return kernel.to(dtype)
 
     def potential_from_stress(self, c: torch.Tensor, x0=None):
         """μ_el = −σ:dε⁰/dc (GPa), (*batch, *grid); also returns the solution (for warm starts/metrics)."""
-        result = self.solve(c, x0)
-        _, deps = self.eigenstrain(c)
-        mu = -(result.stress * deps).sum(dim=(-2, -1))
-        if self.mask is not None:
-            mu = mu * self.mask.to(mu.dtype)
+        result, _ = self.solve(c, x0)
+        _, deps = self.eigenstrain(self.embed(c))
+        mu = self.view(-(result.stress * deps).sum(dim=(-2, -1)))
         return mu, result
 
 
@@ -138,7 +145,7 @@ def explicit_potential(coupling: ElasticCoupling, subtract_kernel: torch.Tensor 
     d = coupling.d
 
     def potential(c: torch.Tensor, aux):
-        x0 = getattr(aux, "displacement", None) if aux is not None else None
+        x0 = aux if getattr(aux, "displacement", None) is not None else None
         mu, result = coupling.potential_from_stress(c, x0)
         if subtract_kernel is not None:
             shape = c.shape[-d:]
@@ -146,3 +153,34 @@ def explicit_potential(coupling: ElasticCoupling, subtract_kernel: torch.Tensor 
         return mu, result
 
     return potential
+
+
+@dataclass(frozen=True)
+class ParticleCoupling(ElasticCoupling):
+    """A free-standing rectangular platelet: the composition grid (``inner_shape``) is embedded with
+    ``padding`` void cells per side in a larger periodic elastic grid; the core's free-surface solver
+    (void stiffness ratio ``void_stiffness`` outside the mask) gives the stress, warm-started from the
+    previous step's solution. The composition grid itself has no-flux edges (the steppers' mirror)."""
+
+    inner_shape: tuple[int, ...] = ()
+    padding: int = 0
+
+    @classmethod
+    def square(cls, n: int, padding: int, spacing_nm: float, stiffness, misfit, shape, axes=(0, 2),
+               plane="stress", tol: float = 1e-5, device=None) -> ParticleCoupling:
+        from mechanics.grid import Grid
+
+        big = n + 2 * padding
+        mask = torch.zeros((big, big), dtype=torch.bool, device=device)
+        mask[padding:padding + n, padding:padding + n] = True
+        return cls(Grid((big, big), spacing_nm=spacing_nm), stiffness, misfit, shape, tuple(axes), plane,
+                   mask, tol, (n, n), padding)
+
+    def embed(self, c: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        return torch.nn.functional.pad(c, [p, p] * len(self.inner_shape))  # void holds c = 0
+
+    def view(self, field: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        index = (Ellipsis, *[slice(p, p + n) for n in self.inner_shape])
+        return field[index]

@@ -122,13 +122,14 @@ def solve_reservoir(
         return (x * weight).sum(dim=axes) / weight.sum(dim=axes)
 
     if isinstance(rate_law, ButlerVolmer):
-        alpha = torch.as_tensor(rate_law.alpha, dtype=c.dtype, device=c.device)
-        a_pe = alpha.reshape(-1, *([1] * d)) if alpha.ndim else alpha
+        # α broadcasts on c (a scalar or per element); the scalar Newton needs it per element
+        a_pe = torch.as_tensor(rate_law.alpha, dtype=c.dtype, device=c.device).expand_as(c)
+        alpha = a_pe.flatten(start_dim=c.ndim - d)[..., 0]
         i0 = rate_law.exchange(c)
         m_c = m.clamp(-_ETA_CLIP, _ETA_CLIP)
         log_a = torch.log(mean(i0 * torch.exp(-a_pe * m_c)))
         log_b = torch.log(mean(i0 * torch.exp((1 - a_pe) * m_c)))
-        alpha_b = alpha.reshape(alpha.shape) if alpha.ndim else alpha
+        alpha_b = alpha
         a, b = torch.exp(log_a), torch.exp(log_b)
         nu = 2 * torch.log((current + torch.sqrt(current**2 + 4 * a * b)) / (2 * a))
         for _ in range(iterations if bool((alpha != 0.5).any()) else 0):
@@ -213,8 +214,8 @@ def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
     quadratic = spectral.gradient_symbol(ks, model.kappa_aJ_per_nm)
     if model.linear_kernel is not None:
         quadratic = quadratic + model.linear_kernel.to(like.dtype)
+    # the free energy's parameters broadcast on c, and so does its stabilisation constant
     s = torch.as_tensor(model.free_energy.stabilization(), dtype=like.dtype, device=like.device)
-    s = s.reshape(*s.shape, *([1] * model.d)) if s.ndim else s
     k2 = spectral.k_squared(ks)
     mean_mode = (k2 == 0).to(like.dtype)
     return {"quadratic": quadratic, "S": s, "mean_mode": mean_mode}
