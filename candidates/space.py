@@ -156,11 +156,6 @@ def _check_number(value: object, field_name: str) -> float:
     return number
 
 
-def _charge_per_formula_unit(fractions: Mapping[str, float], charges: Mapping[str, int]) -> float:
-    """Li⁺ + Σ x_i q_i + P⁵⁺ + 4 O²⁻."""
-    return 1.0 + sum(x * charges[el] for el, x in fractions.items()) + 5.0 - 8.0
-
-
 def validate_fractions(fractions: object, field_name: str = "fractions") -> dict[str, float]:
     """Check one M-site composition and return it with Σ = 1 exactly (renormalised within tolerance).
 
@@ -185,9 +180,6 @@ def validate_fractions(fractions: object, field_name: str = "fractions") -> dict
         raise InputError(field_name, f"M-site fractions summing to 1 (within {FRACTION_TOLERANCE:g})",
                          f"sum {total:.9g} of {dict(fractions)}")
     checked = {el: x / total for el, x in checked.items() if x > 0.0}
-    charge = _charge_per_formula_unit(checked, dict.fromkeys(checked, M_SITE_CHARGE))
-    if abs(charge) > FRACTION_TOLERANCE:  # unreachable with 2+ metals only; kept as the model's invariant
-        raise InputError(field_name, "a charge-neutral Li M PO4 formula", f"charge {charge:+.3g} e per f.u.")
     active = sum(x for el, x in checked.items() if el in REDOX_ACTIVE_METALS)
     if active <= 0.0:
         raise InputError(
