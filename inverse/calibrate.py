@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from inverse import fit as lsq
-from inverse.denoise import denoise_composition, estimate_noise
+from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
 from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver
-from inverse.images import ImageSet, crystal_to_grid, grid_to_crystal
-from inverse.registration import align_composition
+from inverse.dislocations import refine_position, unit_fields
+from inverse.images import ImageSet, crystal_rotation, crystal_to_grid, grid_to_crystal
+from inverse.registration import align_composition, field_to_strain_grid
 from inverse.residual import find_hotspots
 from mechanics.errors import InputError
 
@@ -73,6 +74,7 @@ class Calibration:
     offsets: list
     inputs: list
     warnings: list
+    dislocations: list = field(default_factory=list)
     mlflow: dict = field(default_factory=lambda: {"run_id": None, "model_uri": None})
 
     def to_dict(self) -> dict:
@@ -107,9 +109,7 @@ class Calibration:
         return out
 
 
-def _prepare(images: ImageSet, knots: np.ndarray, denoise: bool, voigt, plane: str) -> Particle:
-    # denoise on the composition's own grid, where its noise is white with the stated σ; registration
-    # and resampling interpolate, which would correlate and shrink the noise
+def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -> Particle:
     comp = images.composition
     comp_mask = np.isfinite(comp)
     if images.composition_sigma is not None:
@@ -117,16 +117,34 @@ def _prepare(images: ImageSet, knots: np.ndarray, denoise: bool, voigt, plane: s
         sigma_x = float(np.sqrt(np.mean(np.square(sig[comp_mask]))))
     else:
         sigma_x = estimate_noise(comp, comp_mask)
-    if denoise and sigma_x > 0:
-        x_clean, tv = denoise_composition(comp, comp_mask, sigma_x)
-    else:
-        x_clean, tv = comp, 0.0
-    reg = align_composition(replace(images, composition=x_clean))
-    reg_raw = align_composition(images) if denoise else reg
+    reg = align_composition(images)
     mask = images.mask
-    x_obs, x_fit = reg_raw.composition, reg.composition
+    x_obs = reg.composition
+    tv = 0.0
+    # the noise model is applied on the composition's own grid, where the noise is white with the
+    # stated σ; registration and resampling interpolate, which correlates and shrinks it
+    tiny = sigma_x < 0.25 * np.min(np.diff(knots)) / 10  # noise far below the knot spacing: nothing to do
+    if eiv == "posterior" and not tiny:
+        e_phi, e_x, _ = posterior_hats(comp[comp_mask], sigma_x, knots)
+        maps = np.full((*comp.shape, knots.size + 1), np.nan)
+        maps[comp_mask, :-1] = e_phi
+        maps[comp_mask, -1] = e_x
+        on_grid = np.stack([field_to_strain_grid(maps[..., k], images, reg) for k in range(knots.size + 1)], -1)
+        phi, x_fit = on_grid[..., :-1], on_grid[..., -1]
+    elif eiv == "nlm" and not tiny:
+        x_fit = field_to_strain_grid(denoise_nlm(comp, comp_mask, sigma_x), images, reg)
+        phi = hat_basis(np.nan_to_num(x_fit), knots)
+    elif eiv == "tv" and not tiny:
+        x_clean, tv = denoise_composition(comp, comp_mask, sigma_x)
+        x_fit = field_to_strain_grid(x_clean, images, reg)
+        phi = hat_basis(np.nan_to_num(x_fit), knots)
+    elif eiv in ("nlm", "posterior", "tv", "none"):
+        x_fit = x_obs
+        phi = hat_basis(np.nan_to_num(x_fit), knots)
+    else:
+        raise InputError("errors_in_variables", "'nlm', 'tv', 'posterior' or 'none'", eiv)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm, voigt, plane)
-    responses = basis_responses(solver, np.nan_to_num(x_fit), knots, images.crystal_angle_deg)
+    responses = basis_responses(solver, phi, images.crystal_angle_deg)
     if images.strain_sigma is None:
         weight = np.ones(mask.shape)
     else:
@@ -181,9 +199,10 @@ def calibrate(
     *,
     n_knots: int = 11,
     monotone: bool = False,
-    denoise: bool = True,
+    errors_in_variables: str = "nlm",
     n_bootstrap: int = 64,
     n_robust: int = 2,
+    fit_dislocations: bool = True,
     min_support_px: float = 20.0,
     plane: str = "stress",
     material=None,
@@ -196,8 +215,13 @@ def calibrate(
       images: ``ImageSet`` or a list of them (``inverse.load_images``).
       n_knots: knots of the piecewise-linear law, uniform on [0, 1] (X = 0 pinned to ε⁰ = 0).
       monotone: constrain each axis to be monotone in the direction of its unconstrained end value.
-      denoise: TV-denoise X with its σ before the fit (errors in variables; see inverse.denoise).
+      errors_in_variables: how the composition noise is handled (inverse.denoise): "nlm" (default;
+        non-local-means denoised X), "tv" (total-variation denoised X), "posterior" (regressors
+        E[φ_k(X) | x] under a deconvolved prior, pixel by pixel) or "none" (raw X; biased).
       n_bootstrap: spatial block-bootstrap replicates (0 turns it off).
+      fit_dislocations: after a first fit, model the residual hot spots as edge dislocations (Burgers
+        vector in the a-c plane, Volterra field; inverse.dislocations) with nuisance parameters, so
+        that their long-range strain does not bias the law; they stay in the residual maps.
       n_robust: iteratively reweighted passes that down-weight pixels whose residual is an outlier
         (unmodelled defects such as dislocations); 0 gives the plain weighted least squares.
       min_support_px: knots whose hat functions sum to less than this over all pixels are reported
@@ -220,19 +244,20 @@ def calibrate(
     m = knots.size - 1
     n_law = 2 * m
     particles = [
-        _prepare(s, knots, denoise, voigt, plane)
+        _prepare(s, knots, errors_in_variables, voigt, plane)
         for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
     ]
-    a, y, w, block, n_off = _design(particles, n_law)
+    a_law, y, w, block, n_off = _design(particles, n_law)
+    n_base = a_law.shape[1]
+    a, theta, eq, choice, robust_w = _robust_fit(a_law, y, w, block, knots, n_robust)
+    dislocations: list[list[dict]] = [[] for _ in particles]
+    if fit_dislocations:
+        extra, keep, dislocations = _dislocation_columns(particles, y - a @ theta, w)
+        if extra.shape[1]:
+            a, theta, eq, choice, robust_w = _robust_fit(np.hstack([a_law, extra]), y, w * keep, block,
+                                                         knots, n_robust)
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
-    robust_w = np.ones(y.size // 3)
-    for it in range(n_robust + 1):
-        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block)
-        choice = lsq.gcv_select(eq, penalty)
-        lam = choice["lambda"]
-        theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, lam)
-        if it < n_robust:
-            robust_w = lsq.robust_pixel_weights(((y - a @ theta) * np.sqrt(w)).reshape(-1, 3))
+    lam = choice["lambda"]
     signs = np.sign(theta[[m - 1, 2 * m - 1]])
     signs[signs == 0] = 1.0
     if monotone:
@@ -281,14 +306,13 @@ def calibrate(
     }
 
     # residual maps, hot spots, identifiability
-    predicted = a @ theta
-    r_all = y - predicted
-    rmse = float(np.sqrt(np.mean(r_all**2)))
+    predicted = a[:, :n_base] @ theta[:n_base]  # law + offsets; fitted dislocations stay in the residual
+    rmse = float(np.sqrt(np.mean((y - a @ theta) ** 2)))
     maps, hotspots, regs, offsets, inputs = [], [], [], [], []
     start = 0
     col = n_law
     x_all = []
-    for p, n_o in zip(particles, n_off):
+    for p, n_o, disl in zip(particles, n_off, dislocations):
         mask = p.images.mask
         n_rows = 3 * int(mask.sum())
         pred = _to_map(predicted[start:start + n_rows], mask)
@@ -306,7 +330,9 @@ def calibrate(
         spots = find_hotspots(res_c, mask, sig_s)
         nan = np.where(mask, 1.0, np.nan)
         entry = {"mask": mask, "composition": p.x_observed, "composition_denoised": p.x_fit,
-                 "hotspots": np.array([[s["row"], s["col"], s["score"]] for s in spots]).reshape(-1, 3)}
+                 "hotspots": np.array([[s["row"], s["col"], s["score"]] for s in spots]).reshape(-1, 3),
+                 "dislocations": np.array([[d["row"], d["col"], d["burgers_a_nm"], d["burgers_c_nm"]]
+                                           for d in disl]).reshape(-1, 4)}
         for name, field_ in (("measured", meas_c), ("predicted", pred_c), ("residual", res_c)):
             for comp, (i, j) in zip(("aa", "cc", "ac"), _COMP):
                 entry[f"{name}_{comp}"] = field_[..., i, j] * nan
@@ -335,7 +361,51 @@ def calibrate(
         law=law, knots_X=knots, values=values, std=std, std_laplace=std_l, std_bootstrap=std_b,
         covariance=cov_law, vegard=vegard, fit=fit_stats, residual=maps, identifiability=ident,
         registration=regs, offsets=offsets, inputs=inputs, warnings=list(ident["warnings"]),
+        dislocations=dislocations,
     )
+
+
+def _robust_fit(a, y, w, block, knots, n_robust):
+    """GCV-regularised weighted least squares with ``n_robust`` outlier-reweighting passes."""
+    penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
+    robust_w = np.ones(y.size // 3)
+    for it in range(n_robust + 1):
+        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block)
+        choice = lsq.gcv_select(eq, penalty)
+        theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, choice["lambda"])
+        if it < n_robust:
+            robust_w = lsq.robust_pixel_weights(((y - a @ theta) * np.sqrt(w)).reshape(-1, 3))
+    return a, theta, eq, choice, robust_w
+
+
+def _dislocation_columns(particles, residual_rows, w):
+    """Unit-Burgers strain columns (a and c) at the refined position of every residual hot spot, and
+    row weights that drop the core pixels (within 1.5 px), per particle block of rows."""
+    cols, keep, found = [], np.ones_like(residual_rows), []
+    start = 0
+    total = residual_rows.size
+    for p in particles:
+        mask = p.images.mask
+        n_rows = 3 * int(mask.sum())
+        res = _to_map(residual_rows[start:start + n_rows], mask)
+        sigma = np.sqrt(1.0 / np.mean(w[start:start + n_rows][w[start:start + n_rows] > 0]))
+        rot = crystal_rotation(p.images.crystal_angle_deg)
+        spots = []
+        rows_px, cols_px = np.nonzero(mask)
+        for spot in find_hotspots(res, mask, sigma):
+            d = refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot)
+            spots.append(d)
+            fields = unit_fields(mask.shape, (d["row"], d["col"]), p.images.pixel_size_nm, rot)
+            for i in range(2):
+                col = np.zeros(total)
+                col[start:start + n_rows] = fields[i][rows_px, cols_px][:, [0, 1, 0], [0, 1, 1]].ravel()
+                cols.append(col)
+            core = np.hypot(rows_px - d["row"], cols_px - d["col"]) <= 1.5
+            keep[start:start + n_rows][np.repeat(core, 3)] = 0.0
+        found.append(spots)
+        start += n_rows
+    extra = np.stack(cols, -1) if cols else np.zeros((total, 0))
+    return extra, keep, found
 
 
 def _to_map(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -59,8 +59,8 @@ def register(subparsers) -> None:
                      help="write the outputs only; no MLflow run or model version")
     cal.add_argument("--n-knots", type=int, default=11, help="knots of the law on [0, 1] (default 11)")
     cal.add_argument("--monotone", action="store_true", help="monotone law per axis")
-    cal.add_argument("--no-denoise", dest="denoise", action="store_false",
-                     help="fit on the raw composition (no errors-in-variables correction)")
+    cal.add_argument("--errors-in-variables", default="nlm", choices=("nlm", "tv", "posterior", "none"),
+                     help="treatment of composition noise (default nlm: non-local-means denoising)")
     cal.add_argument("--bootstrap", type=int, default=64, help="block-bootstrap replicates (default 64)")
     cal.set_defaults(handler=cmd_calibrate)
 
@@ -102,7 +102,7 @@ def cmd_calibrate(args) -> int:
     start = time.perf_counter()
     try:
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
-        cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone, denoise=args.denoise,
+        cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone, errors_in_variables=args.errors_in_variables,
                         n_bootstrap=args.bootstrap, progress=True)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,

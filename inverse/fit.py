@@ -140,7 +140,7 @@ def robust_pixel_weights(r: np.ndarray, n_mad: float = 4.0) -> np.ndarray:
     chi = np.sqrt(np.sum(r * r, axis=1))
     med = np.median(chi)
     c = med + n_mad * 1.4826 * np.median(np.abs(chi - med))
-    return np.where(chi <= c, 1.0, (c / np.maximum(chi, 1e-300)) ** 2)
+    return np.where(chi <= c, 1.0, np.square(c / np.maximum(chi, c)))
 
 
 def laplace_covariance(eq: NormalEquations, penalty: np.ndarray, lam: float, scale2: float) -> np.ndarray:

@@ -63,13 +63,14 @@ def eigenstrain_grid(values_ac: np.ndarray, angle_deg: float) -> np.ndarray:
     return np.einsum("...i,ipq->...pq", values_ac, axis_tensors(angle_deg))
 
 
-def basis_responses(solver: PlateletSolver, x: np.ndarray, knots: np.ndarray, angle_deg: float,
-                    chunk: int = 16) -> np.ndarray:
-    """Strain responses to each law coefficient: (2, K−1, H, W, 2, 2) grid-frame strain of the hats
-    φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0)."""
-    phi = hat_basis(np.where(solver.mask, x, 0.0), knots)[..., 1:]  # (H, W, K−1)
-    phi = np.where(solver.mask[..., None], phi, 0.0)
+def basis_responses(solver: PlateletSolver, phi: np.ndarray, angle_deg: float, chunk: int = 16) -> np.ndarray:
+    """Strain responses to each law coefficient: (2, K−1, H, W, 2, 2), the grid-frame strain of
+    φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0).
+
+    phi: (H, W, K) hat values per pixel (φ_k(X), or their posterior mean under composition noise).
+    """
+    phi = np.where(solver.mask[..., None], np.nan_to_num(phi[..., 1:]), 0.0)
     axes = axis_tensors(angle_deg)  # (2, 2, 2)
     fields = np.einsum("hwk,ipq->ikhwpq", phi, axes).reshape(-1, *solver.shape, 2, 2)
     out = np.concatenate([solver.apply(fields[i:i + chunk]) for i in range(0, fields.shape[0], chunk)])
-    return out.reshape(2, knots.size - 1, *solver.shape, 2, 2)
+    return out.reshape(2, phi.shape[-1], *solver.shape, 2, 2)

@@ -87,36 +87,50 @@ def mask_shift(reference: np.ndarray, moving: np.ndarray) -> tuple[float, float]
     return float(shift[0]), float(shift[1])
 
 
-def align_composition(images: ImageSet) -> Registration:
-    """Composition on the strain grid, registered to the particle mask (see module docstring)."""
+def _to_strain_grid(field: np.ndarray, images: ImageSet, shift: tuple[float, float] | None):
+    """Resample (if needed) and shift a composition-grid field; returns (field, covered mask, shift)."""
     from scipy import ndimage
 
-    comp = images.composition
     resampled = images.composition_pixel_size_nm is not None and (
-        comp.shape != images.shape or images.composition_pixel_size_nm != images.pixel_size_nm
+        field.shape != images.shape or images.composition_pixel_size_nm != images.pixel_size_nm
     )
     if resampled:
-        comp = _resample(comp, images.composition_pixel_size_nm, images.pixel_size_nm, images.shape)
-    comp_mask = np.isfinite(comp)
-    if not comp_mask.any():
+        field = _resample(field, images.composition_pixel_size_nm, images.pixel_size_nm, images.shape)
+    valid = np.isfinite(field)
+    if not valid.any():
         raise InputError("composition", "a particle that overlaps the strain field of view", "no overlap")
-    dy, dx = mask_shift(images.mask, comp_mask)
-    filled = _fill_nearest(comp, comp_mask)
-    shifted = ndimage.shift(filled, (dy, dx), order=1, mode="nearest")
-    covered = ndimage.shift(comp_mask.astype(float), (dy, dx), order=1, mode="constant", cval=0.0) >= 0.5
+    if shift is None:
+        shift = mask_shift(images.mask, valid)
+    shifted = ndimage.shift(_fill_nearest(field, valid), shift, order=1, mode="nearest")
+    covered = ndimage.shift(valid.astype(float), shift, order=1, mode="constant", cval=0.0) >= 0.5
     ok = covered & images.mask
+    out = np.where(images.mask, _fill_nearest(np.where(ok, shifted, np.nan), ok), np.nan)
+    return out, ok, shift, resampled
+
+
+def align_composition(images: ImageSet, shift: tuple[float, float] | None = None) -> Registration:
+    """Composition on the strain grid, registered to the particle mask (see module docstring).
+
+    ``shift`` (dy, dx) in strain pixels skips the search and applies a known shift (e.g. the one found
+    for the same image set before).
+    """
+    out, ok, (dy, dx), resampled = _to_strain_grid(images.composition, images, shift)
     if ok.sum() < 0.5 * images.mask.sum():
         raise InputError(
             "composition", "a map that covers most of the particle after registration",
             f"{int(ok.sum())} of {int(images.mask.sum())} pixels",
         )
-    out = np.where(ok, shifted, np.nan)
-    out = np.where(images.mask, _fill_nearest(out, ok), np.nan)
     p = images.pixel_size_nm
     return Registration(
         composition=out,
-        shift_px=(dy, dx),
-        shift_nm=(dy * p, dx * p),
+        shift_px=(float(dy), float(dx)),
+        shift_nm=(float(dy) * p, float(dx) * p),
         n_filled=int((images.mask & ~ok).sum()),
         resampled=bool(resampled),
     )
+
+
+def field_to_strain_grid(field: np.ndarray, images: ImageSet, registration: Registration) -> np.ndarray:
+    """Any map on the composition grid (NaN outside the particle) put on the strain grid with the
+    registration's shift, filled on the particle, NaN outside."""
+    return _to_strain_grid(field, images, registration.shift_px)[0]

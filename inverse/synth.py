@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inverse.dislocations import edge_dislocation_strain
 from inverse.forward import eigenstrain_grid, lfp_material, platelet_solver
 from inverse.images import ImageSet, crystal_rotation, crystal_to_grid
 from mechanics.errors import InputError
@@ -132,28 +133,6 @@ class _Composition:
         return (1 - blend) * x2 + blend * ss
 
 
-def _edge_dislocation_strain(dy, dx, burgers_nm, unit, nu=0.3, core_nm=1.0):
-    """Volterra strain (grid frame, (..., 2, 2)) of an edge dislocation with Burgers vector b·unit.
-
-    Local frame x' ∥ b, y' ⟂ b in plane; plane-strain isotropic stresses (Hirth & Lothe eq. 3-43)
-    σ_xx = −D y(3x²+y²)/ρ⁴, σ_yy = D y(x²−y²)/ρ⁴, σ_xy = D x(x²−y²)/ρ⁴, D = μb/(2π(1−ν)), ρ² = r² + r₀²;
-    strains ε = [(1−ν)σ − ν tr σ ...]/(2μ), so μ cancels.
-    """
-    perp = np.array([-unit[1], unit[0]])
-    x = dy * unit[0] + dx * unit[1]
-    y = dy * perp[0] + dx * perp[1]
-    rho4 = (x * x + y * y + core_nm**2) ** 2
-    pref = burgers_nm / (2 * np.pi * (1 - nu)) / 2.0  # D / (2μ)
-    sxx = -pref * y * (3 * x * x + y * y) / rho4
-    syy = pref * y * (x * x - y * y) / rho4
-    sxy = pref * x * (x * x - y * y) / rho4
-    exx = (1 - nu) * sxx - nu * syy
-    eyy = (1 - nu) * syy - nu * sxx
-    local = np.stack([np.stack([exx, sxy], -1), np.stack([sxy, eyy], -1)], -2)
-    q = np.stack([unit, perp])  # rows: local axes in grid coordinates
-    return np.einsum("pi,...pq,qj->...ij", q, local, q)
-
-
 def _blur(field: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
     """Gaussian PSF restricted to the particle (normalised convolution), field (H, W, ...)."""
     from scipy import ndimage
@@ -253,7 +232,7 @@ def synthesize(
         axis = int(rng.integers(2))
         sign = rng.choice([-1.0, 1.0])
         centre = (p + 1.0) * h_f  # a fine-pixel corner
-        disl_strain += _edge_dislocation_strain(
+        disl_strain += edge_dislocation_strain(
             yf - centre[0], xf - centre[1], burgers_nm, sign * rot[axis], core_nm=h_f
         )
         angle = crystal_angle_deg + (0.0 if axis == 0 else 90.0) + (0.0 if sign > 0 else 180.0)
