@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--actors", type=int, default=None,
                        help="number of actors (default: fill the cluster)")
     sweep.add_argument("--batch-size", type=int, default=None,
-                       help="candidates per actor call (default: 64 on GPU, else about two calls per actor)")
+                       help="candidates per actor call (default: one call per actor, at most 256 on a GPU, "
+                            "64 on a CPU)")
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
     _add_settings_options(sweep)
@@ -263,14 +264,15 @@ def cmd_rank(args) -> int:
     parent = tracking.find_sweep(client, experiment.experiment_id, args.sweep_id)
     table = rank_sweep(client, uri, experiment.experiment_id, parent, log_children=False, weights=weights)
     path = candidates.write_table(table, args.out)
-    pareto = path.with_name(path.stem + "_pareto.png")
+    written = [path]
     if table["pareto_rank"].notna().any():
         from screening.plots import pareto_png
 
-        pareto_png(table, pareto)
+        written.append(path.with_name(path.stem + "_pareto.png"))
+        pareto_png(table, written[-1])
     log_ranking(client, parent, table)
     _print_table(table, top=args.top)
-    print(f"wrote {path} and {pareto}; logged both on parent run {parent}")
+    print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")
     return 0
 
 

@@ -71,7 +71,7 @@ class SweepOptions:
     num_cpus: CPUs of the embedded local Ray (None: all). gpus_per_actor: GPU share of one actor when
     the cluster has GPUs (fractions allowed, e.g. 0.5 puts two actors on a GPU). cpus_per_actor: CPU
     actors' cores (and torch threads). actors: how many (None: fill the cluster). batch_size: candidates
-    per call (None: 64 on GPU, else enough for about two calls per actor, at most 16). refine: rerun the
+    per call (None: one call per actor, at most 256 on a GPU, 64 on a CPU). refine: rerun the
     top K on the free-surface particle. artifacts: log snapshot and voltage PNGs. max_retries: Ray actor
     restarts/task retries, and driver resubmissions of a batch whose actor died for good. simulator:
     ``module:function`` of the batched simulator, same signature as
@@ -210,11 +210,14 @@ class ActorPool:
         self.in_flight = [0] * count
 
     def batch_size(self, options: SweepOptions, work_items: int) -> int:
+        """``options.batch_size``, else one batch per actor up to 256 (GPU) or 64 (CPU) candidates.
+
+        A time step of a small batch costs about the same as of a large one (kernel launches on a GPU,
+        Python overhead per step on a CPU), so fewer, larger batches win until the device is full.
+        """
         if options.batch_size:
             return int(options.batch_size)
-        if self.on_gpu:
-            return 64
-        return max(1, min(16, math.ceil(work_items / (2 * len(self.actors)))))
+        return max(1, min(256 if self.on_gpu else 64, math.ceil(work_items / len(self.actors))))
 
     def close(self) -> None:
         import ray
@@ -343,8 +346,12 @@ def rank_sweep(client, tracking_uri: str, experiment_id: str, parent_run_id: str
     finished = frame[frame["status"] == "FINISHED"]
     others = frame[frame["status"] != "FINISHED"]
     kwargs = {} if weights is None else {"weights": weights}
-    ranked = rank_candidates(finished.drop(columns=[c for c in RANK_METRICS if c in finished.columns]),
-                             **kwargs) if not finished.empty else finished
+    if finished.empty:
+        ranked = finished.assign(score=np.nan, pareto_rank=np.nan)
+        ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+    else:
+        ranked = rank_candidates(finished.drop(columns=[c for c in RANK_METRICS if c in finished.columns]),
+                                 **kwargs)
     if log_children:
         old = finished.set_index("run_id")
         for row in ranked.itertuples(index=False):
@@ -353,7 +360,13 @@ def rank_sweep(client, tracking_uri: str, experiment_id: str, parent_run_id: str
             if any(not np.isclose(before[k], new[k], equal_nan=True) for k in new):
                 tracking.log_metrics(client, row.run_id, {k: v for k, v in new.items() if np.isfinite(v)})
     table = pd.concat([ranked, others], ignore_index=True) if not others.empty else ranked
-    return table
+    if "rank" in table.columns:
+        table["rank"] = np.arange(1, len(table) + 1)
+    lead = [c for c in ("rank", "candidate_id", "formula", "score", "pareto_rank", "specific_energy_Wh_kg",
+                        "peak_tensile_stress_MPa", "volume_change_pct") if c in table.columns]
+    tail = [c for c in ("status", "failure_reason", "run_id") if c in table.columns]
+    middle = [c for c in table.columns if c not in lead and c not in tail]
+    return table[lead + sorted(middle) + tail]
 
 
 def log_ranking(client, parent_run_id: str, table: pd.DataFrame) -> None:

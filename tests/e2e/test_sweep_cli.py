@@ -1,0 +1,81 @@
+"""The sweep through the command line: exactly one FINISHED run per candidate, resumable, ranked."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from screening import tracking
+from screening.sweep import CONTRACT_METRICS
+
+N_CANDIDATES = 10  # Fe, Mn, Co, Ni at step 0.5: C(2 + 3, 3) grid points
+
+
+def _children(workdir):
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = tracking.open_store(uri)
+    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
+    runs = tracking.search_all_runs(client, experiment.experiment_id)
+    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, chemoscreen, small_sweep):
+    workdir = tmp_path_factory.mktemp("sweep")
+    start = time.perf_counter()
+    result = chemoscreen(["sweep", *small_sweep], workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result, time.perf_counter() - start
+
+
+def test_every_candidate_has_one_finished_run_with_the_contract_metrics(swept):
+    workdir, result, _ = swept
+    client, parents, children = _children(workdir)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["sweep_id"] and parents[0].data.tags["model_uri"] == "vegard"
+    counts = Counter(r.data.tags["candidate_id"] for r in children)
+    assert len(counts) == N_CANDIDATES and set(counts.values()) == {1}
+    for run in children:
+        assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
+        assert run.data.tags["status"] == "FINISHED" and run.data.tags["formula"].startswith("Li")
+        missing = set(CONTRACT_METRICS) - set(run.data.metrics)
+        assert not missing, f"{run.data.tags['formula']} lacks {missing}"
+    artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    assert {"composition.png", "stress.png", "voltage.png"} <= artifacts
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "ranking")}
+    assert {"ranking/ranking.csv", "ranking/pareto.png"} <= parent_artifacts
+    assert (workdir / "mlartifacts").is_dir()
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+
+
+def test_rerun_adds_nothing(swept, chemoscreen, small_sweep):
+    workdir, _, _ = swept
+    _, _, before = _children(workdir)
+    result = chemoscreen(["sweep", *small_sweep], workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"0 simulated, {N_CANDIDATES} already finished" in result.stdout
+    _, parents, after = _children(workdir)
+    assert len(parents) == 1
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+    # no metric history was appended either
+    client, _, _ = _children(workdir)
+    run = after[0]
+    assert len(client.get_metric_history(run.info.run_id, "score")) == 1
+
+
+def test_rank_writes_table_and_pareto_plot(swept, chemoscreen):
+    import pandas as pd
+
+    workdir, _, _ = swept
+    result = chemoscreen(["rank", "--out", "ranking.csv"], workdir)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(workdir / "ranking.csv")
+    assert len(table) == N_CANDIDATES
+    assert table["rank"].tolist() == list(range(1, N_CANDIDATES + 1))
+    assert (table["pareto_rank"].diff().dropna() >= 0).all()
+    assert (workdir / "ranking_pareto.png").stat().st_size > 0
+    assert "pareto_rank" in result.stdout
