@@ -253,8 +253,14 @@ def simulate_candidates(
     """Lithiate every candidate galvanostatically in one batched run; one result per candidate, in order.
 
     A candidate whose simulation fails (NaN, blow-up, an overpotential beyond floating point, too many
-    steps) is frozen and returned FAILED with the reason; the others go on unaffected.
+    steps) is frozen and returned FAILED with the reason; the others go on unaffected. Runs without
+    autograd (a learned law's parameters are not traced; differentiate through the steppers instead).
     """
+    with torch.no_grad():
+        return _simulate(params, settings, law, device)
+
+
+def _simulate(params, settings, law, device) -> list[ScreeningResult]:
     if isinstance(params, MaterialParams) or len(params) == 0:
         raise InputError("params", "a non-empty sequence of MaterialParams", params)
     for i, p in enumerate(params):
