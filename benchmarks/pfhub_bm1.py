@@ -23,11 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mechanics.parameters.pfhub import benchmark1  # noqa: E402
 from mechanics.phasefield.cahn_hilliard import CahnHilliard, cahn_hilliard, total_free_energy  # noqa: E402
 from mechanics.phasefield.free_energy import DoubleWell  # noqa: E402
 from mechanics.phasefield.protocols import output_schedule, run_to_times  # noqa: E402
 
-SIZE = 200
+SPEC = benchmark1()
+SIZE = int(SPEC.box_length)
 
 
 def initial_condition(n: int = SIZE, spacing: float = 1.0, *, dtype=torch.float64, device="cpu"):
@@ -35,7 +37,7 @@ def initial_condition(n: int = SIZE, spacing: float = 1.0, *, dtype=torch.float6
     sampled at x, y = i·spacing (node-based, so the periodic seam is the one the spec's F(0) ≈ 319.2 has)."""
     x = torch.arange(n, dtype=dtype, device=device) * spacing
     X, Y = torch.meshgrid(x, x, indexing="ij")
-    return 0.5 + 0.01 * (
+    return SPEC.c0 + SPEC.epsilon * (
         torch.cos(0.105 * X) * torch.cos(0.11 * Y)
         + (torch.cos(0.13 * X) * torch.cos(0.087 * Y)) ** 2
         + torch.cos(0.025 * X - 0.15 * Y) * torch.cos(0.07 * X - 0.02 * Y)
@@ -46,9 +48,9 @@ def model(case: str, n: int = SIZE, dc_tol: float = 0.01) -> CahnHilliard:
     return CahnHilliard(
         shape=(n, n),
         spacing=SIZE / n,
-        free_energy=DoubleWell(rho=5.0, c_alpha=0.3, c_beta=0.7),
-        mobility=5.0,
-        kappa=2.0,
+        free_energy=DoubleWell(rho=SPEC.rho_s, c_alpha=SPEC.c_alpha, c_beta=SPEC.c_beta),
+        mobility=SPEC.mobility,
+        kappa=SPEC.kappa,
         boundary="periodic" if case == "a" else "noflux",
         dc_tol=dc_tol,
     )
