@@ -132,13 +132,20 @@ def _render_artifacts(result: CandidateResult, formula: str, directory: Path) ->
     from screening.plots import snapshot_png, voltage_png
 
     soc = result.snapshots.get("soc")
-    if "composition" in result.snapshots:
+    if np.size(result.snapshots.get("composition", ())):
         snapshot_png(result.snapshots["composition"], directory / "composition.png",
-                     title=f"{formula}: Li fraction X", label="X", cmap="RdBu_r", soc=soc, vmin=0.0, vmax=1.0)
+                     title=f"{formula}: Li fraction X", label="X", cmap="viridis", soc=soc,
+                     vmin=0.0, vmax=1.0)
     stress = result.snapshots.get("max_principal_stress_GPa")
-    if stress is not None:
-        snapshot_png(np.asarray(stress) * 1.0e3, directory / "stress.png",
-                     title=f"{formula}: max principal stress", label="MPa", cmap="magma", soc=soc)
+    if stress is not None and np.size(stress):
+        stress_MPa = np.asarray(stress, dtype=float) * 1.0e3
+        # the particle fidelity marks the void around the platelet with a huge negative value
+        finite = stress_MPa[np.isfinite(stress_MPa) & (np.abs(stress_MPa) < 1e6)]
+        limit = float(np.abs(finite).max()) if finite.size else 1.0
+        # diverging, centred on 0: red is tension (the fracture risk), blue compression
+        snapshot_png(np.where(np.abs(stress_MPa) < 1e6, stress_MPa, np.nan), directory / "stress.png",
+                     title=f"{formula}: max principal stress", label="MPa", cmap="RdBu_r", soc=soc,
+                     vmin=-limit, vmax=limit)
     if result.voltage_curve is not None:
         voltage_png(result.voltage_curve, directory / "voltage.png", title=f"{formula}: voltage")
 
