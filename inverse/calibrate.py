@@ -19,9 +19,10 @@ import numpy as np
 
 from inverse import fit as lsq
 from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
-from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver
 from inverse.dislocations import refine_position, unit_fields
+from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver
 from inverse.images import ImageSet, crystal_rotation, crystal_to_grid, grid_to_crystal
+from inverse.joint import effective_sigma, refine_composition
 from inverse.registration import align_composition, field_to_strain_grid
 from inverse.residual import find_hotspots
 from mechanics.errors import InputError
@@ -44,6 +45,8 @@ class Particle:
     responses: np.ndarray  # (2, K−1, H, W, 2, 2)
     strain: np.ndarray  # (H, W, 2, 2) measured, grid frame
     weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
+    solver: object  # the factorised PlateletSolver
+    sigma_x_grid: float  # composition noise after registration (σ_eff)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -
         maps = np.full((*comp.shape, knots.size + 1), np.nan)
         maps[comp_mask, :-1] = e_phi
         maps[comp_mask, -1] = e_x
-        on_grid = np.stack([field_to_strain_grid(maps[..., k], images, reg) for k in range(knots.size + 1)], -1)
+        on_grid = np.stack([field_to_strain_grid(maps[..., k], images, reg)
+                            for k in range(knots.size + 1)], -1)
         phi, x_fit = on_grid[..., :-1], on_grid[..., -1]
     elif eiv == "nlm" and not tiny:
         x_fit = field_to_strain_grid(denoise_nlm(comp, comp_mask, sigma_x), images, reg)
@@ -149,8 +153,10 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -
         weight = np.ones(mask.shape)
     else:
         weight = 1.0 / np.square(np.broadcast_to(images.strain_sigma, mask.shape))
+    sigma_grid = effective_sigma(sigma_x, lambda f: field_to_strain_grid(f, images, reg), comp.shape,
+                                 comp_mask, mask) if sigma_x > 0 else 0.0
     return Particle(images, reg, x_obs, x_fit, sigma_x, tv, responses,
-                    np.nan_to_num(images.strain_grid()), np.where(mask, weight, 0.0))
+                    np.nan_to_num(images.strain_grid()), np.where(mask, weight, 0.0), solver, sigma_grid)
 
 
 def _design(particles: list[Particle], n_law: int) -> tuple:
@@ -203,6 +209,7 @@ def calibrate(
     n_bootstrap: int = 64,
     n_robust: int = 2,
     fit_dislocations: bool = True,
+    n_joint: int = 2,
     min_support_px: float = 20.0,
     plane: str = "stress",
     material=None,
@@ -222,6 +229,8 @@ def calibrate(
       fit_dislocations: after a first fit, model the residual hot spots as edge dislocations (Burgers
         vector in the a-c plane, Volterra field; inverse.dislocations) with nuisance parameters, so
         that their long-range strain does not bias the law; they stay in the residual maps.
+      n_joint: alternations of the joint estimation of X and the law (inverse.joint; 0 keeps the
+        denoised X of ``errors_in_variables``).
       n_robust: iteratively reweighted passes that down-weight pixels whose residual is an outlier
         (unmodelled defects such as dislocations); 0 gives the plain weighted least squares.
       min_support_px: knots whose hat functions sum to less than this over all pixels are reported
@@ -247,15 +256,11 @@ def calibrate(
         _prepare(s, knots, errors_in_variables, voigt, plane)
         for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
     ]
-    a_law, y, w, block, n_off = _design(particles, n_law)
-    n_base = a_law.shape[1]
-    a, theta, eq, choice, robust_w = _robust_fit(a_law, y, w, block, knots, n_robust)
-    dislocations: list[list[dict]] = [[] for _ in particles]
-    if fit_dislocations:
-        extra, keep, dislocations = _dislocation_columns(particles, y - a @ theta, w)
-        if extra.shape[1]:
-            a, theta, eq, choice, robust_w = _robust_fit(np.hstack([a_law, extra]), y, w * keep, block,
-                                                         knots, n_robust)
+    fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations)
+    for _ in tqdm(range(n_joint), desc="joint X / law refinement", disable=not progress or n_joint == 0):
+        particles = _refine_particles(particles, fitted, knots, n_law)
+        fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations)
+    a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, dislocations = fitted
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
     lam = choice["lambda"]
     signs = np.sign(theta[[m - 1, 2 * m - 1]])
@@ -363,6 +368,49 @@ def calibrate(
         registration=regs, offsets=offsets, inputs=inputs, warnings=list(ident["warnings"]),
         dislocations=dislocations,
     )
+
+
+def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations):
+    """Design, robust GCV fit, then (optionally) dislocation nuisances at the hot spots and a refit."""
+    a_law, y, w, block, n_off = _design(particles, n_law)
+    n_base = a_law.shape[1]
+    a, theta, eq, choice, robust_w = _robust_fit(a_law, y, w, block, knots, n_robust)
+    dislocations: list[list[dict]] = [[] for _ in particles]
+    if fit_dislocations:
+        extra, keep, dislocations = _dislocation_columns(particles, y - a @ theta, w)
+        if extra.shape[1]:
+            w = w * keep
+            a, theta, eq, choice, robust_w = _robust_fit(np.hstack([a_law, extra]), y, w, block, knots,
+                                                         n_robust)
+    return a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, dislocations
+
+
+def _refine_particles(particles, fitted, knots, n_law):
+    """X-step of the joint estimation for every particle, then new basis responses (inverse.joint)."""
+    a, y, w, _, _, _, theta, _, _, robust_w, _ = fitted
+    m = n_law // 2
+    values = np.concatenate([np.zeros((2, 1)), theta[:n_law].reshape(2, m)], axis=1)
+    other = a[:, n_law:] @ theta[n_law:]  # offsets and dislocation fields, per row
+    row_w = w * np.repeat(robust_w, 3)
+    out, start = [], 0
+    for p in particles:
+        mask = p.images.mask
+        n_rows = 3 * int(mask.sum())
+        if p.sigma_x_grid <= 0:
+            out.append(p)
+            start += n_rows
+            continue
+        pix_w = np.zeros(mask.shape)
+        pix_w[mask] = row_w[start:start + n_rows].reshape(-1, 3).min(axis=1)
+        x_new = refine_composition(
+            p.solver, p.x_fit, p.x_observed, p.sigma_x_grid, knots, values, p.images.crystal_angle_deg,
+            p.strain, _to_map(other[start:start + n_rows], mask), pix_w,
+        )
+        phi = hat_basis(np.nan_to_num(x_new), knots)
+        responses = basis_responses(p.solver, phi, p.images.crystal_angle_deg)
+        out.append(replace(p, x_fit=x_new, responses=responses))
+        start += n_rows
+    return out
 
 
 def _robust_fit(a, y, w, block, knots, n_robust):

@@ -102,7 +102,8 @@ def cmd_calibrate(args) -> int:
     start = time.perf_counter()
     try:
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
-        cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone, errors_in_variables=args.errors_in_variables,
+        cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone,
+                        errors_in_variables=args.errors_in_variables,
                         n_bootstrap=args.bootstrap, progress=True)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,

@@ -29,9 +29,11 @@ def edge_dislocation_strain(dy, dx, burgers_nm, unit, nu=0.3, core_nm=1.0):
     sxy = pref * x * (x * x - y * y) / rho4
     exx = (1 - nu) * sxx - nu * syy
     eyy = (1 - nu) * syy - nu * sxx
-    local = np.stack([np.stack([exx, sxy], -1), np.stack([sxy, eyy], -1)], -2)
-    q = np.stack([unit, perp])  # rows: local axes in grid coordinates
-    return np.einsum("pi,...pq,qj->...ij", q, local, q)
+    u, v = unit, perp  # local axes in grid coordinates: ε_grid = Qᵀ ε_local Q, Q = [u; v]
+    e00 = u[0] * u[0] * exx + 2 * u[0] * v[0] * sxy + v[0] * v[0] * eyy
+    e11 = u[1] * u[1] * exx + 2 * u[1] * v[1] * sxy + v[1] * v[1] * eyy
+    e01 = u[0] * u[1] * exx + (u[0] * v[1] + u[1] * v[0]) * sxy + v[0] * v[1] * eyy
+    return np.stack([np.stack([e00, e01], -1), np.stack([e01, e11], -1)], -2)
 
 
 def unit_fields(shape: tuple[int, int], position_px: tuple[float, float], pixel_nm: float,
@@ -54,18 +56,23 @@ def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int
     ±1 px grid of ``step_px``; the core pixel (within 1 px) is left out of the misfit.
     """
     offsets = np.arange(-1.0, 1.0 + 1e-9, step_px)
-    rows, cols = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    r0, c0 = int(peak[0]), int(peak[1])
+    half = int(np.ceil(radius_px)) + 2
+    sl = (slice(max(r0 - half, 0), r0 + half + 1), slice(max(c0 - half, 0), c0 + half + 1))
+    rows, cols = np.mgrid[sl]
+    local_mask, local_res = mask[sl], residual[sl]
     best = None
     for oy in offsets:
         for ox in offsets:
             pos = (peak[0] + oy, peak[1] + ox)
             dist = np.hypot(rows - pos[0], cols - pos[1])
-            use = mask & (dist <= radius_px) & (dist > 1.0)
+            use = local_mask & (dist <= radius_px) & (dist > 1.0)
             if use.sum() < 8:
                 continue
-            fields = unit_fields(mask.shape, pos, pixel_nm, rotation)
-            a = np.stack([fields[i][use][:, [0, 1, 0], [0, 1, 1]].ravel() for i in range(2)], -1)
-            y = residual[use][:, [0, 1, 0], [0, 1, 1]].ravel()
+            dy, dx = (rows[use] - pos[0]) * pixel_nm, (cols[use] - pos[1]) * pixel_nm
+            fields = [edge_dislocation_strain(dy, dx, 1.0, rotation[i], core_nm=pixel_nm) for i in range(2)]
+            a = np.stack([f[:, [0, 1, 0], [0, 1, 1]].ravel() for f in fields], -1)
+            y = local_res[use][:, [0, 1, 0], [0, 1, 1]].ravel()
             coef, *_ = np.linalg.lstsq(a, y, rcond=None)
             rss = float(np.sum((y - a @ coef) ** 2))
             if best is None or rss < best["rss"]:
