@@ -93,7 +93,7 @@ def solve_elasticity(
       stiffness_scale: optional positive field (*grid) or (*batch, *grid) multiplying C (a
         heterogeneous modulus, e.g. PFHub benchmark 4); forces the iterative path. Differentiable.
       void_stiffness: η, stiffness ratio of the void to the particle (0 < η ≤ 1).
-      tol: relative preconditioned residual at which CG stops (default 1e-8 in float64, 1e-5 in
+      tol: relative preconditioned residual at which CG stops (default 1e-8 in float64, 1e-6 in
         float32). max_iter: CG iteration cap. x0: warm start, a previous :class:`ElasticityResult` of
         the same shapes (its mean strain and displacement).
       scheme: "spectral" (default without mask) or "rotated" (default with mask; Willot's rotated
@@ -151,7 +151,7 @@ def solve_elasticity(
     else:
         scheme = check_scheme(scheme or "rotated")
         if tol is None:
-            tol = 1e-8 if dtype == torch.float64 else 1e-5
+            tol = 1e-8 if dtype == torch.float64 else 1e-6
         if not (isinstance(tol, (int, float)) and 0 < tol < 1):
             raise InputError("tol", "a number in (0, 1)", tol)
         if int(max_iter) < 1:
