@@ -18,8 +18,8 @@ from mechanics.errors import InputError
 from screening import tracking
 
 SUMMARY_COLUMNS = ("rank", "formula", "score", "pareto_rank", "specific_energy_Wh_kg",
-                   "peak_tensile_stress_MPa",
-                   "volume_change_pct", "status")
+                   "peak_tensile_stress_MPa", "volume_change_pct", "particle_peak_tensile_stress_MPa",
+                   "status")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +232,7 @@ def run_sweep_command(args, *, space, settings, model: str | None, out=sys.stdou
     outcome = execute_sweep(items, settings, law=law, model_uri=model_uri, options=options, client=client)
     print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
           f"{outcome.failed} failed; model {model_uri}; parent run {outcome.parent_run_id}", file=out)
+    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()), file=out)
     _print_table(outcome.table, top=20)
     print(f"MLflow UI: {ui_hint(uri)}", file=out)
     return outcome

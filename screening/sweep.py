@@ -275,7 +275,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="cand", disable=not enabled or total == 0, leave=True)
 
 
-def _run_stage(pool_factory, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
+def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
                existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
                extra_tags: Mapping[str, Mapping[str, str]]) -> int:
     """Simulate and log ``work``; returns how many candidates failed."""
@@ -296,15 +296,38 @@ def _run_stage(pool_factory, work, settings, logger: _RunLogger, *, fidelity: st
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
-    pool = pool_factory(len(work))
-    try:
-        _simulate(pool, work, settings, options, on_result)
-    finally:
-        pool.close()
+    _simulate(pool_for(len(work)), work, settings, options, on_result)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
     return failed
+
+
+def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _RunLogger, client, uri: str,
+            experiment_id: str, parent_id: str, model_uri: str, options: SweepOptions) -> tuple[int, int]:
+    """Rerun the top ``options.refine`` periodic candidates on the free-surface particle.
+
+    Each becomes a child run of the same parent with ``fidelity=particle`` and ``refines=<periodic
+    candidate_id>``; its ``candidate_id`` hashes the particle settings, so it is exactly-once as well.
+    Returns (simulated, failed).
+    """
+    particle = dataclasses.replace(settings, fidelity="particle")
+    particle_dict = _settings_dict(particle)
+    ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False)
+    top = ranked[ranked["pareto_rank"].notna()].head(options.refine)
+    work, tags = [], {}
+    for periodic_id in top["candidate_id"]:
+        item = items_by_id[periodic_id]
+        cid = ids.candidate_id(item.fractions, particle_dict, model_uri, item.source)
+        work.append((cid, item))
+        tags[cid] = {"refines": periodic_id}
+    children = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
+    todo = [(cid, it) for cid, it in work if getattr(children.get(cid), "status", None) != "FINISHED"]
+    if not todo:
+        return 0, 0
+    failed = _run_stage(pool_for, todo, particle, logger, fidelity="particle", model_uri=model_uri,
+                        existing=children, options=options, extra_tags=tags)
+    return len(todo), failed
 
 
 def candidate_frame(tracking_uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
@@ -435,44 +458,35 @@ def execute_sweep(
     logger = _RunLogger(client, experiment_id, parent_id, options.artifacts)
     status = "FAILED"
     try:
-        refine_work: list[tuple[str, SweepItem]] = []
-        refine_tags: dict[str, dict[str, str]] = {}
-        particle = None
-        if options.refine > 0:
-            particle = dataclasses.replace(settings, fidelity="particle")
-            particle_dict = _settings_dict(particle)
-        stages_needed = bool(todo) or options.refine > 0
-        with ray_session(address, options.num_cpus) if stages_needed else contextlib.nullcontext():
-            outcome.timings["setup_s"] = time.perf_counter() - started
+        with contextlib.ExitStack() as stack:
+            pools: list[ActorPool] = []
 
-            def pool_factory(n: int) -> ActorPool:
-                return ActorPool(law, options, uri, metric_fn, n)
+            def pool_for(work_items: int) -> ActorPool:
+                """Start Ray and the actors on first use only: a sweep with nothing to do starts neither."""
+                if not pools:
+                    t_ray = time.perf_counter()
+                    stack.enter_context(ray_session(address, options.num_cpus))
+                    outcome.timings["ray_start_s"] = time.perf_counter() - t_ray
+                    pools.append(ActorPool(law, options, uri, metric_fn, work_items))
+                    stack.callback(pools[0].close)
+                return pools[0]
 
+            outcome.timings["prepare_s"] = time.perf_counter() - started
             t0 = time.perf_counter()
             if todo:
-                outcome.failed += _run_stage(pool_factory, todo, settings, logger, fidelity="periodic",
+                outcome.failed += _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
                                              model_uri=model_uri, existing=existing, options=options,
                                              extra_tags={})
                 outcome.simulated += len(todo)
-            outcome.timings["simulate_and_log_s"] = time.perf_counter() - t0
-            if particle is not None:
-                ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False)
-                top = ranked[ranked["pareto_rank"].notna()].head(options.refine)
-                for row in top.itertuples(index=False):
-                    item = unique[row.candidate_id]
-                    cid = ids.candidate_id(item.fractions, particle_dict, model_uri, item.source)
-                    refine_work.append((cid, item))
-                    refine_tags[cid] = {"refines": row.candidate_id}
-                children = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
-                refine_todo = [(c, it) for c, it in refine_work
-                               if getattr(children.get(c), "status", None) != "FINISHED"]
-                if refine_todo:
-                    t0 = time.perf_counter()
-                    outcome.failed += _run_stage(pool_factory, refine_todo, particle, logger,
-                                                 fidelity="particle", model_uri=model_uri, existing=children,
-                                                 options=options, extra_tags=refine_tags)
-                    outcome.simulated += len(refine_todo)
-                    outcome.timings["refine_s"] = time.perf_counter() - t0
+                outcome.timings["simulate_and_log_s"] = (time.perf_counter() - t0
+                                                         - outcome.timings.get("ray_start_s", 0.0))
+            if options.refine > 0:
+                t0 = time.perf_counter()
+                done = _refine(pool_for, unique, settings, logger, client, uri, experiment_id, parent_id,
+                               model_uri, options)
+                outcome.simulated += done[0]
+                outcome.failed += done[1]
+                outcome.timings["refine_s"] = time.perf_counter() - t0
         logger.close()
         t0 = time.perf_counter()
         outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
