@@ -221,6 +221,43 @@ def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
     return {"quadratic": quadratic, "S": s, "mean_mode": mean_mode}
 
 
+def acr_increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, aux: dict, sym: dict):
+    """One stabilised step of size dt ((*batch,), s) from c; returns (c', aux'). Pure function; the
+    stabiliser is part of the discrete map and is differentiated with it."""
+    d = model.d
+    m, elastic = chemical_potential(model, c, aux["elastic"], sym)
+    if model.current_per_s is not None:
+        current = torch.as_tensor(model.current_per_s, dtype=c.dtype, device=c.device)
+        current = current.expand(dt.shape)
+        nu = solve_reservoir(model.rate_law, c, m, current, d, aux["nu"])
+    else:
+        nu = torch.as_tensor(model.reservoir_potential_kT, dtype=c.dtype, device=c.device)
+        nu = nu.expand(dt.shape)
+    eta = m - _pe(nu, d, c)
+    r = model.rate_law.rate(c, eta)
+    axes = spectral.spatial_axes(d)
+    k_stab = model.rate_law.slope(c, eta).amax(dim=axes)
+    s = sym["S"] + sym["quadratic"]
+    if model.current_per_s is None:
+        # potentiostatic: the mean mode relaxes with the mean curvature ⟨f''⟩ (galvanostatic: it is
+        # fixed by the current, so k = 0 is left alone and the charge count is exact)
+        mean_curv = model.free_energy.curvature(c).mean(dim=axes, keepdim=True)
+        s = s + sym["mean_mode"] * (torch.nan_to_num(mean_curv).clamp_min(0) - sym["S"])
+    else:
+        s = s * (1 - sym["mean_mode"])
+    scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
+    re = spectral.mirror(r, d) if model.boundary == "noflux" else r
+    dt_b, k_b = _pe(dt, d, c), _pe(k_stab, d, c)
+    denom = 1 + dt_b * k_b * s / scale
+    delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_shape)
+    if model.boundary == "noflux":
+        delta = spectral.crop(delta, model.shape)
+    saturated = (eta.abs() >= _ETA_CLIP).flatten(start_dim=eta.ndim - d).any(dim=-1)
+    new_aux = {"nu": nu, "current": r.mean(dim=spectral.spatial_axes(d)), "elastic": elastic,
+               "saturated": saturated}
+    return c + delta, new_aux
+
+
 def allen_cahn_reaction(model: AllenCahnReaction):
     """Factory: ``init_fn(c0, dt0) -> state`` and ``step_fn(state, dt_cap=None) -> state``.
 
@@ -247,42 +284,9 @@ def allen_cahn_reaction(model: AllenCahnReaction):
         aux = {"nu": z.clone(), "current": z.clone(), "elastic": None, "saturated": no, "nonfinite": no}
         return PhaseFieldState(c=c0, time=z, dt=dt, steps=zi, rejected=zi.clone(), aux=aux)
 
-    def increment(c, dt, aux, sym):
-        m, elastic = chemical_potential(model, c, aux["elastic"], sym)
-        if model.current_per_s is not None:
-            current = torch.as_tensor(model.current_per_s, dtype=c.dtype, device=c.device)
-            current = current.expand(dt.shape)
-            nu = solve_reservoir(model.rate_law, c, m, current, d, aux["nu"])
-        else:
-            nu = torch.as_tensor(model.reservoir_potential_kT, dtype=c.dtype, device=c.device)
-            nu = nu.expand(dt.shape)
-        eta = m - _pe(nu, d, c)
-        r = model.rate_law.rate(c, eta)
-        axes = spectral.spatial_axes(d)
-        k_stab = model.rate_law.slope(c, eta).amax(dim=axes).detach()
-        s = sym["S"] + sym["quadratic"]
-        if model.current_per_s is None:
-            # potentiostatic: the mean mode relaxes with the mean curvature ⟨f''⟩ (galvanostatic: it is
-            # fixed by the current, so k = 0 is left alone and the charge count is exact)
-            mean_curv = model.free_energy.curvature(c).mean(dim=axes, keepdim=True).detach()
-            s = s + sym["mean_mode"] * (torch.nan_to_num(mean_curv).clamp_min(0) - sym["S"])
-        else:
-            s = s * (1 - sym["mean_mode"])
-        scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
-        re = spectral.mirror(r, d) if model.boundary == "noflux" else r
-        dt_b, k_b = _pe(dt, d, c), _pe(k_stab, d, c)
-        denom = 1 + dt_b * k_b * s / scale
-        delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_shape)
-        if model.boundary == "noflux":
-            delta = spectral.crop(delta, model.shape)
-        saturated = (eta.abs() >= _ETA_CLIP).flatten(start_dim=eta.ndim - d).any(dim=-1)
-        new_aux = {"nu": nu, "current": r.mean(dim=spectral.spatial_axes(d)), "elastic": elastic,
-                   "saturated": saturated}
-        return c + delta, new_aux
-
     def step_fn(state: PhaseFieldState, dt_cap: torch.Tensor | None = None) -> PhaseFieldState:
         dt = state.dt if dt_cap is None else torch.minimum(state.dt, dt_cap)
-        new, aux = increment(state.c, dt, state.aux, symbols(state.c))
+        new, aux = acr_increment(model, state.c, dt, state.aux, symbols(state.c))
         if model.noise is not None:
             new = new + model.noise(state, dt)
         nonfinite = ~torch.isfinite(new).all(dim=spectral.spatial_axes(d)) | ~torch.isfinite(aux["nu"])
@@ -297,3 +301,20 @@ def allen_cahn_reaction(model: AllenCahnReaction):
         return replace(out, aux=aux)
 
     return init_fn, step_fn
+
+
+def acr_fixed_step(model: AllenCahnReaction, dt: float | torch.Tensor):
+    """The ACR step of fixed size dt as a function c → c' (no noise, no adaptivity; for rollouts that
+    are differentiated). The reservoir potential is re-solved every step (closed form for BV)."""
+    cache: dict = {}
+
+    def step(c: torch.Tensor) -> torch.Tensor:
+        key = (c.dtype, c.device)
+        if key not in cache:
+            cache[key] = _symbols(model, c)
+        batch = c.shape[: c.ndim - model.d]
+        dt_b = torch.as_tensor(dt, dtype=c.dtype, device=c.device).expand(batch)
+        aux = {"nu": torch.zeros(batch, dtype=c.dtype, device=c.device), "elastic": None}
+        return acr_increment(model, c, dt_b, aux, cache[key])[0]
+
+    return step
