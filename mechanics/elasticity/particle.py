@@ -41,9 +41,9 @@ class Problem:
 
     grid: Grid
     xi: list  # d complex multipliers, broadcastable to the rfft shape
+    xi_conj: list  # their conjugates
     weights: torch.Tensor  # rfft half-spectrum weights (1 or 2), broadcastable to (*K)
-    n_acoustic: torch.Tensor  # (B, *K, d, d) reference-medium acoustic tensor
-    valid: torch.Tensor  # (*K) bool, modes outside the derivative's null space
+    n_inverse: torch.Tensor  # (B, d, d, *K) inverse reference acoustic tensor, 0 on null modes
     c0_inv: torch.Tensor  # (B, m, m) inverse reference stiffness (Mandel)
 
     @property
@@ -67,7 +67,13 @@ def make_problem(
     if n_last % 2 == 0:
         w[-1] = 1.0
     c0_inv = torch.linalg.inv(c_mandel.detach() * s_max.reshape(-1, 1, 1))
-    return Problem(grid, xi, w.reshape(*([1] * (d - 1)), -1), op.acoustic(c0, gg), valid, c0_inv)
+    n0 = op.acoustic(c0, gg)  # (B, *K, d, d)
+    eye = torch.eye(d, dtype=dtype, device=device)
+    n_inv = torch.linalg.inv(torch.where(valid[..., None, None], n0, eye))
+    n_inv = torch.where(valid[..., None, None], n_inv, torch.zeros((), dtype=dtype, device=device))
+    n_inv = n_inv.movedim(-2, 1).movedim(-1, 2).contiguous()  # (B, d, d, *K)
+    xi_conj = [x.conj().resolve_conj() for x in xi]
+    return Problem(grid, xi, xi_conj, w.reshape(*([1] * (d - 1)), -1), n_inv, c0_inv)
 
 
 def apply_D(prob: Problem, E: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
@@ -81,7 +87,7 @@ def apply_Dt(prob: Problem, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """Dᵀσ = (⟨σ⟩, conj(ξ)·σ̂): (B, m), (B, d, *K)."""
     d = prob.grid.ndim
     s_hat = torch.fft.rfftn(sigma, dim=prob.dims)
-    return sigma.mean(dim=prob.dims), op.mandel_dot(s_hat, [x.conj() for x in prob.xi], d)
+    return sigma.mean(dim=prob.dims), op.mandel_dot(s_hat, prob.xi_conj, d)
 
 
 def dot(prob: Problem, x1, x2) -> torch.Tensor:
@@ -99,7 +105,9 @@ def apply_A(prob: Problem, c_mandel: torch.Tensor, scale: torch.Tensor, x):
 
 def apply_Minv(prob: Problem, r):
     E = torch.einsum("bmn,bn->bm", prob.c0_inv, r[0])
-    U = op.inverse_acoustic_apply(prob.n_acoustic, r[1], prob.valid)
+    d = prob.grid.ndim
+    ninv, u = prob.n_inverse, r[1]
+    U = torch.stack([sum(ninv[:, i, j] * u[:, j] for j in range(d)) for i in range(d)], dim=1)
     return E, U
 
 
@@ -142,7 +150,7 @@ def pcg(prob: Problem, c_mandel, scale, b, x0, tol: float, max_iter: int):
 
 
 def _bcast(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return a.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+    return a.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 class FreeParticleSolve(torch.autograd.Function):

@@ -13,6 +13,7 @@ from mechanics.elasticity.operators import check_scheme
 from mechanics.errors import InputError
 from mechanics.grid import Grid
 from mechanics.stiffness import (
+    PAIRS,
     Stiffness,
     check_plane_axes,
     mandel_to_tensor,
@@ -135,9 +136,10 @@ def solve_elasticity(
                          (tuple(eps_batch), tuple(C.batch_shape), tuple(scale_batch))) from None
     nb = math.prod(batch)
     m = c_mandel.shape[-1]
-    eps0_sym = 0.5 * (eps0 + eps0.transpose(-1, -2))
-    e0 = tensor_to_mandel(eps0_sym, d).expand(*batch, *grid.shape, m).reshape(nb, *grid.shape, m)
-    e0 = e0.movedim(-1, 1)  # (B, m, *grid)
+    e0 = _field_to_mandel(eps0, d)  # (*eps_batch, m, *grid)
+    if tuple(eps_batch) != tuple(batch):
+        e0 = e0.expand(*batch, m, *grid.shape)
+    e0 = e0.reshape(nb, m, *grid.shape)
     cm = c_mandel.expand(*batch, m, m).reshape(nb, m, m)
     c4b = c4.expand(*batch, *c4.shape[-4:]).reshape(nb, *c4.shape[-4:])
     dims = tuple(range(-d, 0))
@@ -145,7 +147,8 @@ def solve_elasticity(
     if not iterative:
         scheme = check_scheme(scheme or "spectral")
         strain = homogeneous.solve_homogeneous(grid, cm, c4b, e0, scheme)
-        stress = homogeneous.apply_mandel(cm, strain - e0)
+        elastic = strain - e0
+        stress = homogeneous.apply_mandel(cm, elastic)
         displacement = iterations = residual = None
         converged = True
     else:
@@ -161,20 +164,40 @@ def solve_elasticity(
         strain, E, U, it, res = particle.solve_particle(
             grid, cm, c4b, sc, e0, scheme, float(tol), int(max_iter), start
         )
-        stress = sc[:, None] * homogeneous.apply_mandel(cm, strain - e0)
+        elastic = strain - e0
+        stress = sc[:, None] * homogeneous.apply_mandel(cm, elastic)
         u = torch.fft.irfftn(U, s=grid.shape, dim=dims).movedim(1, -1)
         displacement = u.reshape(*batch, *grid.shape, d)
         iterations = it.reshape(batch)
         residual = res.reshape(batch)
         converged = bool((res <= tol).all())
-    energy = 0.5 * ((strain - e0) * stress).reshape(nb, -1).sum(-1) * grid.cell_volume
+    energy = 0.5 * (elastic * stress).reshape(nb, -1).sum(-1) * grid.cell_volume
     mean_strain = mandel_to_tensor(strain.mean(dim=dims), d).reshape(*batch, d, d)
-    strain_t = mandel_to_tensor(strain.movedim(1, -1), d).reshape(*batch, *grid.shape, d, d)
-    stress_t = mandel_to_tensor(stress.movedim(1, -1), d).reshape(*batch, *grid.shape, d, d)
+    strain_t = _mandel_to_field(strain, d).reshape(*batch, *grid.shape, d, d)
+    stress_t = _mandel_to_field(stress, d).reshape(*batch, *grid.shape, d, d)
     return ElasticityResult(
         strain=strain_t, stress=stress_t, energy=energy.reshape(batch), mean_strain=mean_strain,
         displacement=displacement, iterations=iterations, residual=residual, converged=converged,
     )
+
+
+def _field_to_mandel(t: torch.Tensor, d: int) -> torch.Tensor:
+    """Tensor field (*b, *grid, d, d) → Mandel field (*b, m, *grid) of its symmetric part, one pass."""
+    comps = []
+    for i, j in PAIRS[d]:
+        comps.append(t[..., i, i] if i == j else (t[..., i, j] + t[..., j, i]) * (0.5 * math.sqrt(2.0)))
+    return torch.stack(comps, dim=t.ndim - 2 - d)
+
+
+def _mandel_to_field(v: torch.Tensor, d: int) -> torch.Tensor:
+    """Mandel field (B, m, *grid) → tensor field (B, *grid, d, d), one pass per output component."""
+    index = {}
+    for a, (i, j) in enumerate(PAIRS[d]):
+        index[(i, j)] = index[(j, i)] = a
+    inv = 1.0 / math.sqrt(2.0)
+    shear = {a: v[:, a] * inv for a, (i, j) in enumerate(PAIRS[d]) if i != j}
+    comps = [v[:, index[(i, j)]] if i == j else shear[index[(i, j)]] for i in range(d) for j in range(d)]
+    return torch.stack(comps, dim=-1)
 
 
 def _scale_field(grid, mask, stiffness_scale, void_stiffness, dtype, device):
