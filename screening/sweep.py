@@ -211,6 +211,7 @@ class ActorPool:
         remote = ray.remote(SimulatorActor).options(
             **placement, max_restarts=options.max_retries, max_task_retries=options.max_retries,
             runtime_env={"env_vars": env})
+        _ship_by_value(metric_fn)
         # the law goes to the object store once; actors receive the reference (boxed) with each batch
         self.law_box = [ray.put(law)]
         self.actors = [remote.remote(threads, metric_fn, options.simulator) for _ in range(count)]
@@ -231,6 +232,28 @@ class ActorPool:
 
         for actor in self.actors:
             ray.kill(actor)
+
+
+def _ship_by_value(function: Callable | None) -> None:
+    """Make Ray pickle a user function's module by value when workers may not be able to import it.
+
+    A metric function defined in a script, a notebook or a test module lives in a module that exists
+    only in the driver's ``sys.path``; functions from installed packages travel by reference as usual.
+    """
+    import sys
+    import sysconfig
+
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    if function is None or module is None or module.__name__ == "__main__":
+        return
+    path = getattr(module, "__file__", None) or ""
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    ours = module.__name__.split(".")[0] in ("mechanics", "inverse", "candidates", "screening")
+    if ours or any(path.startswith(p) for p in installed):
+        return
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(module)
 
 
 def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, options: SweepOptions,
