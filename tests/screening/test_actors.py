@@ -47,7 +47,8 @@ def test_user_metric_is_added_and_its_failure_fails_only_that_candidate(results)
 
 
 def test_non_finite_ranking_metric_marks_failed(results):
-    blown = dataclasses.replace(results[0], metrics={**results[0].metrics, "peak_tensile_stress_MPa": math.nan})
+    metrics = {**results[0].metrics, "peak_tensile_stress_MPa": math.nan}
+    blown = dataclasses.replace(results[0], metrics=metrics)
     packed = package_result("c0", blown, None, 0.0)
     assert packed.status == "FAILED" and "peak_tensile_stress_MPa" in packed.reason
 

@@ -9,7 +9,8 @@ import screening
 from mechanics.screen import ScreeningSettings
 from screening import tracking
 
-SETTINGS = ScreeningSettings(grid_points=8, observations=2, snapshots=1, soc_step_max=0.05, composition_tol=0.1)
+SETTINGS = ScreeningSettings(grid_points=8, observations=2, snapshots=1, soc_step_max=0.05,
+                             composition_tol=0.1)
 
 
 def curve_points(result):
