@@ -98,7 +98,8 @@ def test_crystal_frame_rotation():
     # θ = 30°: ε_aa = ε_xx cos² + ε_yy sin² + 2 ε_xy sin cos (strain along a = (cos θ, sin θ))
     t = np.deg2rad(30.0)
     crystal = grid_to_crystal(image_to_grid(exx, eyy, exy), 30.0)
-    assert crystal[0, 0] == pytest.approx(0.01 * np.cos(t) ** 2 - 0.02 * np.sin(t) ** 2 + 0.006 * np.sin(t) * np.cos(t))
+    expected = 0.01 * np.cos(t) ** 2 - 0.02 * np.sin(t) ** 2 + 0.006 * np.sin(t) * np.cos(t)
+    assert crystal[0, 0] == pytest.approx(expected)
     rng = np.random.default_rng(0)
     t2 = rng.normal(size=(4, 2, 2))
     t2 = t2 + np.swapaxes(t2, -1, -2)
@@ -109,8 +110,8 @@ def test_crystal_frame_rotation():
 def test_registration_recovers_the_offset(comp_pixel):
     """Composition displaced by (14, −9) nm (0.7, −0.45 px), optionally on its own 27 nm grid: the
     phase-correlation + refinement shift is within 0.15 px (the masks are pixelated at both pitches)."""
-    images = synthesize(size_px=64, oversample=1, seed=2, n_dislocations=0, registration_offset_nm=(14.0, -9.0),
-                        composition_pixel_size_nm=comp_pixel)
+    images = synthesize(size_px=64, oversample=1, seed=2, n_dislocations=0,
+                        registration_offset_nm=(14.0, -9.0), composition_pixel_size_nm=comp_pixel)
     reg = align_composition(images)
     np.testing.assert_allclose(reg.shift_px, images.truth["truth_shift_px"], atol=0.15)
     assert reg.resampled == (comp_pixel is not None)

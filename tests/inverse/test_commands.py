@@ -1,0 +1,97 @@
+"""``chemoscreen synth`` / ``calibrate`` end to end with a real SQLite MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from inverse.commands import register
+from inverse.tracking import load_law
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="chemoscreen")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_synth_calibrate_register_load(workdir, capsys):
+    from mlflow import MlflowClient
+
+    assert run(["synth", "--out", "p.npz", "--size", "40", "--seed", "3", "--dislocations", "1"]) == 0
+    assert run(["calibrate", "p.npz", "--out", "cal", "--bootstrap", "4", "--n-knots", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "registered models:/lfp-chemomech/1 (alias champion)" in out
+    doc = json.loads((workdir / "cal" / "calibration.json").read_text())
+    assert doc["mlflow"]["model_uri"] == "models:/lfp-chemomech/1"
+    assert doc["inputs"][0]["path"].endswith("p.npz") and len(doc["inputs"][0]["sha256"]) == 64
+    assert {p.name for p in (workdir / "cal").iterdir()} >= {"calibration.json", "residual.npz", "law.png",
+                                                            "maps_p0.png"}
+    with np.load(workdir / "cal" / "residual.npz", allow_pickle=False) as res:
+        assert res["p0_residual_aa"].shape == (40, 40) and "p0_hotspots" in res.files
+
+    # default store: ./mlflow.db with artifacts in ./mlartifacts
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("chemoscreen-calibration")
+    assert exp.artifact_location == (workdir / "mlartifacts").as_uri()
+    champion = client.get_model_version_by_alias("lfp-chemomech", "champion")
+    assert str(champion.version) == "1"
+    run_info = client.get_run(doc["mlflow"]["run_id"])
+    assert run_info.info.status == "FINISHED"
+    assert run_info.data.metrics["slope_a"] == pytest.approx(doc["vegard"]["slope_a"])
+    assert "calibration.json" in {a.path for a in client.list_artifacts(run_info.info.run_id)}
+
+    # the registered law loads without the data and evaluates ε⁰(X) for a tensor
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    law = load_law("models:/lfp-chemomech@champion")
+    x = torch.tensor(doc["law"]["X"], dtype=torch.float64)
+    eps = law(x).detach().numpy()
+    np.testing.assert_allclose(eps[:, 0], doc["law"]["eigenstrain"]["a"], atol=1e-12)
+    np.testing.assert_allclose(eps[:, 2], doc["law"]["eigenstrain"]["c"], atol=1e-12)
+
+    # --no-promote: a new version, the alias stays where it was
+    assert run(["calibrate", "p.npz", "--out", "cal2", "--bootstrap", "0", "--no-promote"]) == 0
+    assert str(client.get_model_version_by_alias("lfp-chemomech", "champion").version) == "1"
+    assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
+
+    # a failure inside MLflow registration: no version, no output directory, run marked FAILED
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        run(["calibrate", "p.npz", "--out", "cal3", "--bootstrap", "0", "--register", "bad/name"])
+    assert not (workdir / "cal3").exists()
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".cal3")]
+    assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
+    assert client.search_registered_models(filter_string="name='bad/name'") == []
+    failed = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
+    assert len(failed) == 1
+
+    # bad input: exit code 2, message names the field, nothing written
+    assert run(["calibrate", "missing.npz", "--out", "cal4"]) == 2
+    assert "error: images: expected an existing image-set file" in capsys.readouterr().err
+    assert not (workdir / "cal4").exists()
+    assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
+
+
+def test_synth_rejects_bad_options(workdir, capsys):
+    assert run(["synth", "--out", "p.txt"]) == 2
+    assert "error: out:" in capsys.readouterr().err
+    assert run(["synth", "--out", "p.npz", "--law", "nope.csv"]) == 2
+    assert "error: law:" in capsys.readouterr().err
+    assert not (workdir / "p.npz").exists()
