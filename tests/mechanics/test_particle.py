@@ -51,8 +51,8 @@ def test_free_core_shell_disc_matches_closed_form():
     """Free disc of radius b, core radius a with in-plane dilatation ε* (plane strain, isotropic):
     core σ_rr = σ_θθ = −k(1 − a²/b²), shell σ_rr = k a²(1/b² − 1/r²), σ_θθ = k a²(1/b² + 1/r²),
     σ_rr(b) = 0 (k = μ ε*/(1 − ν)). N = 64, b = 22.4 cells, void stiffness 1e-3. Measured errors
-    (docs/mechanics.md table): core mean 0.6 %, core max 2.7 % of k, shell rms 2.2 % of k; the
-    tolerances below leave about a factor 2 for the staircase boundary. Traction-free surface: the
+    (test_convergence.py, docs/mechanics.md): core mean 0.35 %, core max 3.1 % of k, shell rms 2.0 %
+    of k; the tolerances below leave margin for the staircase boundary. Traction-free surface: the
     outermost ring of particle cells (on average half a cell inside the staircase surface) carries
     |σ_rr| < 0.25 k, where σ_θθ ≈ 2k a²/b² = 0.5 k; the void (stiffness ratio η = 1e-3) carries
     < 5η k."""
