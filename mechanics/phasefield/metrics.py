@@ -44,27 +44,21 @@ def phase_separation_index(c: torch.Tensor, d: int, mask: torch.Tensor | None = 
 
 
 def interface_normal_angle_deg(c: torch.Tensor, spacing_nm: float) -> torch.Tensor:
-    """Angle (degrees, [0, 90]) between the dominant interface normal and grid axis 0, (*batch,).
+    """Mean angle (degrees, [0, 90]) between the interface normal and grid axis 0, (*batch,).
 
-    The normal is the leading eigenvector of the structure tensor J = ⟨∇c ⊗ ∇c⟩ (spectral gradients of
-    the periodic field); 0° means interfaces normal to grid axis 0 (for the a–c platelet: normal to a),
-    90° normal to axis 1. Only meaningful when the field is phase separated.
+    Per cell the normal is ∇c (spectral gradient of the periodic field), folded into the first quadrant,
+    θ = atan2(|∂₁c|, |∂₀c|), and averaged with weight |∇c|² (the interfaces dominate). Folding makes the
+    mirror-related families ±θ (both present in an orthorhombic crystal) count alike. For the a–c
+    platelet: 0° = interfaces normal to a, 90° = normal to c. Meaningful once the field phase separates.
     """
     d = 2
-    ks = spectral.wavevectors(c.shape[-2:], spacing_nm, dtype=c.dtype, device=c.device)
-    grads = spectral.spectral_gradient(spectral.rfft(c, d), ks, c.shape[-2:])
+    shape = c.shape[-2:]
+    ks = spectral.wavevectors(shape, spacing_nm, dtype=c.dtype, device=c.device)
+    g0, g1 = spectral.spectral_gradient(spectral.rfft(c, d), ks, shape)
+    weight = g0**2 + g1**2
+    theta = torch.rad2deg(torch.atan2(g1.abs(), g0.abs()))
     axes = spectral.spatial_axes(d)
-    j00 = (grads[0] ** 2).mean(dim=axes)
-    j11 = (grads[1] ** 2).mean(dim=axes)
-    j01 = (grads[0] * grads[1]).mean(dim=axes)
-    theta = 0.5 * torch.atan2(2 * j01, j00 - j11)  # leading eigenvector direction from axis 0
-    return _fold(theta)
-
-
-def _fold(theta: torch.Tensor) -> torch.Tensor:
-    """Fold a direction angle (radians) into [0°, 90°] (the axes' mirror symmetry of the platelet)."""
-    deg = torch.rad2deg(theta).abs() % 180.0
-    return torch.where(deg > 90.0, 180.0 - deg, deg)
+    return (theta * weight).sum(dim=axes) / weight.sum(dim=axes).clamp_min(1e-30)
 
 
 def growth_rate(

@@ -73,6 +73,12 @@ def test_lfp_voltage_near_plateau_and_physical_metrics():
     assert 100.0 < r_lfp.metrics["peak_tensile_stress_MPa"] < 10_000.0
     assert r_lfp.metrics["peak_elastic_energy_MJ_m3"] > 0
     assert r_soft.metrics["phase_separation"] < 0.05
+    # a thin platelet (plane stress) relaxes coherency strain completely on an invariant line: interfaces
+    # whose tangent t has ε*:t⊗t = 0, i.e. a normal at 90° − atan(√(−ε_a/ε_c)) ≈ 32° from a (B = 0 there).
+    # The periodic cell allows only commensurate stripe directions: 10° tolerance.
+    eps_a, _, eps_c = lfp.misfit
+    invariant_normal = 90.0 - math.degrees(math.atan(math.sqrt(-eps_a / eps_c)))
+    assert abs(r_lfp.metrics["interface_angle_deg"] - invariant_normal) < 10.0, r_lfp.metrics
     curve = r_lfp.voltage_curve
     assert curve.shape[1] == 2 and curve[0, 0] < 0.05 and curve[-1, 0] == pytest.approx(0.98, abs=1e-4)
     assert r_lfp.snapshots["composition"].shape == (2, 32, 32)
