@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -101,6 +102,67 @@ def test_killing_an_actor_mid_sweep_keeps_one_run_per_candidate(tmp_path, chemos
     experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
     children = [r for r in tracking.search_all_runs(client, experiment.experiment_id)
                 if tracking.PARENT_TAG in r.data.tags]
+    counts = Counter(r.data.tags["candidate_id"] for r in children)
+    assert len(counts) == 10 and set(counts.values()) == {1}
+    assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def _descendants(root: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            pid = ancestor = int(entry.name)
+            while ancestor > 1:
+                ancestor = _parent_pid(ancestor)
+                if ancestor == root:
+                    found.append(pid)
+                    break
+    return found
+
+
+def _finished_children(db: Path) -> int:
+    """FINISHED child runs in the store, read directly (the driver holds the store open)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'candidate_id' AND r.status = 'FINISHED'").fetchone()
+            return int(row[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the driver's processes through /proc")
+def test_killed_driver_is_recovered_by_rerunning_the_same_command(tmp_path, chemoscreen, chemoscreen_popen,
+                                                                   small_sweep):
+    args = ["sweep", *small_sweep, "--batch-size", "2"]
+    process = chemoscreen_popen(args, tmp_path)
+    deadline = time.monotonic() + 240
+    while process.poll() is None and _finished_children(tmp_path / "mlflow.db") < 2:
+        assert time.monotonic() < deadline, "the sweep logged nothing within 4 minutes"
+        time.sleep(0.1)
+    assert process.poll() is None, "the sweep ended before it could be killed"
+    tree = _descendants(process.pid)
+    process.kill()  # SIGKILL: no cleanup in the driver at all
+    process.communicate(timeout=60)
+    for pid in tree:  # the local Ray instance the driver had started
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    done_before = _finished_children(tmp_path / "mlflow.db")
+    assert 2 <= done_before < 10
+
+    result = chemoscreen(args, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{10 - done_before} simulated, {done_before} already finished" in result.stdout
+    client = tracking.open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
+    runs = tracking.search_all_runs(client, experiment.experiment_id)
+    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     counts = Counter(r.data.tags["candidate_id"] for r in children)
     assert len(counts) == 10 and set(counts.values()) == {1}
     assert {r.info.status for r in children} == {"FINISHED"}
