@@ -1,14 +1,19 @@
 # Two commands on a fresh machine:  make demo   |   make test
-# TORCH picks the PyTorch build pip installs first. The default is the CPU wheel; on a CUDA box use e.g.
+# Both create .venv in this folder when it is missing and install chemoscreen (editable) into it.
+#
+# TORCH is the PyTorch requirement pip installs first. The default is the CPU wheel; with a CUDA GPU use
+# a CUDA build, e.g.
 #   make demo TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev
+# dev: test tools; chgnet: the machine-learned potential (candidates --source chgnet);
+# cluster: the PostgreSQL driver for an MLflow server on PostgreSQL.
+EXTRAS ?= dev,chgnet,cluster
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow lint bench clean venv
+.PHONY: venv demo test test-slow test-cluster lint bench clean
 
 venv: $(STAMP)
 
@@ -17,23 +22,32 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+## make demo: the whole pipeline on embedded defaults (local Ray, SQLite MLflow store in demo-output/)
 demo: $(STAMP)
 	$(VENV)/bin/chemoscreen demo --out demo-output
 
+## make test: lint and the default test suite (about 10 minutes on 2 cores)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+## make test-slow: long checks (CHGNet relaxations, convergence studies, the full demo)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
-	$(PY) benchmarks/mechanics.py
+## make test-cluster: real servers on loopback: PostgreSQL, an MLflow server, a two-node Ray cluster
+test-cluster: $(STAMP)
+	sh infra/scripts/install-postgres.sh
+	$(PY) -m pytest -q -m cluster tests/infra
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/mechanics.py --quick
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
