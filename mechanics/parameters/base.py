@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mechanics.errors import InputError
+
 
 @dataclass(frozen=True)
 class OrthorhombicLattice:
@@ -23,7 +25,7 @@ class OrthorhombicLattice:
         for name in ("a_A", "b_A", "c_A"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite length in Å, got {value!r}")
+                raise InputError(name, "a positive finite length in Å", value)
 
     @property
     def edges_A(self) -> tuple[float, float, float]:
@@ -87,15 +89,16 @@ class MaterialParams:
     def __post_init__(self) -> None:
         voigt = np.asarray(self.stiffness_voigt_GPa, dtype=float)
         if voigt.shape != (6, 6):
-            raise ValueError(f"stiffness_voigt_GPa must be a 6x6 Voigt matrix in GPa, got shape {voigt.shape}")
+            raise InputError("stiffness_voigt_GPa", "a 6x6 Voigt matrix in GPa", voigt.shape)
         if not np.allclose(voigt, voigt.T):
-            raise ValueError("stiffness_voigt_GPa must be symmetric")
+            raise InputError("stiffness_voigt_GPa", "a symmetric matrix")
         if np.linalg.eigvalsh(voigt).min() <= 0:
-            raise ValueError("stiffness_voigt_GPa must be positive definite")
+            raise InputError("stiffness_voigt_GPa", "a positive definite matrix")
         if self.site_density_per_nm3 <= 0:
-            raise ValueError(f"site_density_per_nm3 must be > 0, got {self.site_density_per_nm3}")
+            raise InputError("site_density_per_nm3", "a number > 0", self.site_density_per_nm3)
         if len(self.kappa_aJ_per_nm) != 3 or min(self.kappa_aJ_per_nm) <= 0:
-            raise ValueError("kappa_aJ_per_nm must be three positive numbers (a, b, c) in aJ/nm")
+            raise InputError("kappa_aJ_per_nm", "three positive numbers (a, b, c) in aJ/nm",
+                             self.kappa_aJ_per_nm)
 
     @property
     def misfit(self) -> tuple[float, float, float]:
