@@ -78,7 +78,7 @@ def tracking_server(postgres: Postgres) -> Iterator[TrackingServer]:
     marker_value = secrets.token_hex(8)
     server = TrackingServer(uri=f"http://{LOOPBACK}:{port}", username="admin",
                             password=secrets.token_urlsafe(18), port=port, artifacts_dir=artifacts,
-                            postgres=postgres)
+                            postgres=postgres, log=root / "server.log")
     env = base_env(marker_value)
     env.update({
         "MLFLOW_BACKEND_STORE_URI": postgres.uri("mlflow"),
@@ -93,11 +93,10 @@ def tracking_server(postgres: Postgres) -> Iterator[TrackingServer]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "TMPDIR": str(root),
     })
-    log = root / "server.log"
-    proc = start_group(["sh", str(INFRA / "mlflow" / "start-server.sh")], env, log, cwd=root)
+    proc = start_group(["sh", str(INFRA / "mlflow" / "start-server.sh")], env, server.log, cwd=root)
     try:
         wait_until(lambda: http_status(f"{server.uri}/health")[0] == 200, "MLflow tracking server",
-                   proc=proc, log=log)
+                   proc=proc, log=server.log)
         yield server
     finally:
         stop_process_group(proc, marker_value)

@@ -202,6 +202,7 @@ class TrackingServer:
     port: int = 0
     artifacts_dir: Path = Path()
     postgres: Postgres | None = None
+    log: Path = Path()
 
     @property
     def client_env(self) -> dict[str, str]:

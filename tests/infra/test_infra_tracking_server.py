@@ -8,7 +8,6 @@ import base64
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -60,13 +59,29 @@ WRITER = textwrap.dedent('''
     from pathlib import Path
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
 
-    experiment, worker, runs, barrier = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    experiment, worker, writers, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    barrier = Path(sys.argv[5])
+
+    def meet(stage):
+        (barrier / f"{stage}-{worker}").touch()
+        while len(list(barrier.glob(f"{stage}-*"))) < writers:
+            time.sleep(0.005)
+
     client = mlflow.MlflowClient()
-    (barrier / f"ready-{worker}").touch()
-    while not (barrier / "go").exists():
-        time.sleep(0.005)
-    # Every writer asks for the experiment at the same moment: the get-or-create race.
+    meet("ready")
+    # Get-or-create with every writer past the "get" before any "create": the race, made certain.
+    found = client.get_experiment_by_name(experiment)
+    meet("looked")
+    outcome = "found"
+    if found is None:
+        try:
+            client.create_experiment(experiment)
+            outcome = "created"
+        except MlflowException as exc:
+            outcome = exc.error_code
+    print("OUTCOME", outcome)
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     for index in range(runs):
         run = client.create_run(experiment_id, run_name=f"w{worker}-r{index}")
@@ -89,22 +104,20 @@ def test_concurrent_writers_create_one_experiment_and_lose_no_run(tracking_env: 
     script.write_text(WRITER)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    procs = [subprocess.Popen([sys.executable, str(script), experiment, str(w), str(runs_each), str(barrier)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([sys.executable, str(script), experiment, str(w), str(writers), str(runs_each),
+                               str(barrier)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for w in range(writers)]
     try:
-        deadline = time.monotonic() + 240
-        while len(list(barrier.glob("ready-*"))) < writers:
-            assert time.monotonic() < deadline, "writers did not start"
-            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs if p.poll()]
-            time.sleep(0.05)
-        (barrier / "go").touch()
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0] * writers, "\n".join(outputs)
+    # Exactly one create succeeded; the server refused the others with the code clients recover from.
+    outcomes = sorted(line.split()[1] for out in outputs for line in out.splitlines()
+                      if line.startswith("OUTCOME"))
+    assert outcomes == ["RESOURCE_ALREADY_EXISTS"] * (writers - 1) + ["created"]
 
     experiments = tracking_env.postgres.query(
         "mlflow", "SELECT experiment_id FROM experiments WHERE name = %s", (experiment,))
