@@ -27,35 +27,10 @@ import math
 import numpy as np
 import torch
 
+from mechanics.elasticity.operators import nyquist_modes, solve_small_symmetric
 from mechanics.errors import InputError
 from mechanics.grid import Grid
 from mechanics.stiffness import Stiffness, check_plane_axes
-
-
-def solve_small_symmetric(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x = A⁻¹ b for symmetric A (..., d, d), d ∈ {2, 3}, by the adjugate (elementwise, batched, any
-    device, differentiable). b (..., d) may be complex; A real. Singular A gives inf/nan: callers mask."""
-    d = a.shape[-1]
-    if d == 2:
-        a00, a01, a11 = a[..., 0, 0], a[..., 0, 1], a[..., 1, 1]
-        det = a00 * a11 - a01 * a01
-        x0 = (a11 * b[..., 0] - a01 * b[..., 1]) / det
-        x1 = (a00 * b[..., 1] - a01 * b[..., 0]) / det
-        return torch.stack([x0, x1], dim=-1)
-    a00, a01, a02 = a[..., 0, 0], a[..., 0, 1], a[..., 0, 2]
-    a11, a12, a22 = a[..., 1, 1], a[..., 1, 2], a[..., 2, 2]
-    c00 = a11 * a22 - a12 * a12
-    c01 = a02 * a12 - a01 * a22
-    c02 = a01 * a12 - a02 * a11
-    c11 = a00 * a22 - a02 * a02
-    c12 = a01 * a02 - a00 * a12
-    c22 = a00 * a11 - a01 * a01
-    det = a00 * c00 + a01 * c01 + a02 * c02
-    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
-    x0 = (c00 * b0 + c01 * b1 + c02 * b2) / det
-    x1 = (c01 * b0 + c11 * b1 + c12 * b2) / det
-    x2 = (c02 * b0 + c12 * b1 + c22 * b2) / det
-    return torch.stack([x0, x1, x2], dim=-1)
 
 
 def _as_stiffness(C) -> Stiffness:
@@ -150,8 +125,6 @@ def coherency_kernel(grid: Grid, C, misfit, plane: str = "stress", axes=(0, 1)) 
     c4 = c4.expand(*batch, *c4.shape[-4:]).reshape(*batch, *([1] * nk), *c4.shape[-4:])
     eps = eps.expand(*batch, d, d).reshape(*batch, *([1] * nk), d, d)
     out = b_of_n(c4, eps, n)
-    from mechanics.elasticity.operators import nyquist_modes
-
     skip = zero.squeeze(-1) | nyquist_modes(grid, device)
     return torch.where(skip, torch.zeros_like(out), out)
 
