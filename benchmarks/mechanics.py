@@ -97,15 +97,13 @@ def run_case(device, shape, batch, dtype, repeats: int, eta: float) -> list[dict
     return rows
 
 
-def print_table(rows: list[dict], title: str) -> None:
-    print(f"\n{title}")
-    head = (f"{'case':<30} {'grid':>11} {'batch':>5} {'ms/solve':>10} {'ms/item':>9} {'iters':>6} "
-            f"{'FFT rt ms':>10} {'ratio':>8}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['case']:<30} {r['grid']:>11} {r['batch']:>5} {r['ms']:>10.2f} "
-              f"{r['ms_per_item']:>9.3f} {str(r['iterations']):>6} {r['fft_ms']:>10.3f} {r['ratio']:>8.1f}")
+HEADER = (f"{'case':<30} {'grid':>11} {'batch':>5} {'ms/solve':>10} {'ms/item':>9} {'iters':>6} "
+          f"{'FFT rt ms':>10} {'ratio':>8}")
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['case']:<30} {r['grid']:>11} {r['batch']:>5} {r['ms']:>10.2f} "
+            f"{r['ms_per_item']:>9.3f} {str(r['iterations']):>6} {r['fft_ms']:>10.3f} {r['ratio']:>8.1f}")
 
 
 def main(argv=None) -> None:
@@ -128,10 +126,13 @@ def main(argv=None) -> None:
         device = torch.device(name)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             f"CPU, {torch.get_num_threads()} threads"
-        rows = [row for shape, batch in cases
-                for row in run_case(device, shape, batch, dtype, args.repeats, args.void_stiffness)]
-        print_table(rows, f"device: {label}; dtype {args.dtype}; torch {torch.__version__}; "
-                          f"ratio = time / one FFT round trip of the strain field")
+        print(f"\ndevice: {label}; dtype {args.dtype}; torch {torch.__version__}; "
+              f"ratio = time / one FFT round trip of the strain field")
+        print(HEADER)
+        print("-" * len(HEADER), flush=True)
+        for shape, batch in cases:
+            for row in run_case(device, shape, batch, dtype, args.repeats, args.void_stiffness):
+                print(format_row(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ from mechanics.grid import Grid
 
 
 def apply_mandel(c_mandel: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    """(B, m, m) @ (B, m, *grid) pointwise."""
+    """(B or 1, m, m) @ (B, m, *grid) pointwise (a single stiffness broadcasts over the batch)."""
     b, m = field.shape[:2]
-    return torch.bmm(c_mandel, field.reshape(b, m, -1)).reshape(field.shape)
+    return torch.matmul(c_mandel, field.reshape(b, m, -1)).reshape(field.shape)
 
 
 def solve_homogeneous(

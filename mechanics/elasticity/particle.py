@@ -104,7 +104,7 @@ def apply_A(prob: Problem, c_mandel: torch.Tensor, scale: torch.Tensor, x):
 
 
 def apply_Minv(prob: Problem, r):
-    E = torch.einsum("bmn,bn->bm", prob.c0_inv, r[0])
+    E = torch.matmul(prob.c0_inv, r[0][..., None])[..., 0]
     d = prob.grid.ndim
     ninv, u = prob.n_inverse, r[1]
     U = torch.stack([sum(ninv[:, i, j] * u[:, j] for j in range(d)) for i in range(d)], dim=1)

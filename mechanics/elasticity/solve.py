@@ -140,8 +140,11 @@ def solve_elasticity(
     if tuple(eps_batch) != tuple(batch):
         e0 = e0.expand(*batch, m, *grid.shape)
     e0 = e0.reshape(nb, m, *grid.shape)
-    cm = c_mandel.expand(*batch, m, m).reshape(nb, m, m)
-    c4b = c4.expand(*batch, *c4.shape[-4:]).reshape(nb, *c4.shape[-4:])
+    # one stiffness for the whole batch stays a batch of 1 (broadcast inside the kernels)
+    cb = 1 if math.prod(C.batch_shape) == 1 else nb
+    cm = (c_mandel.reshape(1, m, m) if cb == 1 else c_mandel.expand(*batch, m, m).reshape(nb, m, m))
+    c4b = (c4.reshape(1, *c4.shape[-4:]) if cb == 1
+           else c4.expand(*batch, *c4.shape[-4:]).reshape(nb, *c4.shape[-4:]))
     dims = tuple(range(-d, 0))
 
     if not iterative:
@@ -159,7 +162,10 @@ def solve_elasticity(
             raise InputError("tol", "a number in (0, 1)", tol)
         if int(max_iter) < 1:
             raise InputError("max_iter", "a positive integer", max_iter)
-        sc = scale.expand(*batch, *grid.shape).reshape(nb, *grid.shape)
+        if math.prod(scale_batch) == 1:
+            sc = scale.reshape(1, *grid.shape)
+        else:
+            sc = scale.expand(*batch, *grid.shape).reshape(nb, *grid.shape)
         start = _warm_start(x0, grid, batch, nb, m, d, dtype, device)
         strain, E, U, it, res = particle.solve_particle(
             grid, cm, c4b, sc, e0, scheme, float(tol), int(max_iter), start
