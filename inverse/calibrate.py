@@ -13,6 +13,7 @@ set to Vegard with the reference misfit (an [010] image does not see b).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -252,15 +253,19 @@ def calibrate(
     knots = np.linspace(0.0, 1.0, int(n_knots))
     m = knots.size - 1
     n_law = 2 * m
+    clock = [("start", time.perf_counter())]
     particles = [
         _prepare(s, knots, errors_in_variables, voigt, plane)
         for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
     ]
+    clock.append(("prepare_s", time.perf_counter()))
     fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations)
+    clock.append(("linear_fit_s", time.perf_counter()))
     for _ in tqdm(range(n_joint), desc="joint X / law refinement", disable=not progress or n_joint == 0):
         particles = _refine_particles(particles, fitted, knots, n_law)
         fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations)
     a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, dislocations = fitted
+    clock.append(("joint_s", time.perf_counter()))
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
     lam = choice["lambda"]
     signs = np.sign(theta[[m - 1, 2 * m - 1]])
@@ -286,6 +291,7 @@ def calibrate(
         reps = None
         boot_std = np.zeros_like(theta)
     lap_std = np.sqrt(np.clip(np.diag(cov), 0, None))
+    clock.append(("uncertainty_s", time.perf_counter()))
 
     def per_axis(vec):
         return np.concatenate([np.zeros((2, 1)), vec[:n_law].reshape(2, m)], axis=1)
@@ -362,6 +368,8 @@ def calibrate(
                  "n_params": int(a.shape[1]), "monotone": bool(monotone), "plane": plane,
                  "n_particles": len(particles), "downweighted_fraction": float(np.mean(robust_w < 0.5)),
                  "n_hotspots": int(sum(len(h) for h in hotspots))}
+    clock.append(("report_s", time.perf_counter()))
+    fit_stats["timings_s"] = {name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])}
     return Calibration(
         law=law, knots_X=knots, values=values, std=std, std_laplace=std_l, std_bootstrap=std_b,
         covariance=cov_law, vegard=vegard, fit=fit_stats, residual=maps, identifiability=ident,
@@ -418,7 +426,7 @@ def _robust_fit(a, y, w, block, knots, n_robust):
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
     robust_w = np.ones(y.size // 3)
     for it in range(n_robust + 1):
-        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block)
+        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block, with_blocks=it == n_robust)
         choice = lsq.gcv_select(eq, penalty)
         theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, choice["lambda"])
         if it < n_robust:

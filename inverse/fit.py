@@ -41,19 +41,27 @@ class NormalEquations:
     block_rhs: np.ndarray
 
 
-def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray) -> NormalEquations:
-    """From rows A (n, P), y (n,), w (n,) and a block id (n,) per row (0..B−1)."""
+def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray,
+                     with_blocks: bool = True) -> NormalEquations:
+    """From rows A (n, P), y (n,), w (n,) and a block id (n,) per row (0..B−1); the per-block sums
+    (for the bootstrap) only when ``with_blocks``."""
     aw = a * w[:, None]
+    gram, rhs = aw.T @ a, aw.T @ y
+    p = a.shape[1]
+    if not with_blocks:
+        return NormalEquations(gram, rhs, float(np.sum(w * y * y)), int(y.size), np.zeros((0, p, p)),
+                               np.zeros((0, p)))
     n_blocks = int(block.max()) + 1
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
-    bg = np.zeros((n_blocks, a.shape[1], a.shape[1]))
-    br = np.zeros((n_blocks, a.shape[1]))
+    a_s, aw_s, y_s = a[order], aw[order], y[order]  # contiguous rows per block: slices are views
+    bg = np.empty((n_blocks, p, p))
+    br = np.empty((n_blocks, p))
     for b in range(n_blocks):  # B ≈ hundreds of blocks, each a (rows × P) product
-        idx = order[bounds[b]:bounds[b + 1]]
-        bg[b] = aw[idx].T @ a[idx]
-        br[b] = aw[idx].T @ y[idx]
-    return NormalEquations(bg.sum(0), br.sum(0), float(np.sum(w * y * y)), int(y.size), bg, br)
+        lo, hi = bounds[b], bounds[b + 1]
+        bg[b] = aw_s[lo:hi].T @ a_s[lo:hi]
+        br[b] = aw_s[lo:hi].T @ y_s[lo:hi]
+    return NormalEquations(gram, rhs, float(np.sum(w * y * y)), int(y.size), bg, br)
 
 
 def smoothness_penalty(knots: np.ndarray, n_axes: int, n_params: int) -> np.ndarray:

@@ -82,7 +82,14 @@ def refine_composition(
         loss.backward()
         return loss
 
-    opt.step(closure)
+    # the per-step tensors are a few vectors of pixel length: one thread beats a fan-out whose barriers
+    # dominate (measured 5 ms per 26k-element dot with 2 threads on a shared 2-core machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     out = np.full(mask.shape, np.nan)
     out[rows, cols] = x.detach().numpy()
     return out
