@@ -344,7 +344,10 @@ def _elastic_setup(b: _Batch, settings, law, n, spacing, dtype, device):
         coupling = pf_elastic.ElasticCoupling(grid, stiffness, b.misfit.to(torch.float64), shape_fn,
                                               PLATELET_AXES, "stress", None)
         kernel = coupling.kernel(dtype).to(device)
-        potential = None if law is None else pf_elastic.explicit_potential(coupling, subtract_kernel=kernel)
+        potential = None
+        if law is not None:
+            q = coupling.kernel_matrix(dtype).to(device)
+            potential = pf_elastic.law_potential(coupling, q, subtract_kernel=kernel)
         return coupling, "periodic", kernel, potential
     coupling = pf_elastic.ParticleCoupling.square(
         n, settings.particle_padding_cells, spacing, stiffness, b.misfit.to(torch.float64), shape_fn,

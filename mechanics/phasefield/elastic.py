@@ -130,6 +130,34 @@ class ElasticCoupling:
         kernel = coherency_kernel(self.grid, self.stiffness, misfit, self.plane, tuple(self.axes))
         return kernel.to(dtype)
 
+    @property
+    def eigen_axes(self) -> tuple[int, ...]:
+        """Crystal axes whose eigenstrain enters the problem: the grid's (in-plane) axes, or a, b, c."""
+        return tuple(self.axes) if self.d == 2 else (0, 1, 2)
+
+    def kernel_matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """Q_ij(k̂) (*batch, *rfft, n, n) GPa with B(k̂; ε*) = Σ_ij ε*_i Q_ij ε*_j for a diagonal ε*
+        over :attr:`eigen_axes`, by polarisation of the core's kernel: Q_ii = B(e_i),
+        Q_ij = ½[B(e_i + e_j) − B(e_i) − B(e_j)] (n + n(n−1)/2 kernel evaluations)."""
+        from mechanics.coherency import coherency_kernel
+
+        axes = self.eigen_axes
+        n = len(axes)
+
+        def b(weights: dict[int, float]) -> torch.Tensor:
+            e = torch.zeros(3, dtype=self.stiffness.dtype, device=self.stiffness.device)
+            for axis, value in weights.items():
+                e[axis] = value
+            return coherency_kernel(self.grid, self.stiffness, torch.diag(e), self.plane, tuple(self.axes))
+
+        diag = [b({a: 1.0}) for a in axes]
+        rows = [[None] * n for _ in range(n)]
+        for i in range(n):
+            rows[i][i] = diag[i]
+            for j in range(i + 1, n):
+                rows[i][j] = rows[j][i] = 0.5 * (b({axes[i]: 1.0, axes[j]: 1.0}) - diag[i] - diag[j])
+        return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2).to(dtype)
+
     def potential_from_stress(self, c: torch.Tensor, x0=None):
         """μ_el = −σ:dε⁰/dc (GPa), (*batch, *grid); also returns the solution (for warm starts/metrics)."""
         result, _ = self.solve(c, x0)
@@ -184,3 +212,32 @@ class ParticleCoupling(ElasticCoupling):
         p = self.padding
         index = (Ellipsis, *[slice(p, p + n) for n in self.inner_shape])
         return field[index]
+
+
+def law_potential(coupling: ElasticCoupling, kernel_matrix: torch.Tensor,
+                  subtract_kernel: torch.Tensor | None = None):
+    """``(c, aux) -> (μ_el, aux)`` for any diagonal eigenstrain law ε⁰_i(c) = m_i g_i(c) in a homogeneous
+    periodic body: E = ½ Σ_k Σ_ij Q_ij(k̂) ε̂⁰_i* ε̂⁰_j (per volume, k = 0 excluded), so
+
+        μ_el = δE/δc = Σ_i m_i g_i'(c) · IFFT[Σ_j Q_ij FFT(m_j g_j(c))]     (= −σ:dε⁰/dc),
+
+    2n FFTs per evaluation (n = 2 in-plane axes, 3 in 3-D) instead of an elastic solve. Minus the part
+    B(k̂)ĉ the stepper treats implicitly (``subtract_kernel``)."""
+    d = coupling.d
+    axes = coupling.eigen_axes
+
+    def potential(c: torch.Tensor, aux):
+        shape = c.shape[-d:]
+        g, dg = coupling.shape(c)
+        batch = coupling.misfit.shape[:-1]
+        m = coupling.misfit.to(c.dtype).reshape(*batch, *([1] * d), 3)
+        eps_hat = [spectral.rfft(m[..., a] * g[..., a], d) for a in axes]
+        mu = torch.zeros_like(c)
+        for i, a in enumerate(axes):
+            q_eps = sum(kernel_matrix[..., i, j] * eps_hat[j] for j in range(len(axes)))
+            mu = mu + m[..., a] * dg[..., a] * spectral.irfft(q_eps, shape)
+        if subtract_kernel is not None:
+            mu = mu - spectral.irfft(subtract_kernel * spectral.rfft(c, d), shape)
+        return mu, aux
+
+    return potential

@@ -137,3 +137,31 @@ def test_coherency_suppresses_phase_separation_below_critical_size():
         spread[name] = float(state.c.std())
     assert spread["free"] > 0.2, spread
     assert spread["coherent"] < 1e-3, spread
+
+
+def test_law_potential_equals_minus_stress_contraction():
+    """For a bowed (nonlinear) law the polarised-kernel chemical potential Σ m_i g_i' IFFT[Q ε̂⁰] equals
+    −σ:dε⁰/dc with σ from the core's homogeneous solver (1e-9 relative to its scale, float64): two
+    independent routes to the same functional derivative. Smooth field, no Nyquist content."""
+    from mechanics.laws import PiecewiseLinearLaw
+
+    p = lfp_params()
+    law = PiecewiseLinearLaw.from_vegard(p.misfit, n_knots=9)
+    x9 = torch.linspace(0, 1, 9, dtype=torch.float64)
+    bow = 0.01 * (x9 * (1 - x9))[None, :] * torch.tensor([1.0, 0.5, -0.7], dtype=torch.float64)[:, None]
+    law.set_values(law.values().detach() + bow)
+    n = 32
+    grid = Grid((n, n), spacing_nm=2.0)
+    stiffness = Stiffness.from_voigt(torch.as_tensor(p.stiffness_voigt(), dtype=torch.float64))
+    coupling = pf_elastic.ElasticCoupling(grid, stiffness, torch.tensor(p.misfit, dtype=torch.float64),
+                                          pf_elastic.law_shape(law), (0, 2), "stress")
+    x = torch.arange(n, dtype=torch.float64)
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    c = (0.5 + 0.3 * torch.cos(2 * math.pi * X / n) * torch.cos(4 * math.pi * Y / n)
+         + 0.1 * torch.sin(2 * math.pi * (X + Y) / n))[None]
+    with torch.no_grad():
+        via_kernel, _ = pf_elastic.law_potential(coupling, coupling.kernel_matrix(torch.float64))(c, None)
+        via_stress, _ = coupling.potential_from_stress(c)
+    scale = float(via_stress.abs().max())
+    assert scale > 1e-3
+    torch.testing.assert_close(via_kernel, via_stress, rtol=0, atol=1e-9 * scale)
