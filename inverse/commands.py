@@ -62,6 +62,8 @@ def register(subparsers) -> None:
     cal.add_argument("--errors-in-variables", default="nlm", choices=("nlm", "tv", "posterior", "none"),
                      help="treatment of composition noise (default nlm: non-local-means denoising)")
     cal.add_argument("--bootstrap", type=int, default=64, help="block-bootstrap replicates (default 64)")
+    cal.add_argument("--joint", type=int, default=2,
+                     help="rounds of joint composition/law estimation (default 2; 0: denoised X only)")
     cal.set_defaults(handler=cmd_calibrate)
 
 
@@ -104,7 +106,7 @@ def cmd_calibrate(args) -> int:
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
         cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone,
                         errors_in_variables=args.errors_in_variables,
-                        n_bootstrap=args.bootstrap, progress=True)
+                        n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,
                               track=args.track)

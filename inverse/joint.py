@@ -39,7 +39,7 @@ def refine_composition(
     strain_obs: np.ndarray,
     strain_other: np.ndarray,
     weight: np.ndarray,
-    n_iter: int = 40,
+    n_iter: int = 20,
 ) -> np.ndarray:
     """X̂ (H, W) minimising J(X) above; NaN outside the mask.
 

@@ -30,7 +30,7 @@ def workdir(tmp_path, monkeypatch):
 def test_synth_calibrate_register_load(workdir, capsys):
     from mlflow import MlflowClient
 
-    assert run(["synth", "--out", "p.npz", "--size", "40", "--seed", "3", "--dislocations", "1"]) == 0
+    assert run(["synth", "--out", "p.npz", "--size", "32", "--seed", "3", "--dislocations", "1"]) == 0
     assert run(["calibrate", "p.npz", "--out", "cal", "--bootstrap", "4", "--n-knots", "6"]) == 0
     out = capsys.readouterr().out
     assert "registered models:/lfp-chemomech/1 (alias champion)" in out
@@ -40,7 +40,7 @@ def test_synth_calibrate_register_load(workdir, capsys):
     assert {p.name for p in (workdir / "cal").iterdir()} >= {"calibration.json", "residual.npz", "law.png",
                                                             "maps_p0.png"}
     with np.load(workdir / "cal" / "residual.npz", allow_pickle=False) as res:
-        assert res["p0_residual_aa"].shape == (40, 40) and "p0_hotspots" in res.files
+        assert res["p0_residual_aa"].shape == (32, 32) and "p0_hotspots" in res.files
 
     # default store: ./mlflow.db with artifacts in ./mlartifacts
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -66,7 +66,7 @@ def test_synth_calibrate_register_load(workdir, capsys):
     np.testing.assert_allclose(eps[:, 2], doc["law"]["eigenstrain"]["c"], atol=1e-12)
 
     # --no-promote: a new version, the alias stays where it was
-    assert run(["calibrate", "p.npz", "--out", "cal2", "--bootstrap", "0", "--no-promote"]) == 0
+    assert run(["calibrate", "p.npz", "--out", "cal2", "--bootstrap", "0", "--joint", "0", "--no-promote"]) == 0
     assert str(client.get_model_version_by_alias("lfp-chemomech", "champion").version) == "1"
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
 
@@ -74,7 +74,7 @@ def test_synth_calibrate_register_load(workdir, capsys):
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):
-        run(["calibrate", "p.npz", "--out", "cal3", "--bootstrap", "0", "--register", "bad/name"])
+        run(["calibrate", "p.npz", "--out", "cal3", "--bootstrap", "0", "--joint", "0", "--register", "bad/name"])
     assert not (workdir / "cal3").exists()
     assert not [p for p in workdir.iterdir() if p.name.startswith(".cal3")]
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
