@@ -31,6 +31,7 @@ from infra_servers import (
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on 127.0.0.1 with the databases `mlflow` and `mlflow_auth`."""
     pytest.importorskip("psycopg2", reason="psycopg2-binary is in the `cluster` extra")
     bin_dir = postgres_bin_dir()
     # PostgreSQL refuses to run as root: run it as `postgres` then, in a directory that user owns.
@@ -44,16 +45,16 @@ def postgres() -> Iterator[Postgres]:
         shutil.chown(root / "pwfile", "postgres")
     data, log = root / "data", root / "server.log"
     pg = Postgres(port=free_port(), user="chemoscreen", password=password)
-    subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", pg.user,
-                    f"--pwfile={root / 'pwfile'}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True, timeout=120)
-    (root / "pwfile").unlink()
     options = (f"-c listen_addresses={LOOPBACK} -p {pg.port} -k {root} "
                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     pg_ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data)]
-    subprocess.run([*pg_ctl, "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
-                   check=True, capture_output=True, timeout=90)
     try:
+        subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", pg.user,
+                        f"--pwfile={root / 'pwfile'}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        (root / "pwfile").unlink()
+        subprocess.run([*pg_ctl, "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
+                       check=True, capture_output=True, timeout=90)
         with contextlib.closing(pg.connect("postgres")) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -61,16 +62,18 @@ def postgres() -> Iterator[Postgres]:
                 cur.execute("CREATE DATABASE mlflow_auth")
         yield pg
     finally:
-        stopped = subprocess.run([*pg_ctl, "-m", "fast", "-w", "-t", "30", "stop"], capture_output=True,
-                                 timeout=60)
-        if stopped.returncode != 0:
-            subprocess.run([*pg_ctl, "-m", "immediate", "-w", "-t", "30", "stop"], capture_output=True,
-                           timeout=60)
+        if (data / "postmaster.pid").exists():
+            stopped = subprocess.run([*pg_ctl, "-m", "fast", "-w", "-t", "30", "stop"], capture_output=True,
+                                     timeout=60)
+            if stopped.returncode != 0:
+                subprocess.run([*pg_ctl, "-m", "immediate", "-w", "-t", "30", "stop"], capture_output=True,
+                               timeout=60)
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def tracking_server(postgres: Postgres) -> Iterator[TrackingServer]:
+    """infra/mlflow/start-server.sh on 127.0.0.1: basic auth, PostgreSQL store, artifacts in a temp dir."""
     root = Path(tempfile.mkdtemp(prefix="cs-mlflow-"))
     artifacts = root / "artifacts"
     artifacts.mkdir()

@@ -122,10 +122,10 @@ def marked_pids(marker_value: str) -> list[int]:
 
 
 def stop_process_group(proc: subprocess.Popen, marker_value: str, sig: int = signal.SIGTERM) -> None:
-    """Signal `proc` (it stops its own children), wait; then SIGKILL its session and anything left that
-    carries the marker."""
+    """Signal `proc` (SIGTERM: it stops its own children; SIGKILL: its whole session at once, a crash), wait;
+    then SIGKILL its session and anything left that carries the marker."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
+        (os.killpg if sig == signal.SIGKILL else os.kill)(proc.pid, sig)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=STOP_TIMEOUT_S)
     with contextlib.suppress(ProcessLookupError):
@@ -233,11 +233,10 @@ class RayCluster:
     worker: RayNode
     root: Path
 
-    def cli(self, *args: str, timeout_s: float = 300, extra_env: dict[str, str] | None = None,
+    def cli(self, *args: str, timeout_s: float = 300,
             token: str | None = None) -> subprocess.CompletedProcess:
         """Run the `ray` CLI against this cluster with its token (or `token` instead)."""
-        env = {**self.env, **(extra_env or {})}
-        env["RAY_AUTH_TOKEN"] = self.token if token is None else token
+        env = {**self.env, "RAY_AUTH_TOKEN": self.token if token is None else token}
         env.pop(MARKER)  # a CLI call is not part of the cluster; it exits on its own
         return subprocess.run([str(VENV_BIN / "ray"), *args], env=env, capture_output=True, text=True,
                               timeout=timeout_s)

@@ -1,10 +1,11 @@
 """`chemoscreen sweep` submitted with `ray job submit --working-dir` to a two-node cluster: the second node
-is stopped while it is simulating, and the sweep still ends with exactly one FINISHED run per candidate in
-the PostgreSQL-backed tracking server."""
+is killed while it is simulating (SIGKILL to all of its processes, as when a machine is lost), and the
+sweep still ends with exactly one FINISHED run per candidate in the PostgreSQL-backed tracking server."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.parse
 import uuid
@@ -36,7 +37,7 @@ def _job_logs(cluster: RayCluster, submission_id: str) -> str:
     return json.loads(body).get("logs", "")[-6000:] if status == 200 else body.decode(errors="replace")
 
 
-def test_sweep_keeps_one_finished_run_per_candidate_when_a_node_stops(ray_cluster: RayCluster,
+def test_sweep_keeps_one_finished_run_per_candidate_when_a_node_dies(ray_cluster: RayCluster,
                                                                       tracking_env: TrackingServer):
     import mlflow
 
@@ -56,7 +57,7 @@ def test_sweep_keeps_one_finished_run_per_candidate_when_a_node_stops(ray_cluste
         "--no-artifacts")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
-    # Stop the second node as soon as it is running a batch of the sweep.
+    # Kill the second node as soon as it is running a batch of the sweep.
     deadline = time.monotonic() + 300
     while not any(t["node_id"] == worker_node and t["name"].endswith("run_batch")
                   for t in _running_tasks(ray_cluster)):
@@ -66,13 +67,13 @@ def test_sweep_keeps_one_finished_run_per_candidate_when_a_node_stops(ray_cluste
             + _job_logs(ray_cluster, submission_id))
         assert time.monotonic() < deadline, "the second node never ran a batch"
         time.sleep(0.2)
-    ray_cluster.worker.stop()
-    wait_until(lambda: len(ray_cluster.alive_nodes()) == 1, "the cluster to drop the stopped node", 120)
+    ray_cluster.worker.stop(signal.SIGKILL)
+    wait_until(lambda: len(ray_cluster.alive_nodes()) == 1, "the cluster to drop the dead node", 120)
 
     deadline = time.monotonic() + 420
     while (job := _job(ray_cluster, submission_id))["status"] not in TERMINAL:
         assert time.monotonic() < deadline, (
-            "the sweep did not finish after the node stopped\n" + _job_logs(ray_cluster, submission_id))
+            "the sweep did not finish after the node died\n" + _job_logs(ray_cluster, submission_id))
         time.sleep(1)
     assert job["status"] == "SUCCEEDED", _job_logs(ray_cluster, submission_id)
 
