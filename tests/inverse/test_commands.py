@@ -66,7 +66,8 @@ def test_synth_calibrate_register_load(workdir, capsys):
     np.testing.assert_allclose(eps[:, 2], doc["law"]["eigenstrain"]["c"], atol=1e-12)
 
     # --no-promote: a new version, the alias stays where it was
-    assert run(["calibrate", "p.npz", "--out", "cal2", "--bootstrap", "0", "--joint", "0", "--no-promote"]) == 0
+    fast = ["--bootstrap", "0", "--joint", "0"]
+    assert run(["calibrate", "p.npz", "--out", "cal2", *fast, "--no-promote"]) == 0
     assert str(client.get_model_version_by_alias("lfp-chemomech", "champion").version) == "1"
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
 
@@ -74,7 +75,7 @@ def test_synth_calibrate_register_load(workdir, capsys):
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):
-        run(["calibrate", "p.npz", "--out", "cal3", "--bootstrap", "0", "--joint", "0", "--register", "bad/name"])
+        run(["calibrate", "p.npz", "--out", "cal3", *fast, "--register", "bad/name"])
     assert not (workdir / "cal3").exists()
     assert not [p for p in workdir.iterdir() if p.name.startswith(".cal3")]
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
