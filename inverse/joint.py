@@ -103,3 +103,69 @@ def effective_sigma(sigma: float, to_grid, shape, valid: np.ndarray, mask: np.nd
     noise = np.where(valid, rng.normal(size=shape), np.nan)
     moved = to_grid(noise)
     return float(sigma * np.sqrt(np.nanmean(moved[mask] ** 2)))
+
+
+def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100, plane: str = "stress",
+                     material=None) -> tuple[torch.nn.Module, np.ndarray]:
+    """Fit any differentiable law module (``forward(X) -> (..., 3)``, e.g. a monotone
+    ``PiecewiseLinearLaw`` or a nonlinear parametric form) and a uniform reference offset to one image
+    set by L-BFGS through the free-platelet operator (the general path for laws that are not linear in
+    their parameters).
+
+    Minimises ½ Σ_r w_r ‖S[ε⁰(X)](r) + ε_ref − ε_obs(r)‖² over the law's parameters and ε_ref (grid
+    frame). ``x``: composition on the strain grid (default: registered, non-local-means denoised).
+    Returns the trained law (in place) and the offset (2, 2) in the crystal frame.
+    """
+    from inverse.denoise import denoise_nlm
+    from inverse.forward import lfp_material, platelet_solver
+    from inverse.images import grid_to_crystal
+    from inverse.registration import align_composition, field_to_strain_grid
+
+    material = material or lfp_material()
+    mask = images.mask
+    if x is None:
+        reg = align_composition(images)
+        comp = images.composition
+        valid = np.isfinite(comp)
+        sig_map = np.broadcast_to(images.composition_sigma or 0.0, comp.shape)
+        sigma = float(np.sqrt(np.mean(np.square(sig_map[valid]))))
+        x = field_to_strain_grid(denoise_nlm(comp, valid, sigma) if sigma > 0 else comp, images, reg)
+    solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm,
+                             material.stiffness_voigt(), plane)
+    rows, cols = np.nonzero(mask)
+    ri, ci = torch.as_tensor(rows), torch.as_tensor(cols)
+    xt = torch.as_tensor(np.nan_to_num(x)[rows, cols], dtype=torch.float64)
+    target = torch.as_tensor(images.strain_grid()[rows, cols], dtype=torch.float64)
+    sig = images.strain_sigma if images.strain_sigma is not None else 1.0
+    w = torch.as_tensor(1.0 / np.square(np.broadcast_to(sig, mask.shape))[rows, cols], dtype=torch.float64)
+    axes = torch.as_tensor(axis_tensors(images.crystal_angle_deg), dtype=torch.float64)
+    offset = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    params = [*law.parameters(), offset]
+    scale = 1.0 / (rows.size * float(w.mean()))
+
+    def objective():
+        f = law(xt)[:, [0, 2]].to(torch.float64)
+        eig = torch.zeros((1, *mask.shape, 2, 2), dtype=torch.float64)
+        eig = eig.index_put((torch.zeros_like(ri), ri, ci), torch.einsum("ni,ipq->npq", f, axes))
+        strain = platelet_strain(solver, eig)[0, ri, ci]
+        off = torch.stack([torch.stack([offset[0], offset[2]]), torch.stack([offset[2], offset[1]])])
+        r = strain + off - target
+        return scale * 0.5 * sum((w * r[:, i, j] ** 2).sum() for i, j in _ROWS)
+
+    opt = torch.optim.LBFGS(params, max_iter=n_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def closure():
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
+    o = offset.detach().numpy()
+    return law, grid_to_crystal(np.array([[o[0], o[2]], [o[2], o[1]]]), images.crystal_angle_deg)
