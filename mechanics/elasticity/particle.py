@@ -19,7 +19,9 @@ modes k = 0 and hourglass). M⁻¹A has spectrum in [min s/max s, 1], so CG need
 iterations from a cold start; warm starts cut that. The basic fixed-point (Moulinec–Suquet) scheme
 diverges at a void; CG does not.
 
-Stopping rule: ‖r‖_{M⁻¹} / ‖b‖_{M⁻¹} ≤ tol per batch element (elements that converged stop moving).
+Stopping rule: ‖r‖_{M⁻¹} / ‖b‖_{M⁻¹} ≤ tol per batch element (elements that converged stop moving);
+an element whose residual has not reached a new minimum for 100 iterations (the round-off floor) also
+stops, and the result reports it as not converged.
 Gradients: an implicit adjoint. With λ = A⁻¹ Dᵀ ḡ (the same symmetric solve) and η = Dλ,
 dL = Σ_x η : [dS : (ε⁰ − ε) + S : dε⁰], evaluated by autograd on that one expression; no unrolling.
 """
@@ -33,6 +35,8 @@ import torch
 from mechanics.elasticity import operators as op
 from mechanics.elasticity.homogeneous import apply_mandel
 from mechanics.grid import Grid
+
+STAGNATION_ITERATIONS = 100  # stop an element whose residual has not reached a new minimum for this long
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,27 @@ def apply_A(prob: Problem, c_mandel: torch.Tensor, scale: torch.Tensor, x):
     return apply_Dt(prob, scale[:, None] * apply_mandel(c_mandel, eps))
 
 
+def hermitian_part(prob: Problem, U: torch.Tensor) -> torch.Tensor:
+    """Project the rfft planes k_last = 0 and (even N) k_last = N/2 onto Hermitian symmetry,
+    U(k) = conj(U(−k)). Their anti-Hermitian part is dropped by ``irfftn`` (a null direction of A that
+    the preconditioner would otherwise feed: round-off there makes CG diverge on even grids)."""
+    n_last = prob.grid.shape[-1]
+    planes = [0] + ([n_last // 2] if n_last % 2 == 0 else [])
+    other = list(range(U.ndim - prob.grid.ndim, U.ndim - 1))
+    out = U.clone()
+    for j in planes:
+        col = U[..., j]
+        partner = torch.roll(torch.flip(col, dims=other), shifts=[1] * len(other), dims=other)
+        out[..., j] = 0.5 * (col + partner.conj())
+    return out
+
+
 def apply_Minv(prob: Problem, r):
     E = torch.matmul(prob.c0_inv, r[0][..., None])[..., 0]
     d = prob.grid.ndim
     ninv, u = prob.n_inverse, r[1]
     U = torch.stack([sum(ninv[:, i, j] * u[:, j] for j in range(d)) for i in range(d)], dim=1)
-    return E, U
+    return E, hermitian_part(prob, U)
 
 
 def pcg(prob: Problem, c_mandel, scale, b, x0, tol: float, max_iter: int):
@@ -127,6 +146,8 @@ def pcg(prob: Problem, c_mandel, scale, b, x0, tol: float, max_iter: int):
     res = torch.sqrt(rz.clamp_min(0) / bnorm2)
     active = res > tol
     iters = torch.zeros_like(rz, dtype=torch.long)
+    best = res
+    since_best = torch.zeros_like(iters)
     p = z
     it = 0
     while it < max_iter and bool(active.any()):
@@ -144,7 +165,11 @@ def pcg(prob: Problem, c_mandel, scale, b, x0, tol: float, max_iter: int):
         iters = iters + active.long()
         rz = torch.where(active, rz_new, rz)
         res = torch.sqrt(rz.clamp_min(0) / bnorm2)
-        active = res > tol
+        # stagnation (round-off floor, e.g. float32 with a tolerance below it): stop that element
+        improved = res < best
+        best = torch.where(improved, res, best)
+        since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
+        active = (res > tol) & (since_best < STAGNATION_ITERATIONS)
         it += 1
     return x, iters, res
 
