@@ -185,12 +185,17 @@ def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None
         if register:
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)
+            # MLflow warns about pickle on every call; the module is our own class (mechanics.laws)
+            quiet = logging.getLogger("mlflow.pytorch")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.pytorch.log_model(
                     cal.law.to("cpu"), name="law", serialization_format="pickle",
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
                     registered_model_name=register, await_registration_for=0,
                 )
+            quiet.setLevel(level)
             version = str(info.registered_model_version)
             if promote:
                 client.set_registered_model_alias(register, ALIAS, version)
