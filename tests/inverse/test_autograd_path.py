@@ -20,7 +20,7 @@ def test_lbfgs_through_the_platelet_matches_linear_least_squares():
                        errors_in_variables="nlm")
     start = PiecewiseLinearLaw.from_vegard((0.03, 0.03, -0.01), n_knots=5)
     x = linear.residual[0]["composition_denoised"]
-    law, offset = fit_law_autograd(images, start, x=x, n_iter=400)
+    law, offset = fit_law_autograd(images, start, x=x, n_iter=250)
     values = law.values().detach().numpy()[[0, 2]]
     np.testing.assert_allclose(values, linear.values, atol=1.5e-4)
     off = linear.offsets[0]
