@@ -163,3 +163,31 @@ def test_client_refuses_artifact_path_with_parent_segments(tracking_env: Trackin
     escaped = [p for p in set(tracking_env.artifacts_dir.parent.rglob("*")) - before
                if tracking_env.artifacts_dir not in p.parents]
     assert escaped == []
+
+
+def test_team_members_read_each_others_runs_but_write_only_their_own(tracking_env: TrackingServer,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    admin = AuthServiceClient(tracking_env.uri)  # as the admin: tracking_env's credentials
+    suffix = uuid.uuid4().hex[:8]
+    users = {name: f"pw-{uuid.uuid4().hex}" for name in (f"alice-{suffix}", f"bob-{suffix}")}
+    for name, password in users.items():
+        admin.create_user(name, password)
+    alice, bob = users
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", alice)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", users[alice])
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment(f"infra-team-{suffix}")
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_metric(run_id, "score", 0.5)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", bob)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", users[bob])
+    assert client.get_run(run_id).data.metrics == {"score": 0.5}  # default permission: READ
+    with pytest.raises(MlflowException, match="Permission denied"):
+        client.log_metric(run_id, "score", 1.0)
+    assert client.get_run(run_id).data.metrics == {"score": 0.5}
