@@ -18,6 +18,7 @@ N_ik = C_ijkl g_j g_l and the Green operator Γ = sym(g ⊗ N⁻¹ ⊗ g) are re
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -126,6 +127,45 @@ def stress_free_modes(grid: Grid, scheme: str, device=None) -> torch.Tensor:
     if scheme == "spectral":
         out = out | nyquist_modes(grid, device)
     return out
+
+
+def _device(device) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _homogeneous_constants(grid: Grid, scheme: str, dtype: torch.dtype, device: torch.device):
+    # built outside inference mode so that the cached tensors can enter autograd graphs later
+    with torch.inference_mode(False), torch.no_grad():
+        g = tuple(real_multipliers(grid, scheme, dtype, device))
+        gg = outer_real(list(g))
+        return g, gg, nonzero_modes(gg), stress_free_modes(grid, scheme, device)
+
+
+def homogeneous_constants(grid: Grid, scheme: str, dtype, device):
+    """Cached (g, G = g⊗g, valid modes, stress-free modes) of the Green operator on ``grid``."""
+    g, gg, valid, free = _homogeneous_constants(grid, scheme, dtype, _device(device))
+    return list(g), gg, valid, free
+
+
+@functools.lru_cache(maxsize=32)
+def _particle_constants(grid: Grid, scheme: str, dtype: torch.dtype, device: torch.device):
+    with torch.inference_mode(False), torch.no_grad():
+        xi = tuple(complex_multipliers(grid, scheme, dtype, device))
+        gg = outer_complex(list(xi))
+        n_last = grid.shape[-1]
+        w = torch.full((n_last // 2 + 1,), 2.0, dtype=dtype, device=device)
+        w[0] = 1.0
+        if n_last % 2 == 0:
+            w[-1] = 1.0
+        xi_conj = tuple(x.conj().resolve_conj() for x in xi)
+        return xi, xi_conj, gg, nonzero_modes(gg), w.reshape(*([1] * (grid.ndim - 1)), -1)
+
+
+def particle_constants(grid: Grid, scheme: str, dtype, device):
+    """Cached (ξ, conj ξ, G = Re(conj ξ ⊗ ξ), valid modes, rfft weights) for the PCG operators."""
+    xi, xi_conj, gg, valid, w = _particle_constants(grid, scheme, dtype, _device(device))
+    return list(xi), list(xi_conj), gg, valid, w
 
 
 def mandel_dot(s: torch.Tensor, g: list[torch.Tensor], d: int) -> torch.Tensor:

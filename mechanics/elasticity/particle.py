@@ -60,24 +60,16 @@ def make_problem(
 ) -> Problem:
     dtype, device = c_mandel.dtype, c_mandel.device
     d = grid.ndim
-    xi = op.complex_multipliers(grid, scheme, dtype, device)
-    gg = op.outer_complex(xi)
-    valid = op.nonzero_modes(gg)
+    xi, xi_conj, gg, valid, w = op.particle_constants(grid, scheme, dtype, device)
     s_max = scale.detach().reshape(scale.shape[0], -1).amax(-1)  # (B or 1,)
     c0 = c4.detach() * s_max.reshape(-1, *([1] * 4))
-    n_last = grid.shape[-1]
-    w = torch.full((n_last // 2 + 1,), 2.0, dtype=dtype, device=device)
-    w[0] = 1.0
-    if n_last % 2 == 0:
-        w[-1] = 1.0
     c0_inv = torch.linalg.inv(c_mandel.detach() * s_max.reshape(-1, 1, 1))
     n0 = op.acoustic(c0, gg)  # (B, *K, d, d)
     eye = torch.eye(d, dtype=dtype, device=device)
     n_inv = torch.linalg.inv(torch.where(valid[..., None, None], n0, eye))
     n_inv = torch.where(valid[..., None, None], n_inv, torch.zeros((), dtype=dtype, device=device))
     n_inv = n_inv.movedim(-2, 1).movedim(-1, 2).contiguous()  # (B, d, d, *K)
-    xi_conj = [x.conj().resolve_conj() for x in xi]
-    return Problem(grid, xi, xi_conj, w.reshape(*([1] * (d - 1)), -1), n_inv, c0_inv)
+    return Problem(grid, xi, xi_conj, w, n_inv, c0_inv)
 
 
 def apply_D(prob: Problem, E: torch.Tensor, U: torch.Tensor) -> torch.Tensor:

@@ -153,3 +153,19 @@ def test_stiffness_follows_eigenstrain_dtype():
 def test_bad_input_raises_input_error(kwargs):
     with pytest.raises(InputError):
         solve_elasticity(Grid((4, 4), 1.0), Stiffness.isotropic(E_GPa=1.0, nu=0.2), **kwargs)
+
+
+def test_grid_constants_cached_under_inference_mode_serve_autograd_later():
+    """The per-grid multipliers are cached; a first call under torch.inference_mode must not leave
+    inference tensors in the cache (they could not be saved for backward afterwards)."""
+    g = Grid((7, 9), 0.7)
+    C = Stiffness.isotropic(E_GPa=10.0, nu=0.25)
+    mask = torch.ones(7, 9, dtype=torch.bool)
+    mask[0] = False
+    with torch.inference_mode():
+        solve_elasticity(g, C, torch.randn(7, 9, 2, 2, dtype=F64))
+        solve_elasticity(g, C, torch.randn(7, 9, 2, 2, dtype=F64), mask=mask)
+    for m in (None, mask):
+        eps = torch.randn(7, 9, 2, 2, dtype=F64, requires_grad=True)
+        solve_elasticity(g, C, eps, mask=m).energy.backward()
+        assert eps.grad is not None and torch.isfinite(eps.grad).all()
