@@ -29,7 +29,8 @@ class ElasticityResult:
     Fields (``*batch`` = broadcast of the eigenstrain's, stiffness's and mask's batch shapes):
       strain: total strain ε, (*batch, *grid, d, d), dimensionless (tensor shear).
       stress: σ = S:(ε − ε⁰), (*batch, *grid, d, d), GPa.
-      energy: ½ Σ (ε − ε⁰):σ h^d, (*batch,), aJ in 3-D, aJ per nm of thickness in 2-D.
+      energy: ½ Σ (ε − ε⁰):σ h^d over the whole cell, (*batch,), aJ in 3-D, aJ per nm of thickness in
+        2-D (with a mask this includes the soft void's share, O(η) of the particle's).
       mean_strain: ⟨ε⟩ over the cell, (*batch, d, d).
       displacement: periodic displacement fluctuation u (nm), (*batch, *grid, d); on the cell corners
         (node j at the lower corner of cell j) for the rotated scheme. None for the homogeneous path.
