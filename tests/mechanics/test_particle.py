@@ -260,3 +260,21 @@ def test_agrees_with_independent_finite_elements_on_lfp_platelet():
     assert float(diff[interior].abs().max()) < 0.01 * peak
     assert float(diff[mask].abs().max()) < 0.04 * peak
     assert float(diff[mask].pow(2).mean().sqrt()) < 0.005 * peak
+
+
+def test_gradcheck_implicit_adjoint_3d():
+    """The 3-D particle path: gradients w.r.t. eigenstrain (4 random directions) and stiffness."""
+    g = Grid((4, 3, 4), 1.0)
+    mask = torch.zeros(4, 3, 4, dtype=torch.bool)
+    mask[1:3, 1:3, 1:4] = True
+    fields = 0.01 * torch.randn(4, 4, 3, 4, 3, 3, dtype=F64)
+    coef = torch.randn(4, dtype=F64).requires_grad_(True)
+    v = lfp().voigt_GPa.clone().requires_grad_(True)
+
+    def f(coef, v):
+        eps = torch.einsum("a,a...->...", coef, fields)
+        res = solve_elasticity(g, Stiffness.from_voigt(0.5 * (v + v.T)), eps, mask=mask, void_stiffness=0.05,
+                               tol=1e-14)
+        return res.energy, res.stress[1, 1, 2, 0]
+
+    assert torch.autograd.gradcheck(f, (coef, v), atol=1e-6, rtol=1e-4)
