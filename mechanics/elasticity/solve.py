@@ -97,7 +97,8 @@ def solve_elasticity(
       void_stiffness: η, stiffness ratio of the void to the particle (0 < η ≤ 1).
       tol: relative preconditioned residual at which CG stops (default 1e-8 in float64, 1e-6 in
         float32). max_iter: CG iteration cap. x0: warm start, a previous :class:`ElasticityResult` of
-        the same shapes (its mean strain and displacement).
+        a masked solve (its mean strain and displacement), or a displacement (*batch, *grid, d) in nm;
+        batch dimensions broadcast.
       scheme: "spectral" (default without mask) or "rotated" (default with mask; Willot's rotated
         finite differences, no ringing at the surface); see :mod:`.operators`.
 
@@ -167,7 +168,7 @@ def solve_elasticity(
             sc = scale.reshape(1, *grid.shape)
         else:
             sc = scale.expand(*batch, *grid.shape).reshape(nb, *grid.shape)
-        start = _warm_start(x0, grid, batch, nb, m, d, dtype, device)
+        start = _warm_start(x0, grid, batch, nb, m, d, dtype, device, e0)
         strain, E, U, it, res = particle.solve_particle(
             grid, cm, c4b, sc, e0, scheme, float(tol), int(max_iter), start
         )
@@ -235,16 +236,29 @@ def _scale_field(grid, mask, stiffness_scale, void_stiffness, dtype, device):
     return s, s.shape[:-nd]
 
 
-def _warm_start(x0, grid, batch, nb, m, d, dtype, device):
+def _warm_start(x0, grid, batch, nb, m, d, dtype, device, e0):
+    """(E, U) from a previous ElasticityResult (its mean strain and displacement), or from a
+    displacement tensor (*batch, *grid, d) in nm with the mean eigenstrain as the mean-strain guess.
+    Batch dimensions broadcast."""
     if x0 is None:
         return None
-    if not isinstance(x0, ElasticityResult) or x0.displacement is None:
-        raise InputError("x0", "an ElasticityResult of a previous masked solve, or None", type(x0).__name__)
-    u = x0.displacement.detach().to(dtype=dtype, device=device)
-    e = x0.mean_strain.detach().to(dtype=dtype, device=device)
-    if tuple(u.shape) != (*batch, *grid.shape, d):
-        raise InputError("x0", f"a result with displacement shape {(*batch, *grid.shape, d)}", tuple(u.shape))
+    expected = "an ElasticityResult of a previous masked solve, a displacement (*batch, *grid, d), or None"
+    if isinstance(x0, ElasticityResult):
+        if x0.displacement is None:
+            raise InputError("x0", expected, "a result of the homogeneous (mask=None) path")
+        u = x0.displacement.detach().to(dtype=dtype, device=device)
+        E = tensor_to_mandel(x0.mean_strain.detach().to(dtype=dtype, device=device), d)
+    elif isinstance(x0, torch.Tensor):
+        u = x0.detach().to(dtype=dtype, device=device)
+        E = e0.mean(dim=tuple(range(-d, 0))).detach()  # (nb, m)
+    else:
+        raise InputError("x0", expected, type(x0).__name__)
+    try:
+        u = u.expand(*batch, *grid.shape, d)
+        E = E.expand(*batch, m) if tuple(E.shape) != (nb, m) else E
+    except RuntimeError:
+        raise InputError("x0", f"{expected}; displacement shape {(*batch, *grid.shape, d)}",
+                         tuple(u.shape)) from None
     dims = tuple(range(-d, 0))
     U = torch.fft.rfftn(u.reshape(nb, *grid.shape, d).movedim(-1, 1), dim=dims)
-    E = tensor_to_mandel(e.reshape(nb, d, d), d)
-    return E, U
+    return E.reshape(nb, m).contiguous(), U

@@ -278,3 +278,26 @@ def test_gradcheck_implicit_adjoint_3d():
         return res.energy, res.stress[1, 1, 2, 0]
 
     assert torch.autograd.gradcheck(f, (coef, v), atol=1e-6, rtol=1e-4)
+
+
+def test_warm_start_from_displacement_tensor_and_broadcast_result():
+    N = 24
+    g = Grid((N, N), 1.0)
+    x = g.coordinates_nm()
+    mask = x.norm(dim=-1) < 9
+    eps0 = torch.sigmoid(x[..., 0])[..., None, None] * torch.tensor([[0.052, 0.0], [0.0, -0.02]], dtype=F64)
+    kw = dict(mask=mask, plane="stress", axes=(0, 2))
+    one = solve_elasticity(g, lfp(), eps0, **kw)
+    cold = solve_elasticity(g, lfp(), eps0 * 1.01, **kw)
+    from_u = solve_elasticity(g, lfp(), eps0 * 1.01, x0=one.displacement, **kw)
+    assert int(from_u.iterations) < int(cold.iterations)
+    assert torch.allclose(from_u.stress, cold.stress, atol=1e-5 * float(cold.stress.abs().max()))
+    batch = torch.stack([eps0, 1.01 * eps0])
+    both = solve_elasticity(g, lfp(), batch, x0=one, **kw)  # an unbatched result broadcasts
+    assert both.converged and int(both.iterations[0]) <= 1
+    from mechanics import InputError
+
+    with pytest.raises(InputError):
+        solve_elasticity(g, lfp(), eps0, x0=solve_elasticity(g, lfp(), eps0), **kw)
+    with pytest.raises(InputError):
+        solve_elasticity(g, lfp(), eps0, x0=torch.zeros(5, 5, 2, dtype=F64), **kw)
