@@ -99,7 +99,7 @@ class ElasticCoupling:
     def eigenstrain(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(ε⁰(c), dε⁰/dc), each (*batch, *grid, d, d)."""
         g, dg = self.shape(c)
-        misfit = self.misfit.to(c.dtype)
+        misfit = self.misfit.to(dtype=c.dtype, device=c.device)
         eps0 = inplane_eigenstrain(g, misfit, self.axes, self.d)
         return eps0, inplane_eigenstrain(dg, misfit, self.axes, self.d)
 
@@ -126,7 +126,7 @@ class ElasticCoupling:
         """Khachaturyan B(k̂) of the Vegard law with this misfit on the rfft grid, (*batch, *rfft), GPa."""
         from mechanics.coherency import coherency_kernel
 
-        misfit = torch.diag_embed(self.misfit.to(self.stiffness.dtype))
+        misfit = torch.diag_embed(self.misfit.to(dtype=self.stiffness.dtype, device=self.stiffness.device))
         kernel = coherency_kernel(self.grid, self.stiffness, misfit, self.plane, tuple(self.axes))
         return kernel.to(dtype)
 
@@ -230,7 +230,7 @@ def law_potential(coupling: ElasticCoupling, kernel_matrix: torch.Tensor,
         shape = c.shape[-d:]
         g, dg = coupling.shape(c)
         batch = coupling.misfit.shape[:-1]
-        m = coupling.misfit.to(c.dtype).reshape(*batch, *([1] * d), 3)
+        m = coupling.misfit.to(dtype=c.dtype, device=c.device).reshape(*batch, *([1] * d), 3)
         eps_hat = [spectral.rfft(m[..., a] * g[..., a], d) for a in axes]
         mu = torch.zeros_like(c)
         for i, a in enumerate(axes):
