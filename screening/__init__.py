@@ -6,9 +6,25 @@ space = candidates.olivine_space(metals=("Fe", "Mn", "Co"), step=0.25)
 table = screening.run_sweep(space, law="vegard")      # pandas.DataFrame, one row per candidate
 ```
 The command line is ``chemoscreen`` (:mod:`screening.cli`); see ``docs/screening.md``.
+
+Names are imported on first use, so that light modules (``screening.plots``, used by the plot worker
+processes) load without torch, Ray or MLflow.
 """
 
-from screening.api import prepare_items, resolve_law, run_sweep, sweep
-from screening.ranking import pareto_ranks, rank_candidates, scores
+from __future__ import annotations
 
-__all__ = ["pareto_ranks", "prepare_items", "rank_candidates", "resolve_law", "run_sweep", "scores", "sweep"]
+import importlib
+
+_EXPORTS = {
+    "run_sweep": "screening.api", "sweep": "screening.api", "prepare_items": "screening.api",
+    "resolve_law": "screening.api", "pareto_ranks": "screening.ranking",
+    "rank_candidates": "screening.ranking", "scores": "screening.ranking",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'screening' has no attribute {name!r}")

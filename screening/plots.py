@@ -16,9 +16,12 @@ def _pyplot():
     return plt
 
 
-def snapshot_png(frames: np.ndarray, path: Path, *, title: str, label: str, cmap: str,
+def snapshot_png(frames: np.ndarray, path, *, title: str, label: str, cmap: str,
                  soc: np.ndarray | None = None, vmin: float | None = None, vmax: float | None = None) -> None:
-    """Save a row of (H, W) frames from ``frames`` (S, H, W) sharing one colour scale and colour bar."""
+    """Save a row of (H, W) frames from ``frames`` (S, H, W) sharing one colour scale and colour bar.
+
+    ``path``: a file name or a binary file object.
+    """
     plt = _pyplot()
     frames = np.asarray(frames, dtype=float)
     if frames.ndim == 2:
@@ -39,11 +42,11 @@ def snapshot_png(frames: np.ndarray, path: Path, *, title: str, label: str, cmap
     fig.suptitle(title, fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
-def voltage_png(curve: np.ndarray, path: Path, *, title: str) -> None:
+def voltage_png(curve: np.ndarray, path, *, title: str) -> None:
     """Save the voltage curve (n, 2) = [Li fraction X, voltage V]."""
     plt = _pyplot()
     curve = np.asarray(curve, dtype=float)
@@ -54,8 +57,49 @@ def voltage_png(curve: np.ndarray, path: Path, *, title: str) -> None:
     ax.set_ylabel("voltage (V vs Li/Li+)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def render_candidate(snapshots: dict, voltage_curve, formula: str) -> dict[str, bytes]:
+    """PNG bytes of one candidate: ``composition.png``, ``stress.png`` and ``voltage.png``.
+
+    ``snapshots``: "composition" (S, H, W), "max_principal_stress_GPa" (S, H, W), "soc" (S,). Runs in a
+    :class:`Renderer` process beside the simulators (numpy and matplotlib only), not in the driver.
+    """
+    import io
+
+    pngs: dict[str, bytes] = {}
+
+    def save(name: str, draw, *args, **kwargs) -> None:
+        buffer = io.BytesIO()
+        draw(*args, buffer, **kwargs)
+        pngs[name] = buffer.getvalue()
+
+    soc = snapshots.get("soc")
+    if np.size(snapshots.get("composition", ())):
+        save("composition.png", snapshot_png, snapshots["composition"], title=f"{formula}: Li fraction X",
+             label="X", cmap="viridis", soc=soc, vmin=0.0, vmax=1.0)
+    stress = snapshots.get("max_principal_stress_GPa")
+    if stress is not None and np.size(stress):
+        stress_MPa = np.asarray(stress, dtype=float) * 1.0e3
+        # the particle fidelity marks the void around the platelet with a huge negative value
+        inside = np.isfinite(stress_MPa) & (np.abs(stress_MPa) < 1e6)
+        limit = float(np.abs(stress_MPa[inside]).max()) if inside.any() else 1.0
+        # diverging, centred on 0: red is tension (the fracture risk), blue compression
+        save("stress.png", snapshot_png, np.where(inside, stress_MPa, np.nan),
+             title=f"{formula}: max principal stress", label="MPa", cmap="RdBu_r", soc=soc,
+             vmin=-limit, vmax=limit)
+    if voltage_curve is not None:
+        save("voltage.png", voltage_png, voltage_curve, title=f"{formula}: voltage")
+    return pngs
+
+
+class Renderer:
+    """Holds matplotlib loaded in its own process; the sweep runs a few as Ray actors that reserve no CPU."""
+
+    def render(self, snapshots: dict, voltage_curve, formula: str) -> dict[str, bytes]:
+        return render_candidate(snapshots, voltage_curve, formula)
 
 
 def pareto_png(table, path: Path) -> None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -128,41 +130,59 @@ def _child_params(item: SweepItem, settings: dict, model_uri: str) -> dict[str, 
     return params
 
 
-def _render_artifacts(result: CandidateResult, formula: str, directory: Path) -> None:
-    from screening.plots import snapshot_png, voltage_png
-
-    soc = result.snapshots.get("soc")
-    if np.size(result.snapshots.get("composition", ())):
-        snapshot_png(result.snapshots["composition"], directory / "composition.png",
-                     title=f"{formula}: Li fraction X", label="X", cmap="viridis", soc=soc,
-                     vmin=0.0, vmax=1.0)
-    stress = result.snapshots.get("max_principal_stress_GPa")
-    if stress is not None and np.size(stress):
-        stress_MPa = np.asarray(stress, dtype=float) * 1.0e3
-        # the particle fidelity marks the void around the platelet with a huge negative value
-        finite = stress_MPa[np.isfinite(stress_MPa) & (np.abs(stress_MPa) < 1e6)]
-        limit = float(np.abs(finite).max()) if finite.size else 1.0
-        # diverging, centred on 0: red is tension (the fracture risk), blue compression
-        snapshot_png(np.where(np.abs(stress_MPa) < 1e6, stress_MPa, np.nan), directory / "stress.png",
-                     title=f"{formula}: max principal stress", label="MPa", cmap="RdBu_r", soc=soc,
-                     vmin=-limit, vmax=limit)
-    if result.voltage_curve is not None:
-        voltage_png(result.voltage_curve, directory / "voltage.png", title=f"{formula}: voltage")
-
-
 class _RunLogger:
-    """Logs finished candidates from a background thread, so the driver keeps the actors busy."""
+    """Writes finished candidates to MLflow while the actors keep simulating.
 
-    def __init__(self, client, experiment_id: str, parent_run_id: str, artifacts: bool) -> None:
+    PNGs are drawn by a few :class:`screening.plots.Renderer` actors that reserve no CPU (matplotlib
+    holds the GIL for a few hundred ms per candidate, which would serialise the driver); the MLflow calls
+    run in logging threads: one for a SQLite store (it serialises writes anyway), four for a server.
+    """
+
+    def __init__(self, client, experiment_id: str, parent_run_id: str, artifacts: bool,
+                 threads: int = 1) -> None:
         self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
         self.artifacts = artifacts
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-logger")
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-logger")
+        self.busy_s = 0.0  # time the logging threads spent (overlaps the simulations)
+        self.renderers: list = []
+        self.rendered = 0
 
     def submit(self, result: CandidateResult, item: SweepItem, *, fidelity: str, params: dict,
                reuse_run_id: str | None, extra_tags: Mapping[str, str]) -> Future:
-        return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags)
+        rendering = None
+        if self.artifacts and result.status == "FINISHED":
+            if not self.renderers:
+                import os
 
-    def _log(self, result, item, fidelity, params, reuse_run_id, extra_tags) -> str:
+                import ray
+
+                from screening.plots import Renderer
+
+                count = max(1, min(4, (os.cpu_count() or 2) // 4))
+                self.renderers = [ray.remote(num_cpus=0)(Renderer).remote() for _ in range(count)]
+            renderer = self.renderers[self.rendered % len(self.renderers)]
+            self.rendered += 1
+            rendering = renderer.render.remote(result.snapshots, result.voltage_curve, item.formula)
+        return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags,
+                                rendering)
+
+    def _log(self, result, item, fidelity, params, reuse_run_id, extra_tags, rendering) -> str:
+        start = time.perf_counter()
+        directory = None
+        try:
+            if rendering is not None:
+                import ray
+
+                directory = tempfile.mkdtemp(prefix="chemoscreen-")
+                for name, data in ray.get(rendering).items():
+                    Path(directory, name).write_bytes(data)
+            return self._write(result, item, fidelity, params, reuse_run_id, extra_tags, directory)
+        finally:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            self.busy_s += time.perf_counter() - start
+
+    def _write(self, result, item, fidelity, params, reuse_run_id, extra_tags, directory) -> str:
         metrics = {k: float(item.descriptors[k]) for k in DESCRIPTOR_METRICS if k in item.descriptors}
         for key, value in result.metrics.items():
             # the simulator's own voltage (under current) must not overwrite the open-circuit descriptor
@@ -173,15 +193,11 @@ class _RunLogger:
         if result.status != "FINISHED":
             tags["failure_reason"] = result.reason[:5000]
         run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
-        with tempfile.TemporaryDirectory(prefix="chemoscreen-") as tmp:
-            artifact_dir = None
-            if self.artifacts and result.status == "FINISHED":
-                _render_artifacts(result, item.formula, Path(tmp))
-                artifact_dir = tmp if any(Path(tmp).iterdir()) else None
-            return tracking.log_child_run(
-                self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
-                reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
-                status=result.status, artifact_dir=artifact_dir)
+        artifact_dir = directory if directory is not None and any(Path(directory).iterdir()) else None
+        return tracking.log_child_run(
+            self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
+            reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
+            status=result.status, artifact_dir=artifact_dir)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -216,6 +232,8 @@ class ActorPool:
         self.law_box = [ray.put(law)]
         self.actors = [remote.remote(threads, metric_fn, options.simulator) for _ in range(count)]
         self.in_flight = [0] * count
+        # wait until every actor holds its simulator: a worker that cannot import it fails here, once
+        self.devices = ray.get([actor.describe.remote() for actor in self.actors])
 
     def batch_size(self, options: SweepOptions, work_items: int) -> int:
         """``options.batch_size``, else one batch per actor up to 256 (GPU) or 64 (CPU) candidates.
@@ -448,8 +466,6 @@ def execute_sweep(
     ``model_uri`` names the law's version (a pinned ``models:/NAME/VERSION``, ``vegard`` or a content
     hash of an unregistered module); it enters every ``candidate_id``.
     """
-    import time
-
     started = time.perf_counter()
     uri = absolute_tracking_uri(tracking.resolve_tracking_uri(options.tracking_uri))
     if client is None:
@@ -478,7 +494,8 @@ def execute_sweep(
     client.set_tag(parent_id, "status", "RUNNING")
 
     address = resolve_address(options.address)
-    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts)
+    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts,
+                        threads=1 if uri.startswith("sqlite:") else 4)
     status = "FAILED"
     try:
         with contextlib.ExitStack() as stack:
@@ -490,8 +507,10 @@ def execute_sweep(
                     t_ray = time.perf_counter()
                     stack.enter_context(ray_session(address, options.num_cpus))
                     outcome.timings["ray_start_s"] = time.perf_counter() - t_ray
+                    t_actors = time.perf_counter()
                     pools.append(ActorPool(law, options, uri, metric_fn, work_items))
                     stack.callback(pools[0].close)
+                    outcome.timings["actor_start_s"] = time.perf_counter() - t_actors
                 return pools[0]
 
             outcome.timings["prepare_s"] = time.perf_counter() - started
@@ -501,8 +520,8 @@ def execute_sweep(
                                              model_uri=model_uri, existing=existing, options=options,
                                              extra_tags={})
                 outcome.simulated += len(todo)
-                outcome.timings["simulate_and_log_s"] = (time.perf_counter() - t0
-                                                         - outcome.timings.get("ray_start_s", 0.0))
+                start_up = outcome.timings["ray_start_s"] + outcome.timings["actor_start_s"]
+                outcome.timings["simulate_and_log_s"] = time.perf_counter() - t0 - start_up
             if options.refine > 0:
                 t0 = time.perf_counter()
                 done = _refine(pool_for, unique, settings, logger, client, uri, experiment_id, parent_id,
@@ -511,6 +530,7 @@ def execute_sweep(
                 outcome.failed += done[1]
                 outcome.timings["refine_s"] = time.perf_counter() - t0
         logger.close()
+        outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
         outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
         if not outcome.table.empty:
