@@ -19,8 +19,8 @@ from screening import tracking
 
 METALS = ("Fe", "Mn", "Co", "Ni")
 STEP = 0.25
-# 24² cells per platelet, 6 stress observations, 3 snapshots: the protocol of the defaults on a coarser grid
-DEMO_SETTINGS = {"grid_points": 24, "observations": 6, "snapshots": 3, "soc_step_max": 0.04}
+# 32² cells per platelet, 6 stress observations, 3 snapshots: the protocol of the defaults on a coarser grid
+DEMO_SETTINGS = {"grid_points": 32, "observations": 6, "snapshots": 3, "soc_step_max": 0.04}
 DEMO_SYNTH = {"size_px": 64, "seed": 0, "law": "bowed"}
 DEMO_CALIBRATION = {"n_bootstrap": 8, "n_knots": 9}
 MODEL_NAME = "lfp-chemomech"
