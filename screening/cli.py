@@ -249,7 +249,8 @@ def cmd_sweep(args) -> int:
 
 def cmd_rank(args) -> int:
     import candidates
-    from screening.sweep import absolute_tracking_uri, log_ranking, rank_sweep
+    from screening.results import log_ranking, rank_sweep
+    from screening.sweep import absolute_tracking_uri
 
     try:
         weights = tuple(float(w) for w in args.weights.split(","))

@@ -37,9 +37,8 @@ def _done(start: float, detail: str = "") -> None:
 
 def calibrate_and_register(out: Path, tracking_uri: str) -> str:
     """Steps 1–2: write the synthetic image set, calibrate, log and register; returns the pinned model URI."""
-    from inverse.tracking import log_calibration
-
     import inverse
+    from inverse.tracking import log_calibration
 
     start = _step(1, "synthesize a correlative LFP image set (bowed law, noise, dislocations)")
     images = inverse.synthesize(**DEMO_SYNTH)
