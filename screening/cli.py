@@ -221,6 +221,12 @@ def run_sweep_command(args, *, space, settings, model: str | None, out=sys.stdou
     probe_address(address)
     if getattr(args, "refine", 0) < 0:
         raise InputError("--refine", "a non-negative number of candidates", args.refine)
+    for flag in ("num_cpus", "actors", "batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise InputError("--" + flag.replace("_", "-"), "a positive integer", value)
+    if getattr(args, "gpus_per_actor", 1.0) <= 0:
+        raise InputError("--gpus-per-actor", "a positive GPU share such as 1 or 0.5", args.gpus_per_actor)
     client = tracking.open_store(uri)
     law, model_uri = resolve_law(model, uri, client)
     items = prepare_items(space, args.source, progress=True)

@@ -172,8 +172,11 @@ class _RunLogger:
                 import ray
 
                 directory = tempfile.mkdtemp(prefix="chemoscreen-")
-                for name, data in ray.get(rendering).items():
-                    Path(directory, name).write_bytes(data)
+                try:
+                    for name, data in ray.get(rendering).items():
+                        Path(directory, name).write_bytes(data)
+                except Exception as exc:  # a lost plot must not lose the candidate's run
+                    extra_tags = {**extra_tags, "artifacts_error": f"{type(exc).__name__}: {exc}"[:500]}
             return self._write(result, item, fidelity, params, reuse_run_id, extra_tags, directory)
         finally:
             if directory is not None:
