@@ -296,6 +296,8 @@ def cmd_demo(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # one line per candidate run is noise; the sweep prints where to look once
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
