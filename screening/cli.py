@@ -73,7 +73,7 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f"settings_{name}", action=argparse.BooleanOptionalAction,
                                default=None, help=f"default: {default}")
         else:
-            group.add_argument(flag, dest=f"settings_{name}", type=kind, default=None,
+            group.add_argument(flag, dest=f"settings_{name}", type=kind, default=None, metavar=name.upper(),
                                help=f"default: {default}")
 
 
