@@ -33,50 +33,69 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the local SQLite store."""
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _artifact_location(uri: str) -> str | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for other stores."""
     if not uri.startswith("sqlite:"):
         return None
     path = urlparse(uri).path
-    db = Path(path[1:]) if path.startswith("/") else Path(path)
-    if str(db) in ("", ":memory:"):
+    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
+    return Path(path[1:]) if path.startswith("/") else Path(path)
+
+
+def artifact_location(uri: str) -> str | None:
+    """``mlartifacts/`` beside a SQLite database; None (the server's choice) for other stores."""
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:"):
         return None
-    return (db.resolve().parent / "mlartifacts").as_uri()
+    return (path.resolve().parent / "mlartifacts").as_uri()
 
 
-def _client(uri: str):
+def open_store(uri: str):
+    """An :class:`mlflow.MlflowClient` on ``uri`` whose store (schema included) exists.
+
+    Called by a driver before any worker starts: creating a fresh SQLite schema from several
+    processes at once races.
+    """
     from mlflow import MlflowClient
 
-    if uri.startswith("sqlite:"):
-        path = urlparse(uri).path
-        db = Path(path[1:]) if path.startswith("/") else Path(path)
-        if not db.resolve().parent.is_dir():
-            raise InputError("--tracking-uri", "sqlite:///FILE.db in an existing directory", uri)
-    elif uri.startswith("file:") or "://" not in uri:
-        raise InputError("--tracking-uri", "sqlite:///FILE.db or an http(s):// server (no file stores)", uri)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.search_experiments(max_results=1)  # creates a fresh SQLite schema in this process
+    client.search_experiments(max_results=1)
     return client
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
+def ensure_experiment(client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (with the store's artifact location) when missing."""
     from mlflow.exceptions import MlflowException
 
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            raise InputError("--experiment", "an active experiment (this one is deleted)", name)
-        return exp.experiment_id
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            expected = "an active experiment (this one is deleted; restore or rename it)"
+            raise InputError("--experiment", expected, name)
+        return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
     except MlflowException:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
+        # another process created it between our lookup and create
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
             raise
-        return exp.experiment_id
+        return experiment.experiment_id
+
+
+def _client(uri: str):
+    path = sqlite_path(uri)
+    if path is not None:
+        if not path.resolve().parent.is_dir():
+            raise InputError("--tracking-uri", "sqlite:///FILE.db in an existing directory", uri)
+    elif uri.startswith("file:") or "://" not in uri:
+        raise InputError("--tracking-uri", "sqlite:///FILE.db or an http(s):// server (no file stores)", uri)
+    return open_store(uri)
 
 
 def write_outputs(cal, directory: Path, truth: dict | None = None) -> list[Path]:
@@ -150,7 +169,7 @@ def log_calibration(cal, *, out_dir, tracking_uri: str | None = None, register: 
         if track:
             uri = resolve_tracking_uri(tracking_uri)
             client = _client(uri)
-            exp_id = _experiment_id(client, experiment, uri)
+            exp_id = ensure_experiment(client, experiment, uri)
             cal, run_id, version = _log_run(client, uri, exp_id, cal, tmp, register, promote)
             (tmp / "calibration.json").write_text(cal.to_json())
             client.log_artifact(run_id, str(tmp / "calibration.json"))

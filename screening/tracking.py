@@ -12,20 +12,24 @@ beside it. For any SQLite store the artifacts go to ``mlartifacts/`` next to the
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
+from inverse.tracking import (  # noqa: F401  (the store conventions are shared with calibration)
+    DEFAULT_TRACKING_URI,
+    artifact_location,
+    ensure_experiment,
+    open_store,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 from mechanics.errors import InputError
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SCREENING_EXPERIMENT = "chemoscreen-screening"
 CALIBRATION_EXPERIMENT = "chemoscreen-calibration"
 DEFAULT_MODEL_URI = "models:/lfp-chemomech@champion"
@@ -33,18 +37,8 @@ PARENT_TAG = "mlflow.parentRunId"
 PROBE_TIMEOUT_S = 5.0
 
 
-def resolve_tracking_uri(explicit: str | None) -> str:
-    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the local SQLite store."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for other stores."""
-    if not uri.startswith("sqlite:"):
-        return None
-    path = urlparse(uri).path
-    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
-    return Path(path[1:]) if path.startswith("/") else Path(path)
 
 
 def _tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
@@ -89,46 +83,10 @@ def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         raise InputError(field, expected, uri)
 
 
-def artifact_location(uri: str) -> str | None:
-    """``mlartifacts/`` beside a SQLite database; None (the server's choice) for other stores."""
-    path = sqlite_path(uri)
-    if path is None or str(path) in ("", ":memory:"):
-        return None
-    return (path.resolve().parent / "mlartifacts").as_uri()
 
 
-def open_store(uri: str):
-    """An :class:`mlflow.MlflowClient` on ``uri`` whose store (schema included) exists.
-
-    Called by the driver before any worker starts: creating a fresh SQLite schema from several
-    processes at once races.
-    """
-    from mlflow import MlflowClient
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.search_experiments(max_results=1)
-    return client
 
 
-def ensure_experiment(client, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (with the store's artifact location) when missing."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            expected = "an active experiment (this one is deleted; restore or rename it)"
-            raise InputError("--experiment", expected, name)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:
-        # another process created it between our lookup and create
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
 
 
 def search_all_runs(client, experiment_id: str, filter_string: str = "") -> list:
