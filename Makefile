@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 ## make test: lint and the default test suite (about 10 minutes on 2 cores)
 test: $(STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(PY) -m pytest -q
 
 ## make test-slow: long checks (CHGNet relaxations, convergence studies, the full demo)
@@ -44,7 +44,7 @@ test-cluster: $(STAMP)
 	$(PY) -m pytest -q -m cluster tests/infra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 
 bench: $(STAMP)
 	$(PY) benchmarks/mechanics.py --quick

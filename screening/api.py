@@ -78,6 +78,7 @@ def resolve_law(law, tracking_uri: str | None = None, client=None):
             client = tracking.open_store(uri)
         pinned = tracking.resolve_model(client, law)
         import mlflow
+
         from inverse.tracking import load_law
 
         mlflow.set_tracking_uri(uri)
