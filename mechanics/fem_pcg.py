@@ -1,0 +1,339 @@
+"""Matrix-free Q1 finite elements of a traction-free platelet, solved by FFT-preconditioned CG in torch.
+
+The same discretisation as :mod:`mechanics.fem` (one bilinear square element per mask pixel, 2×2 Gauss
+stiffness, element-mean strain, load of a uniform eigenstrain per element), so the two solvers give the
+same strain to the CG tolerance. This one needs no sparse factorisation and runs on any torch device
+(it is the calibration's GPU path); the sparse LU of :class:`mechanics.fem.PlateletSolver` is faster on
+a CPU.
+
+Unknowns: nodal displacements u (n, 2, H+1, W+1) on the full node lattice; nodes that no mask element
+touches are inactive (zero rows and columns). The operator is applied element by element with array
+slices: u at the four corners of every pixel → element forces ke·u_e (masked) → scattered back.
+
+Preconditioner (fictitious domain): M⁻¹ r = R K₀⁺ Rᵀ r, with K₀ the same Q1 operator for the same
+stiffness on every element of a periodic node box that holds the platelet's bounding box plus a margin,
+diagonal in Fourier space (a 2×2 Hermitian symbol per wave vector, pseudo-inverted at k = 0), and R the
+restriction to the active nodes. The system is singular (rigid-body motion of each piece); every
+eigenstrain load is self-equilibrated, so CG stays in the range of K and the strain, which rigid motion
+does not change, is well defined. Iterations grow slowly with the grid (measured in
+``benchmarks/inverse.py``); each costs one operator application and two FFTs.
+
+Stopping rule: ‖r‖₂ ≤ rtol·‖b‖₂ per right-hand side; an RHS that converged stops moving. A solve that
+does not converge in ``max_iter`` raises (no silent inaccurate result).
+
+Difference from :mod:`mechanics.fem`: pieces of the mask that touch only at a corner share that node
+here (a hinge), where the sparse solver gives them separate nodes; for an edge-connected particle the
+two are identical.
+
+Symbols: H, W pixel grid; h = ``spacing_nm``; C in-plane stiffness (GPa, grid axes 0 and 1, tensor
+form 2×2×2×2); strains dimensionless (tensor shear). Shapes: eigenstrain and strain (n, H, W, 2, 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mechanics.fem import _CORNERS, _GAUSS, _b_matrix, voigt_2d
+
+
+def _next_fast(n: int) -> int:
+    """Smallest integer ≥ n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+class PlateletPCG:
+    """Q1 finite elements of a traction-free platelet on a torch device (matrix-free, PCG).
+
+    Args:
+      mask: (H, W) bool, True inside the particle.
+      stiffness_2d: (2, 2, 2, 2) in-plane stiffness in GPa along grid axes (0, 1), uniform.
+      spacing_nm: pixel pitch h in nm.
+      device: torch device (default CPU); dtype: float64 (default) or float32.
+      rtol: relative residual at which CG stops (per right-hand side).
+      max_iter: iteration cap; a solve that reaches it raises RuntimeError.
+
+    Attributes: ``mask`` (numpy), ``shape``, ``iterations`` (of the last solve, per RHS).
+    """
+
+    def __init__(self, mask, stiffness_2d, spacing_nm: float, *, device=None, dtype=torch.float64,
+                 rtol: float = 1e-9, max_iter: int = 5000) -> None:
+        mask_np = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+        if mask_np.ndim != 2 or not mask_np.any():
+            raise ValueError("mask must be a 2-D boolean array with at least one True pixel")
+        if not spacing_nm > 0:
+            raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
+        c = np.asarray(
+            stiffness_2d.detach().cpu() if isinstance(stiffness_2d, torch.Tensor) else stiffness_2d,
+            dtype=float,
+        )
+        if c.shape == (2, 2, 2, 2):
+            c = c[None]
+        if c.ndim != 5 or c.shape[1:] != (2, 2, 2, 2):
+            raise ValueError(f"stiffness_2d must have shape (2, 2, 2, 2) or (M, 2, 2, 2, 2), got {c.shape}")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        self.rtol = float(rtol)
+        self.max_iter = int(max_iter)
+        self.mask = mask_np
+        self.shape = mask_np.shape
+        self.spacing_nm = float(spacing_nm)
+        self.iterations = np.zeros(0, dtype=int)
+        h = self.spacing_nm
+        self.n_materials = c.shape[0]
+        self.stiffness_voigt = np.stack([voigt_2d(ci) for ci in c])  # (M, 3, 3)
+
+        # crop to the bounding box of the mask (plus one empty pixel ring): the work scales with it
+        rows, cols = np.nonzero(mask_np)
+        self._r0, self._r1 = rows.min(), rows.max() + 1
+        self._c0, self._c1 = cols.min(), cols.max() + 1
+        crop = mask_np[self._r0:self._r1, self._c0:self._c1]
+        self._crop_shape = crop.shape
+        hh, ww = crop.shape
+
+        ke = np.zeros((self.n_materials, 8, 8))  # element stiffness per material
+        for s in _GAUSS:
+            for t in _GAUSS:
+                b = _b_matrix(s, t, h)
+                ke += 0.25 * h * h * np.einsum("ai,mab,bj->mij", b, self.stiffness_voigt, b)
+        b_centre = _b_matrix(0.5, 0.5, h)
+        le = h * h * np.einsum("ai,mab->mib", b_centre, self.stiffness_voigt)  # (M, 8, 3)
+        self._ke_np = ke
+        kw = {"dtype": dtype, "device": self.device}
+        self._ke = torch.as_tensor(ke, **kw)
+        self._le = torch.as_tensor(le, **kw)
+        self._bc = torch.as_tensor(b_centre, **kw)
+        self._emask = torch.as_tensor(crop, device=self.device).to(dtype)  # (hh, ww)
+        # element weight of each material: (M, hh, ww); the default is material 0 alone
+        self._escale = torch.zeros(self.n_materials, hh, ww, dtype=dtype, device=self.device)
+        self._escale[0] = self._emask
+        node = np.zeros((hh + 1, ww + 1), dtype=bool)
+        for dr, dc in _CORNERS:
+            node[dr:dr + hh, dc:dc + ww] |= crop
+        self._nmask = torch.as_tensor(node, device=self.device).to(dtype)  # (hh+1, ww+1)
+
+        # periodic box for the preconditioner: the node lattice plus a margin of a quarter side
+        self._box = (_next_fast(hh + 1 + max(4, hh // 4)), _next_fast(ww + 1 + max(4, ww // 4)))
+        ref = np.zeros(self.n_materials)
+        ref[0] = 1.0
+        self._set_reference(ref)
+
+    def _set_reference(self, weights: np.ndarray) -> None:
+        """FFT symbol of the periodic Q1 operator of the reference medium Σ_m weights_m C_m, inverted."""
+        ke = np.einsum("m,mij->ij", weights, self._ke_np)
+        k0 = 2 * np.pi * np.fft.fftfreq(self._box[0])
+        k1 = 2 * np.pi * np.fft.rfftfreq(self._box[1])
+        phase = [np.exp(1j * (dr * k0[:, None] + dc * k1[None, :])) for dr, dc in _CORNERS]
+        symbol = np.zeros((2, 2, k0.size, k1.size), dtype=complex)
+        for a in range(4):
+            for b in range(4):
+                blk = ke[2 * a:2 * a + 2, 2 * b:2 * b + 2]
+                symbol += blk[:, :, None, None] * (np.conj(phase[a]) * phase[b])[None, None]
+        sym = np.moveaxis(symbol, (0, 1), (-2, -1))  # (K0, K1, 2, 2)
+        sym[0, 0] = np.eye(2)
+        inv = np.linalg.inv(sym)
+        inv[0, 0] = 0.0  # rigid translation: pseudo-inverse
+        cplx = torch.complex128 if self.dtype == torch.float64 else torch.complex64
+        self._sym_inv = torch.as_tensor(np.moveaxis(inv, (-2, -1), (0, 1)).copy()).to(
+            dtype=cplx, device=self.device)  # (2, 2, K0, K1)
+
+    # -- element-level operators on the cropped lattice ----------------------------------------------
+    def _gather(self, u: torch.Tensor) -> torch.Tensor:
+        """Corner DOFs of every element: (n, 2, hh+1, ww+1) → (n, 8, hh, ww), DOF order [corner, comp]."""
+        hh, ww = self._crop_shape
+        parts = [u[:, :, dr:dr + hh, dc:dc + ww] for dr, dc in _CORNERS]
+        return torch.stack(parts, dim=1).reshape(u.shape[0], 8, hh, ww)
+
+    def _scatter(self, fe: torch.Tensor) -> torch.Tensor:
+        """Element nodal vectors (n, 8, hh, ww) → assembled nodal field (n, 2, hh+1, ww+1)."""
+        hh, ww = self._crop_shape
+        out = fe.new_zeros(fe.shape[0], 2, hh + 1, ww + 1)
+        for a, (dr, dc) in enumerate(_CORNERS):
+            out[:, :, dr:dr + hh, dc:dc + ww] += fe[:, 2 * a:2 * a + 2]
+        return out
+
+    def _matvec(self, u: torch.Tensor) -> torch.Tensor:
+        fe = torch.einsum("mij,njhw,mhw->nihw", self._ke, self._gather(u), self._escale)
+        return self._scatter(fe)
+
+    def set_stiffness_scale(self, scale) -> None:
+        """Per-element weight of each material: element stiffness = Σ_m scale_m(r) C_m.
+
+        scale: (H, W) for one material, (M, H, W) for M; > 0 summed over materials on every mask
+        pixel; None restores material 0 alone with weight 1. The preconditioner's reference medium is
+        Σ_m max_r(scale_m) C_m, which bounds every element from above, so the spectrum of M⁻¹K stays in
+        (0, 1] and CG keeps its iteration count for moderate contrasts.
+        """
+        hh, ww = self._crop_shape
+        if scale is None:
+            self._escale = torch.zeros(self.n_materials, hh, ww, dtype=self.dtype, device=self.device)
+            self._escale[0] = self._emask
+            ref = np.zeros(self.n_materials)
+            ref[0] = 1.0
+            self._set_reference(ref)
+            return
+        s = torch.as_tensor(scale, device=self.device, dtype=self.dtype).detach()
+        if s.dim() == 2:
+            s = s[None]
+        if tuple(s.shape) != (self.n_materials, *self.shape):
+            raise ValueError(f"stiffness scale must have shape {(self.n_materials, *self.shape)} "
+                             f"(or {self.shape} for one material), got {tuple(s.shape)}")
+        crop = s[:, self._r0:self._r1, self._c0:self._c1] * self._emask
+        inside = self._emask > 0
+        if not bool(torch.all(crop.sum(0)[inside] > 0)) or bool(torch.any(crop < 0)):
+            raise ValueError("stiffness scale must be >= 0 per material and > 0 in sum on every mask pixel")
+        self._escale = crop
+        ref = crop.reshape(self.n_materials, -1).amax(dim=1).cpu().numpy()
+        self._set_reference(ref)
+
+    def _precondition(self, r: torch.Tensor) -> torch.Tensor:
+        hh, ww = self._crop_shape
+        rf = torch.fft.rfft2(r, s=self._box)  # zero-extended into the box
+        zf = torch.einsum("ijkl,njkl->nikl", self._sym_inv, rf)
+        z = torch.fft.irfft2(zf, s=self._box)[:, :, :hh + 1, :ww + 1]
+        return z * self._nmask
+
+    def _cg(self, b: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """Solve K u = b for every RHS of b (n, 2, hh+1, ww+1) by PCG."""
+        n = b.shape[0]
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
+        r = b - self._matvec(x) if x0 is not None else b.clone()
+        bnorm = torch.linalg.vector_norm(b.reshape(n, -1), dim=1)
+        target = self.rtol * torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))
+        z = self._precondition(r)
+        p = z.clone()
+        rz = (r * z).sum(dim=(1, 2, 3))
+        iters = torch.zeros(n, dtype=torch.long, device=b.device)
+        shape = (n, 1, 1, 1)
+        for it in range(self.max_iter + 1):
+            rnorm = torch.linalg.vector_norm(r.reshape(n, -1), dim=1)
+            active = rnorm > target
+            if it % 8 == 0 or it == self.max_iter:  # a host sync every few iterations only
+                if not bool(active.any()):
+                    break
+                if it == self.max_iter:
+                    worst = float((rnorm / torch.where(bnorm > 0, bnorm, 1.0)).max())
+                    raise RuntimeError(f"PCG did not reach rtol={self.rtol:g} in {self.max_iter} "
+                                       f"iterations (relative residual {worst:.3g})")
+            iters += active.long()
+            q = self._matvec(p)
+            pq = (p * q).sum(dim=(1, 2, 3))
+            alpha = torch.where(active, rz / torch.where(pq != 0, pq, 1.0), 0.0)
+            x = x + alpha.reshape(shape) * p
+            r = r - alpha.reshape(shape) * q
+            z = self._precondition(r)
+            rz_new = (r * z).sum(dim=(1, 2, 3))
+            beta = torch.where(active, rz_new / torch.where(rz != 0, rz, 1.0), 0.0)
+            p = torch.where(active.reshape(shape), z + beta.reshape(shape) * p, p)
+            rz = torch.where(active, rz_new, rz)
+        self.iterations = iters.cpu().numpy()
+        return x
+
+    # -- load, strain and their adjoints ---------------------------------------------------------------
+    def _crop(self, field: torch.Tensor) -> torch.Tensor:
+        return field[:, self._r0:self._r1, self._c0:self._c1]
+
+    def _uncrop(self, field: torch.Tensor) -> torch.Tensor:
+        out = field.new_zeros(field.shape[0], *self.shape, *field.shape[3:])
+        out[:, self._r0:self._r1, self._c0:self._c1] = field
+        return out
+
+    @staticmethod
+    def _to_voigt(e: torch.Tensor) -> torch.Tensor:
+        """(n, hh, ww, 2, 2) → (n, 3, hh, ww), engineering shear."""
+        return torch.stack([e[..., 0, 0], e[..., 1, 1], e[..., 0, 1] + e[..., 1, 0]], dim=1)
+
+    def _load(self, eig: torch.Tensor) -> torch.Tensor:
+        fe = torch.einsum("mij,njhw,mhw->nihw", self._le, self._to_voigt(eig), self._escale)
+        return self._scatter(fe)
+
+    def _strain(self, u: torch.Tensor) -> torch.Tensor:
+        v = torch.einsum("ij,njhw->nihw", self._bc, self._gather(u)) * self._emask  # (n, 3, hh, ww)
+        e = torch.stack([torch.stack([v[:, 0], 0.5 * v[:, 2]], -1),
+                         torch.stack([0.5 * v[:, 2], v[:, 1]], -1)], -2)
+        return e  # (n, hh, ww, 2, 2)
+
+    def _strain_T(self, g: torch.Tensor) -> torch.Tensor:
+        gv = torch.stack([g[..., 0, 0], g[..., 1, 1], 0.5 * (g[..., 0, 1] + g[..., 1, 0])], dim=1)
+        fe = torch.einsum("ji,njhw->nihw", self._bc, gv * self._emask)
+        return self._scatter(fe)
+
+    def _load_T(self, lam: torch.Tensor) -> torch.Tensor:
+        ev = torch.einsum("mji,njhw,mhw->nihw", self._le, self._gather(lam), self._escale)  # (n, 3, hh, ww)
+        return torch.stack([torch.stack([ev[:, 0], ev[:, 2]], -1),
+                            torch.stack([ev[:, 2], ev[:, 1]], -1)], -2)
+
+    # -- public interface ------------------------------------------------------------------------------
+    def apply_torch(self, eigenstrain: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """Total strain (n, H, W, 2, 2) of eigenstrain fields (n, H, W, 2, 2) on the solver's device."""
+        e = self._crop(eigenstrain.to(device=self.device, dtype=self.dtype))
+        u = self._cg(self._load(e), x0)
+        self.last_displacement = u
+        return self._uncrop(self._strain(u))
+
+    def apply_adjoint_torch(self, strain_grad: torch.Tensor) -> torch.Tensor:
+        """Lᵀ K⁻¹ Bᵀ of a strain cotangent (n, H, W, 2, 2): the exact transpose of :meth:`apply_torch`."""
+        g = self._crop(strain_grad.to(device=self.device, dtype=self.dtype))
+        lam = self._cg(self._strain_T(g))
+        return self._uncrop(self._load_T(lam))
+
+    def apply(self, eigenstrain: np.ndarray) -> np.ndarray:
+        """numpy float64 in and out, like :meth:`mechanics.fem.PlateletSolver.apply`."""
+        out = self.apply_torch(torch.as_tensor(np.asarray(eigenstrain)))
+        return out.double().cpu().numpy()
+
+    def apply_adjoint(self, strain_grad: np.ndarray) -> np.ndarray:
+        out = self.apply_adjoint_torch(torch.as_tensor(np.asarray(strain_grad)))
+        return out.double().cpu().numpy()
+
+
+class _PlateletStrain(torch.autograd.Function):
+    """ε = B K(s)⁻¹ L(s) ε⁰ with the implicit adjoint: λ = K⁻¹ Bᵀ ḡ (one more solve), then
+    ∂ℓ/∂ε⁰_e = s_e leᵀ λ_e and ∂ℓ/∂s_e = λ_eᵀ (le ε⁰_e − ke u_e) (per element e, summed over RHS)."""
+
+    @staticmethod
+    def forward(ctx, eigenstrain, scale, solver: PlateletPCG):
+        solver.set_stiffness_scale(scale)
+        e = solver._crop(eigenstrain.detach().to(device=solver.device, dtype=solver.dtype))
+        u = solver._cg(solver._load(e), getattr(solver, "_warm", None))
+        solver._warm = u if u.shape[0] == 1 else None
+        ctx.solver = solver
+        ctx.has_scale = scale is not None
+        ctx.save_for_backward(e, u, scale if scale is not None else torch.empty(0))
+        return solver._uncrop(solver._strain(u)).to(eigenstrain.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        solver: PlateletPCG = ctx.solver
+        e, u, scale = ctx.saved_tensors
+        solver.set_stiffness_scale(scale if ctx.has_scale else None)
+        g = solver._crop(grad_output.to(device=solver.device, dtype=solver.dtype))
+        lam = solver._cg(solver._strain_T(g), getattr(solver, "_warm_adj", None))
+        solver._warm_adj = lam if lam.shape[0] == 1 else None
+        grad_e = solver._uncrop(solver._load_T(lam)).to(grad_output.dtype)
+        grad_s = None
+        if ctx.has_scale and ctx.needs_input_grad[1]:
+            lam_e = solver._gather(lam)
+            load_e = torch.einsum("mij,njhw->mnihw", solver._le, solver._to_voigt(e))
+            force_e = torch.einsum("mij,njhw->mnihw", solver._ke, solver._gather(u))
+            per_el = (lam_e[None] * (load_e - force_e)).sum(dim=(1, 2)) * solver._emask  # (M, hh, ww)
+            grad_s = solver._uncrop(per_el).reshape(scale.shape).to(scale.dtype)
+        return grad_e, grad_s, None
+
+
+def platelet_strain(solver: PlateletPCG, eigenstrain: torch.Tensor,
+                    stiffness_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable total strain (n, H, W, 2, 2) of eigenstrain (n, H, W, 2, 2), optionally with a
+    per-pixel stiffness factor (H, W) that is differentiable too (for fitting a stiffness contrast).
+
+    Single-RHS solves warm-start from the previous one (an optimiser's successive calls are close).
+    """
+    return _PlateletStrain.apply(eigenstrain, stiffness_scale, solver)
