@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from inverse import fit as lsq
 from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
 from inverse.dislocations import refine_position, unit_fields
-from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver
+from inverse.forward import basis_responses, hat_basis, lfp_material, platelet_solver, resolve_device
 from inverse.images import ImageSet, crystal_rotation, crystal_to_grid, grid_to_crystal
 from inverse.joint import effective_sigma, refine_composition
+from inverse.psf import MaskedGaussian, psf_pixels
 from inverse.registration import align_composition, field_to_strain_grid
 from inverse.residual import find_hotspots
 from mechanics.errors import InputError
@@ -50,8 +52,10 @@ class Particle:
     responses: np.ndarray  # (2, K−1, H, W, 2, 2)
     strain: np.ndarray  # (H, W, 2, 2) measured, grid frame
     weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
-    solver: object  # the factorised PlateletSolver
+    solver: object  # the platelet solver (factorised PlateletSolver, or PlateletPCG on a GPU)
     sigma_x_grid: float  # composition noise after registration (σ_eff)
+    strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (identity when σ = 0)
+    composition_blur: object = None  # the same for the composition map on the strain grid
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ class Calibration:
         return out
 
 
-def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -> Particle:
+def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str, device,
+             solver_kind: str, psf_nm: tuple) -> Particle:
     comp = images.composition
     comp_mask = np.isfinite(comp)
     if images.composition_sigma is not None:
@@ -152,8 +157,13 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -
         phi = hat_basis(np.nan_to_num(x_fit), knots)
     else:
         raise InputError("errors_in_variables", "'nlm', 'tv', 'posterior' or 'none'", eiv)
-    solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm, voigt, plane)
-    responses = basis_responses(solver, phi, images.crystal_angle_deg)
+    solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm, voigt, plane,
+                             device=device, solver=solver_kind)
+    strain_blur = MaskedGaussian(mask, psf_pixels(psf_nm[0], images.pixel_size_nm, "strain_psf_nm"),
+                                 device=device)
+    comp_blur = MaskedGaussian(mask, psf_pixels(psf_nm[1], images.pixel_size_nm, "composition_psf_nm"),
+                               device=device)
+    responses = strain_blur.apply_numpy(basis_responses(solver, phi, images.crystal_angle_deg), (2, 3))
     if images.strain_sigma is None:
         weight = np.ones(mask.shape)
     else:
@@ -161,7 +171,8 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str) -
     sigma_grid = effective_sigma(sigma_x, lambda f: field_to_strain_grid(f, images, reg), comp.shape,
                                  comp_mask, mask) if sigma_x > 0 else 0.0
     return Particle(images, reg, x_obs, x_fit, sigma_x, tv, responses,
-                    np.nan_to_num(images.strain_grid()), np.where(mask, weight, 0.0), solver, sigma_grid)
+                    np.nan_to_num(images.strain_grid()), np.where(mask, weight, 0.0), solver, sigma_grid,
+                    strain_blur, comp_blur)
 
 
 def _design(particles: list[Particle], n_law: int) -> tuple:
@@ -220,6 +231,10 @@ def calibrate(
     material=None,
     seed: int = 0,
     progress: bool = False,
+    device=None,
+    solver: str = "auto",
+    strain_psf_nm: float | None = None,
+    composition_psf_nm: float | None = None,
 ) -> Calibration:
     """Learn ε⁰(X) along a and c from one image set or a list of them (one shared law).
 
@@ -242,6 +257,13 @@ def calibrate(
         as not constrained by the data.
       plane: "stress" (thin platelet, default) or "strain".
       material: ``MaterialParams`` (stiffness and b misfit); default the core's LFP reference.
+      device: where the platelet solves run: None/"auto" (a CUDA GPU when torch sees one, else the
+        CPU), "cpu", "cuda" or "cuda:N". The least squares, denoising and bootstrap stay on the CPU.
+      solver: "auto" (sparse LU on the CPU, matrix-free PCG on a GPU), "lu" or "pcg" (same
+        discretisation; results agree to the CG tolerance).
+      strain_psf_nm, composition_psf_nm: Gaussian σ (nm) of the strain and composition probes
+        (None: not modelled). The model strain is blurred by the strain PSF (:mod:`inverse.psf`), and
+        the joint X-step compares the blurred X̂ with the measured map, so X̂ is deblurred.
     """
     from tqdm.auto import tqdm
 
@@ -252,6 +274,7 @@ def calibrate(
         raise InputError("images", "an ImageSet or a non-empty list of ImageSets", type(images).__name__)
     if int(n_knots) < 3:
         raise InputError("n_knots", "an integer >= 3", n_knots)
+    dev, solver_kind = resolve_device(device, solver)
     material = material or lfp_material()
     voigt = material.stiffness_voigt()
     knots = np.linspace(0.0, 1.0, int(n_knots))
@@ -259,7 +282,8 @@ def calibrate(
     n_law = 2 * m
     clock = [("start", time.perf_counter())]
     particles = [
-        _prepare(s, knots, errors_in_variables, voigt, plane)
+        _prepare(s, knots, errors_in_variables, voigt, plane, dev, solver_kind,
+                 (strain_psf_nm, composition_psf_nm))
         for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
     ]
     clock.append(("prepare_s", time.perf_counter()))
@@ -371,7 +395,8 @@ def calibrate(
                  "rule": "generalized cross-validation", "dof": choice["dof_best"], "n_rows": eq.n_rows,
                  "n_params": int(a.shape[1]), "monotone": bool(monotone), "plane": plane,
                  "n_particles": len(particles), "downweighted_fraction": float(np.mean(robust_w < 0.5)),
-                 "n_hotspots": int(sum(len(h) for h in hotspots))}
+                 "n_hotspots": int(sum(len(h) for h in hotspots)), "solver": solver_kind,
+                 "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"}
     clock.append(("report_s", time.perf_counter()))
     fit_stats["timings_s"] = {name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])}
     return Calibration(
@@ -417,9 +442,11 @@ def _refine_particles(particles, fitted, knots, n_law):
         x_new = refine_composition(
             p.solver, p.x_fit, p.x_observed, p.sigma_x_grid, knots, values, p.images.crystal_angle_deg,
             p.strain, _to_map(other[start:start + n_rows], mask), pix_w,
+            strain_blur=p.strain_blur, composition_blur=p.composition_blur,
         )
         phi = hat_basis(np.nan_to_num(x_new), knots)
-        responses = basis_responses(p.solver, phi, p.images.crystal_angle_deg)
+        responses = p.strain_blur.apply_numpy(basis_responses(p.solver, phi, p.images.crystal_angle_deg),
+                                              (2, 3))
         out.append(replace(p, x_fit=x_new, responses=responses))
         start += n_rows
     return out
@@ -456,6 +483,8 @@ def _dislocation_columns(particles, residual_rows, w):
             d = refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot)
             spots.append(d)
             fields = unit_fields(mask.shape, (d["row"], d["col"]), p.images.pixel_size_nm, rot)
+            if p.strain_blur is not None:
+                fields = p.strain_blur.apply_numpy(fields, (1, 2))
             for i in range(2):
                 col = np.zeros(total)
                 col[start:start + n_rows] = fields[i][rows_px, cols_px][:, [0, 1, 0], [0, 1, 1]].ravel()

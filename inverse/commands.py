@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     cal.add_argument("--bootstrap", type=int, default=64, help="block-bootstrap replicates (default 64)")
     cal.add_argument("--joint", type=int, default=2,
                      help="rounds of joint composition/law estimation (default 2; 0: denoised X only)")
+    cal.add_argument("--device", default="auto",
+                     help="where the platelet solves run: auto (a CUDA GPU if present), cpu, cuda, cuda:N")
+    cal.add_argument("--solver", default="auto", choices=("auto", "lu", "pcg"),
+                     help="platelet solver: sparse LU (CPU) or matrix-free PCG (any device); auto picks")
     cal.set_defaults(handler=cmd_calibrate)
 
 
@@ -106,7 +110,8 @@ def cmd_calibrate(args) -> int:
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
         cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone,
                         errors_in_variables=args.errors_in_variables,
-                        n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True)
+                        n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True,
+                        device=args.device, solver=args.solver)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,
                               track=args.track)
@@ -117,7 +122,8 @@ def cmd_calibrate(args) -> int:
           f"c {v['slope_c'] * 100:.3f} ± {v['slope_c_std'] * 100:.3f} %; max deviation from Vegard "
           f"{v['max_deviation'] * 100:.3f} %")
     print(f"fit: rmse {cal.fit['rmse_strain']:.3g}, chi2_reduced {cal.fit['chi2_reduced']:.3g}, "
-          f"{cal.fit['n_pixels']} pixels, λ {cal.fit['lambda']:.3g} (GCV), {cal.fit['n_hotspots']} hot spots")
+          f"{cal.fit['n_pixels']} pixels, λ {cal.fit['lambda']:.3g} (GCV), "
+          f"{cal.fit['n_hotspots']} hot spots; solves: {cal.fit['solver']} on {cal.fit['device']}")
     for i, r in enumerate(cal.registration):
         print(f"particle {i}: composition registered by shift (dy, dx) = "
               f"({r['shift_px'][0]:.2f}, {r['shift_px'][1]:.2f}) px")

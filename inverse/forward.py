@@ -6,7 +6,8 @@ the measured total strain is linear in the law:
 
     ε(r) = Σ_i Σ_k θ_ik · S[φ_k(X(r)) · e_i ⊗ e_i](r) + ε_ref,
 
-with S the (linear) eigenstrain → strain operator of the traction-free body (:mod:`mechanics.fem`),
+with S the (linear) eigenstrain → strain operator of the traction-free body (Q1 finite elements: the
+sparse LU of :mod:`mechanics.fem` on a CPU, the matrix-free PCG of :mod:`mechanics.fem_pcg` on a GPU),
 φ_k the piecewise-linear hat functions on the knots, e_i the crystal axes in the grid frame, and ε_ref a
 uniform offset of the strain reference. The columns S[φ_k e_i e_i] are computed with one factorisation.
 
@@ -31,16 +32,61 @@ def lfp_material():
     return lfp_params()
 
 
+def resolve_device(device=None, solver: str = "auto") -> tuple[torch.device, str]:
+    """(device, solver kind) for the calibration's platelet solves.
+
+    device: None or "auto" (the first CUDA device when there is one, else the CPU), or any torch device
+    string. solver: "auto" (sparse LU on a CPU, matrix-free PCG elsewhere), "lu" or "pcg".
+    """
+    from mechanics.errors import InputError
+
+    if device in (None, "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise InputError("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", device) from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError("device", "a CUDA device present on this machine (torch sees none)", device)
+    if solver not in ("auto", "lu", "pcg"):
+        raise InputError("solver", "'auto', 'lu' or 'pcg'", solver)
+    if solver == "auto":
+        solver = "lu" if dev.type == "cpu" else "pcg"
+    if solver == "lu" and dev.type != "cpu":
+        raise InputError("solver", "'pcg' or 'auto' on a GPU (the sparse LU runs on the CPU)", solver)
+    return dev, solver
+
+
 def platelet_solver(mask: np.ndarray, angle_deg: float, pixel_nm: float, voigt_GPa=None,
-                    plane: str = "stress") -> PlateletSolver:
-    """Factorised free-platelet solver on the image grid for a crystal rotated by ``angle_deg``."""
+                    plane: str = "stress", device=None, solver: str = "auto"):
+    """Free-platelet solver on the image grid for a crystal rotated by ``angle_deg``: a factorised
+    :class:`mechanics.fem.PlateletSolver` or a :class:`mechanics.fem_pcg.PlateletPCG` on ``device``
+    (see :func:`resolve_device`). Both have ``apply``/``apply_adjoint`` (numpy) and the same
+    discretisation."""
+    from mechanics.fem_pcg import PlateletPCG
     from mechanics.stiffness import Stiffness
 
+    dev, kind = resolve_device(device, solver)
     if voigt_GPa is None:
         voigt_GPa = lfp_material().stiffness_voigt()
     c_ac = Stiffness.from_voigt(np.asarray(voigt_GPa, dtype=float)).reduced(axes=(0, 2), plane=plane)
     c_grid = stiffness_to_grid(c_ac.numpy(), angle_deg)
+    if kind == "pcg":
+        return PlateletPCG(mask, c_grid, pixel_nm, device=dev)
     return PlateletSolver(mask, c_grid, pixel_nm)
+
+
+def strain_function(solver):
+    """The differentiable ``(eigenstrain) -> strain`` of either solver kind (autograd through the
+    implicit adjoint), and the device its tensors should live on."""
+    from mechanics.fem import platelet_strain as lu_strain
+    from mechanics.fem_pcg import PlateletPCG
+    from mechanics.fem_pcg import platelet_strain as pcg_strain
+
+    if isinstance(solver, PlateletPCG):
+        return (lambda eig: pcg_strain(solver, eig)), solver.device
+    return (lambda eig: lu_strain(solver, eig)), torch.device("cpu")
 
 
 def axis_tensors(angle_deg: float) -> np.ndarray:

@@ -12,8 +12,9 @@ X-step = minimise over X (mask pixels), with θ, offsets and defect fields fixed
 
     J(X) = ½ Σ_r w_r ‖S[ε⁰_θ(X)](r) + ε_other(r) − ε_obs(r)‖²_rows + ½ Σ_r (X_r − x_obs,r)² / σ_eff²,
 
-by L-BFGS through the differentiable free-platelet operator (:func:`mechanics.fem.platelet_strain`,
-whose backward pass is one more solve with the same factor). σ_eff is the composition noise after
+by L-BFGS through the differentiable free-platelet operator (:func:`inverse.forward.strain_function`:
+the sparse LU, whose backward pass is one more solve with the same factor, or the PCG on a GPU, whose
+solves warm-start from the previous evaluation). σ_eff is the composition noise after
 registration (interpolation averages neighbours and shrinks it; propagated exactly for white noise).
 """
 
@@ -22,14 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inverse.forward import axis_tensors
-from mechanics.fem import PlateletSolver, platelet_strain
+from inverse.forward import axis_tensors, strain_function
 
 _ROWS = ((0, 0), (1, 1), (0, 1))
 
 
 def refine_composition(
-    solver: PlateletSolver,
+    solver,
     x_start: np.ndarray,
     x_obs: np.ndarray,
     sigma_eff: float,
@@ -40,25 +40,31 @@ def refine_composition(
     strain_other: np.ndarray,
     weight: np.ndarray,
     n_iter: int = 20,
+    strain_blur=None,
+    composition_blur=None,
 ) -> np.ndarray:
     """X̂ (H, W) minimising J(X) above; NaN outside the mask.
 
     Args: x_start, x_obs (H, W); knots (K,), values_ac (2, K) the law along a and c; strain_obs and
     strain_other (H, W, 2, 2) grid frame (other = offsets + defect fields); weight (H, W) per-pixel
-    1/σ_ε² times robust weights (0 drops a pixel from the strain term).
+    1/σ_ε² times robust weights (0 drops a pixel from the strain term). strain_blur and
+    composition_blur: the probes' PSFs (:class:`inverse.psf.MaskedGaussian`, None: none); the model
+    strain is blurred before it is compared, and the prior compares the blurred X with x_obs.
     """
     from mechanics.laws import PiecewiseLinearLaw
 
     mask = solver.mask
     rows, cols = np.nonzero(mask)
+    strain_of, dev = strain_function(solver)
+    kw = {"dtype": torch.float64, "device": dev}
     law = PiecewiseLinearLaw(knots, np.zeros((3, knots.size)))
-    vals = torch.as_tensor(values_ac, dtype=torch.float64)
-    axes = torch.as_tensor(axis_tensors(angle_deg), dtype=torch.float64)
-    target = torch.as_tensor(strain_obs[rows, cols] - strain_other[rows, cols], dtype=torch.float64)
-    w = torch.as_tensor(weight[rows, cols], dtype=torch.float64)
-    prior = torch.as_tensor(np.nan_to_num(x_obs[rows, cols]), dtype=torch.float64)
-    x = torch.as_tensor(np.nan_to_num(x_start[rows, cols]), dtype=torch.float64).clone().requires_grad_(True)
-    ri, ci = torch.as_tensor(rows), torch.as_tensor(cols)
+    vals = torch.as_tensor(values_ac, **kw)
+    axes = torch.as_tensor(axis_tensors(angle_deg), **kw)
+    target = torch.as_tensor(strain_obs[rows, cols] - strain_other[rows, cols], **kw)
+    w = torch.as_tensor(weight[rows, cols], **kw)
+    prior = torch.as_tensor(np.nan_to_num(x_obs[rows, cols]), **kw)
+    x = torch.as_tensor(np.nan_to_num(x_start[rows, cols]), **kw).clone().requires_grad_(True)
+    ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
     inv_var = 1.0 / sigma_eff**2
     # scale the objective to O(1) per pixel so L-BFGS's default tolerances are meaningful
     scale = 1.0 / rows.size
@@ -66,19 +72,25 @@ def refine_composition(
     def objective():
         f = law.basis(x) @ vals.T  # (n, 2)
         eig_px = torch.einsum("ni,ipq->npq", f, axes)
-        eig = torch.zeros((1, *mask.shape, 2, 2), dtype=torch.float64)
+        eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
         eig = eig.index_put((torch.zeros_like(ri), ri, ci), eig_px)
-        strain = platelet_strain(solver, eig)[0, ri, ci]
-        r = strain - target
+        strain_map = strain_of(eig)[0]
+        if strain_blur is not None:
+            strain_map = strain_blur(strain_map.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
+        r = strain_map[ri, ci] - target
         misfit = sum((w * r[:, i, j] ** 2).sum() for i, j in _ROWS)
-        return scale * 0.5 * (misfit + inv_var * ((x - prior) ** 2).sum())
+        x_seen = x
+        if composition_blur is not None:
+            x_map = torch.zeros(mask.shape, **kw).index_put((ri, ci), x)
+            x_seen = composition_blur(x_map)[ri, ci]
+        return scale * 0.5 * (misfit + inv_var * ((x_seen - prior) ** 2).sum())
 
     opt = torch.optim.LBFGS([x], max_iter=n_iter, history_size=20, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-9, tolerance_change=1e-12)
 
     _run_lbfgs(opt, objective)
     out = np.full(mask.shape, np.nan)
-    out[rows, cols] = x.detach().numpy()
+    out[rows, cols] = x.detach().cpu().numpy()
     return out
 
 
@@ -93,7 +105,7 @@ def effective_sigma(sigma: float, to_grid, shape, valid: np.ndarray, mask: np.nd
 
 
 def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100, plane: str = "stress",
-                     material=None) -> tuple[torch.nn.Module, np.ndarray]:
+                     material=None, device=None) -> tuple[torch.nn.Module, np.ndarray]:
     """Fit any differentiable law module (``forward(X) -> (..., 3)``, e.g. a monotone
     ``PiecewiseLinearLaw`` or a nonlinear parametric form) and a uniform reference offset to one image
     set by L-BFGS through the free-platelet operator (the general path for laws that are not linear in
@@ -101,6 +113,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
 
     Minimises ½ Σ_r w_r ‖S[ε⁰(X)](r) + ε_ref − ε_obs(r)‖² over the law's parameters and ε_ref (grid
     frame). ``x``: composition on the strain grid (default: registered, non-local-means denoised).
+    ``device``: as for :func:`inverse.calibrate` (None: a GPU when there is one); the law is moved there.
     Returns the trained law (in place) and the offset (2, 2) in the crystal frame.
     """
     from inverse.denoise import denoise_nlm
@@ -118,23 +131,26 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
         sigma = float(np.sqrt(np.mean(np.square(sig_map[valid]))))
         x = field_to_strain_grid(denoise_nlm(comp, valid, sigma) if sigma > 0 else comp, images, reg)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm,
-                             material.stiffness_voigt(), plane)
+                             material.stiffness_voigt(), plane, device=device)
+    strain_of, dev = strain_function(solver)
+    kw = {"dtype": torch.float64, "device": dev}
+    law.to(dev)
     rows, cols = np.nonzero(mask)
-    ri, ci = torch.as_tensor(rows), torch.as_tensor(cols)
-    xt = torch.as_tensor(np.nan_to_num(x)[rows, cols], dtype=torch.float64)
-    target = torch.as_tensor(images.strain_grid()[rows, cols], dtype=torch.float64)
+    ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+    xt = torch.as_tensor(np.nan_to_num(x)[rows, cols], **kw)
+    target = torch.as_tensor(images.strain_grid()[rows, cols], **kw)
     sig = images.strain_sigma if images.strain_sigma is not None else 1.0
-    w = torch.as_tensor(1.0 / np.square(np.broadcast_to(sig, mask.shape))[rows, cols], dtype=torch.float64)
-    axes = torch.as_tensor(axis_tensors(images.crystal_angle_deg), dtype=torch.float64)
-    offset = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    w = torch.as_tensor(1.0 / np.square(np.broadcast_to(sig, mask.shape))[rows, cols], **kw)
+    axes = torch.as_tensor(axis_tensors(images.crystal_angle_deg), **kw)
+    offset = torch.zeros(3, requires_grad=True, **kw)
     params = [*law.parameters(), offset]
     scale = 1.0 / (rows.size * float(w.mean()))
 
     def objective():
         f = law(xt)[:, [0, 2]].to(torch.float64)
-        eig = torch.zeros((1, *mask.shape, 2, 2), dtype=torch.float64)
+        eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
         eig = eig.index_put((torch.zeros_like(ri), ri, ci), torch.einsum("ni,ipq->npq", f, axes))
-        strain = platelet_strain(solver, eig)[0, ri, ci]
+        strain = strain_of(eig)[0, ri, ci]
         off = torch.stack([torch.stack([offset[0], offset[2]]), torch.stack([offset[2], offset[1]])])
         r = strain + off - target
         return scale * 0.5 * sum((w * r[:, i, j] ** 2).sum() for i, j in _ROWS)
@@ -143,7 +159,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
                             tolerance_grad=1e-12, tolerance_change=1e-15)
 
     _run_lbfgs(opt, objective)
-    o = offset.detach().numpy()
+    o = offset.detach().cpu().numpy()
     return law, grid_to_crystal(np.array([[o[0], o[2]], [o[2], o[1]]]), images.crystal_angle_deg)
 
 
