@@ -8,18 +8,19 @@ diffracts or absorbs at the Li edge, so the weights are renormalised over the pa
 
 a Gaussian of standard deviation σ (nm) restricted to the mask m (normalised convolution; Knutsson &
 Westin, CVPR 1993). B_σ is linear and maps a uniform field to itself, so a uniform strain offset passes
-unchanged and the calibration's design columns are simply blurred. It is implemented with torch
-(separable 1-D convolutions, truncated at 4σ), so that it runs on the device of the platelet solves and
-autograd differentiates through it in the joint estimation of X.
+unchanged and the calibration's design columns are simply blurred. It is implemented with torch FFTs
+(the sampled Gaussian truncated at 4σ, zero padding, so the convolution is linear, not circular), so
+that it runs on the device of the platelet solves and autograd differentiates through it in the joint
+estimation of X.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mechanics.errors import InputError
+from mechanics.fem_pcg import _next_fast
 
 
 class MaskedGaussian:
@@ -39,20 +40,25 @@ class MaskedGaussian:
         self.mask = torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device)
         m = self.mask.to(dtype)
         if self.sigma_px > 0:
-            radius = max(1, int(np.ceil(4.0 * self.sigma_px)))
-            t = torch.arange(-radius, radius + 1, dtype=dtype, device=self.device)
-            g = torch.exp(-0.5 * (t / self.sigma_px) ** 2)
-            self._kernel = (g / g.sum()).reshape(1, 1, -1)
-            self._radius = radius
+            radius = max(1, int(4.0 * self.sigma_px + 0.5))  # scipy.ndimage's truncation at 4σ
+            h, w = self.mask.shape
+            # FFT size: field + kernel support, so the cyclic convolution equals the linear one
+            self._fft_shape = (_next_fast(h + 2 * radius), _next_fast(w + 2 * radius))
+            t = np.arange(-radius, radius + 1)
+            g = np.exp(-0.5 * (t / self.sigma_px) ** 2)
+            g /= g.sum()
+            kernel = np.zeros(self._fft_shape)
+            idx0, idx1 = t % self._fft_shape[0], t % self._fft_shape[1]
+            kernel[np.ix_(idx0, idx1)] = np.outer(g, g)  # centred at (0, 0), wrapped
+            self._kernel_hat = torch.fft.rfft2(torch.as_tensor(kernel, dtype=dtype, device=self.device))
             self._den = self._convolve(m[None])[0]
         self._m = m
 
     def _convolve(self, f: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian of f (N, H, W), zero padding."""
-        n, h, w = f.shape
-        rows = F.conv1d(f.reshape(n * h, 1, w), self._kernel, padding=self._radius).reshape(n, h, w)
-        cols = rows.transpose(1, 2).reshape(n * w, 1, h)
-        return F.conv1d(cols, self._kernel, padding=self._radius).reshape(n, w, h).transpose(1, 2)
+        """Gaussian of f (N, H, W), zero padding (linear convolution through a padded FFT)."""
+        h, w = f.shape[-2:]
+        spec = torch.fft.rfft2(f, s=self._fft_shape) * self._kernel_hat
+        return torch.fft.irfft2(spec, s=self._fft_shape)[..., :h, :w]
 
     def __call__(self, field: torch.Tensor) -> torch.Tensor:
         f = field.to(device=self.device, dtype=self.dtype)

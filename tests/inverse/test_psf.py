@@ -1,0 +1,63 @@
+"""The probes' PSF operator and what modelling it does to the calibration."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from inverse import calibrate, synthesize
+from inverse.forward import lfp_material
+from inverse.psf import MaskedGaussian, psf_pixels
+from mechanics.errors import InputError
+
+
+def _disc(n=64):
+    y, x = np.mgrid[:n, :n] - n / 2
+    return np.hypot(x, y) < 0.4 * n
+
+
+def test_normalised_convolution_matches_scipy():
+    mask = _disc()
+    f = np.random.default_rng(0).normal(size=mask.shape)
+    out = MaskedGaussian(mask, 2.3).apply_numpy(f[..., None])[..., 0]
+    kw = dict(sigma=2.3, mode="constant", truncate=4.0)
+    num = ndimage.gaussian_filter(np.where(mask, f, 0.0), **kw)
+    den = ndimage.gaussian_filter(mask.astype(float), **kw)
+    ref = np.where(mask, num / np.where(mask, den, 1.0), 0.0)
+    assert np.abs(out - ref).max() < 1e-12  # same kernel and padding: round-off only
+
+
+def test_uniform_fields_pass_and_zero_sigma_is_the_mask():
+    mask = _disc()
+    blur = MaskedGaussian(mask, 3.0)
+    ones = torch.ones(2, 2, *mask.shape, dtype=torch.float64)
+    out = blur(ones)
+    assert torch.allclose(out[:, :, mask], torch.ones(1, dtype=torch.float64))
+    assert float(out[:, :, ~mask].abs().max()) == 0
+    f = torch.randn(*mask.shape, dtype=torch.float64)
+    assert torch.equal(MaskedGaussian(mask, 0.0)(f), f * torch.as_tensor(mask))
+
+
+def test_bad_sigma_is_refused_with_the_field_name():
+    with pytest.raises(InputError, match="strain_psf_nm"):
+        psf_pixels(-1.0, 10.0, "strain_psf_nm")
+    with pytest.raises(InputError, match="composition_psf_nm"):
+        psf_pixels("wide", 10.0, "composition_psf_nm")
+    assert psf_pixels(None, 10.0, "strain_psf_nm") == 0.0
+    with pytest.raises(InputError, match="strain_psf_nm"):
+        calibrate(synthesize(size_px=24, seed=0), n_bootstrap=0, n_joint=0, strain_psf_nm=float("nan"))
+
+
+def test_modelling_the_psfs_removes_the_blur_bias():
+    """A set whose unmodelled 10 nm PSFs (0.5 px) bias both slopes by more than the 2 % target
+    (measured −2.7 % and −2.9 %); with the PSFs in the forward model both come within 2 %."""
+    images = synthesize(size_px=96, seed=1)
+    misfit = lfp_material().misfit
+    plain = calibrate(images, n_bootstrap=0)
+    psf = calibrate(images, n_bootstrap=0, strain_psf_nm=10.0, composition_psf_nm=10.0)
+
+    def errors(cal):
+        return np.abs([cal.vegard["slope_a"] / misfit[0] - 1, cal.vegard["slope_c"] / misfit[2] - 1])
+
+    assert errors(plain).max() > 0.02
+    assert errors(psf).max() < 0.02
