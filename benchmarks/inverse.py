@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     parser.add_argument("--solver", default="auto", help="comma list of auto, lu, pcg (default auto)")
     parser.add_argument("--psf-nm", type=float, default=10.0, help="PSF σ modelled for both modalities")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the untimed 48² calibration that first loads the device's kernels")
     args = parser.parse_args()
     misfit = lfp_material().misfit
     print(f"host: {platform.processor() or platform.machine()}, os.cpu_count={os.cpu_count()}, "
@@ -46,6 +48,9 @@ def main() -> None:
               f"{'slope_c err':>11}")
     print(header)
     print("-" * len(header))
+    if args.warmup:  # CUDA context, cuFFT plans and kernel loading: a one-off cost per process
+        calibrate(synthesize(size_px=48, seed=0), n_bootstrap=2, device=args.device,
+                  solver=args.solver.split(",")[0])
     for n in (int(s) for s in args.sizes.split(",")):
         images = synthesize(size_px=n, oversample=2 if n <= 256 else 1, seed=1,
                             pixel_size_nm=20.0 * 96 / n)
