@@ -4,8 +4,9 @@ A free-standing platelet is rendered on a fine grid (``oversample`` sub-pixels p
 analytic shape and composition field X(r): two phases (X ≈ 0.03 and 0.97) separated by curved, diffuse
 phase boundaries, plus solid-solution patches with graded intermediate X. The eigenstrain
 ε⁰(X) = diag(f_a(X), f_c(X)) (crystal frame; Vegard, bowed or a table) is converted to total strain by the
-finite-element free-platelet model (:mod:`mechanics.fem`, generalized plane stress, LFP stiffness) on the
-fine grid. Added to it: the Volterra strain of edge dislocations sitting on phase boundaries (isotropic,
+finite-element free-platelet model (:mod:`mechanics.fem`, generalized plane stress, LFP stiffness; or,
+with ``stiffness_ratio``, the composition-dependent stiffness of :mod:`inverse.stiffness`) on the fine
+grid. Added to it: the Volterra strain of edge dislocations sitting on phase boundaries (isotropic,
 infinite body, Hirth & Lothe, *Theory of Dislocations* (1982) eq. 3-43, core-regularised), a uniform
 strain-reference offset, a Gaussian PSF per modality, area averaging onto the image pixels, a
 registration offset of the composition map, and Gaussian noise. Everything the fit must recover is
@@ -181,12 +182,15 @@ def synthesize(
     boundary_width_nm: float | None = None,
     declared_noise_factor: float = 1.0,
     material=None,
+    stiffness_ratio: float | None = None,
 ) -> ImageSet:
     """A synthetic LFP platelet image set with known truth (see the module docstring).
 
     Lengths in nm; ``registration_offset_nm`` (dy, dx) displaces the composition map's field of view;
     ``strain_offset`` is (aa, cc, ac) in the crystal frame; ``declared_noise_factor`` scales the noise
-    levels written into the file relative to those actually added (1: honest).
+    levels written into the file relative to those actually added (1: honest). ``stiffness_ratio``: None
+    for the uniform LFP stiffness; r > 0 for the composition-dependent C(X) = X·C_LFP + (1 − X)·r·C_FP of
+    :mod:`inverse.stiffness` (stored as ``truth_stiffness_ratio``).
     """
     if size_px < 8 or oversample < 1:
         raise InputError("size_px", "at least 8 pixels, with oversample >= 1", (size_px, oversample))
@@ -196,6 +200,8 @@ def synthesize(
         raise InputError("strain_reference", "LiMPO4, MPO4 or unknown", strain_reference)
     if shape not in SHAPES:
         raise InputError("shape", f"one of {SHAPES}", shape)
+    if stiffness_ratio is not None and not (np.isfinite(stiffness_ratio) and stiffness_ratio > 0):
+        raise InputError("stiffness_ratio", "None or a finite FePO4 stiffness ratio > 0", stiffness_ratio)
     material = material or lfp_material()
     misfit = material.misfit
     x_law, f_law = law_table(law, (misfit[0], misfit[2]), bow_ac)
@@ -209,8 +215,19 @@ def synthesize(
     mask_f = _inside(shape, yf, xf, length, crystal_angle_deg)
     x_f = np.where(mask_f, comp_field(yf, xf), 0.0)
     f_f = np.stack([np.interp(x_f, x_law, f_law[:, i]) for i in range(2)], -1)
-    solver = platelet_solver(mask_f, crystal_angle_deg, h_f, material.stiffness_voigt())
-    strain_f = solver.apply(eigenstrain_grid(f_f, crystal_angle_deg)[None])[0]
+    eig_f = eigenstrain_grid(f_f, crystal_angle_deg)[None]
+    if stiffness_ratio is None:
+        solver = platelet_solver(mask_f, crystal_angle_deg, h_f, material.stiffness_voigt())
+        strain_f = solver.apply(eig_f)[0]
+    else:  # C(X) = X·C_LFP + (1 − X)·r·C_FP (inverse.stiffness), matrix-free solver with two materials
+        from inverse.stiffness import contrast_stiffness, contrast_weights, single_thread
+        from mechanics.fem_pcg import PlateletPCG
+
+        pcg = PlateletPCG(mask_f, contrast_stiffness(crystal_angle_deg, "stress", material.stiffness_voigt()),
+                          h_f, rtol=1e-10)
+        pcg.set_stiffness_scale(contrast_weights(x_f, float(stiffness_ratio)))
+        with single_thread():
+            strain_f = pcg.apply(eig_f)[0]
 
     # dislocations on phase boundaries, away from the rim and from each other
     from scipy import ndimage
@@ -289,6 +306,8 @@ def synthesize(
         "truth_strain_offset": np.array([off_cr[0, 0], off_cr[1, 1], off_cr[0, 1]]),
         "truth_shift_px": np.asarray(registration_offset_nm, float) / p_c * (p_c / pixel_size_nm),
     }
+    if stiffness_ratio is not None:
+        truth["truth_stiffness_ratio"] = np.float64(stiffness_ratio)
     return ImageSet(
         composition=comp_obs,
         strain_xx=exx,
