@@ -37,15 +37,19 @@ def edge_dislocation_strain(dy, dx, burgers_nm, unit, nu=0.3, core_nm=1.0):
 
 
 def unit_fields(shape: tuple[int, int], position_px: tuple[float, float], pixel_nm: float,
-                rotation: np.ndarray, core_px: float = 1.0) -> np.ndarray:
+                rotation: np.ndarray, core_px: float = 1.0, mask: np.ndarray | None = None) -> np.ndarray:
     """Strain (2, H, W, 2, 2) of unit (1 nm) Burgers vectors along crystal a and c (rows of
     ``rotation``, grid coordinates) for a dislocation at ``position_px`` (row, col; pixel centres at
-    integers)."""
-    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(float)
+    integers). With ``mask`` (H, W) only its pixels are computed; the rest is zero."""
+    if mask is None:
+        mask = np.ones(shape, dtype=bool)
+    rows, cols = np.nonzero(mask)
     dy = (rows - position_px[0]) * pixel_nm
     dx = (cols - position_px[1]) * pixel_nm
-    return np.stack([edge_dislocation_strain(dy, dx, 1.0, rotation[i], core_nm=core_px * pixel_nm)
-                     for i in range(2)])
+    out = np.zeros((2, *shape, 2, 2))
+    for i in range(2):
+        out[i, rows, cols] = edge_dislocation_strain(dy, dx, 1.0, rotation[i], core_nm=core_px * pixel_nm)
+    return out
 
 
 def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int], pixel_nm: float,

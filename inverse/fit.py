@@ -42,9 +42,12 @@ class NormalEquations:
 
 
 def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray,
-                     with_blocks: bool = True) -> NormalEquations:
+                     with_blocks: bool = True, device=None) -> NormalEquations:
     """From rows A (n, P), y (n,), w (n,) and a block id (n,) per row (0..B−1); the per-block sums
-    (for the bootstrap) only when ``with_blocks``."""
+    (for the bootstrap) only when ``with_blocks``. ``device``: a torch device to form the products on
+    (float64; the GPU of the platelet solves), None for numpy."""
+    if device is not None:
+        return _normal_equations_torch(a, y, w, block, with_blocks, device)
     aw = a * w[:, None]
     gram, rhs = aw.T @ a, aw.T @ y
     p = a.shape[1]
@@ -62,6 +65,27 @@ def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndar
         bg[b] = aw_s[lo:hi].T @ a_s[lo:hi]
         br[b] = aw_s[lo:hi].T @ y_s[lo:hi]
     return NormalEquations(gram, rhs, float(np.sum(w * y * y)), int(y.size), bg, br)
+
+
+def _normal_equations_torch(a, y, w, block, with_blocks, device) -> NormalEquations:
+    import torch
+
+    kw = {"dtype": torch.float64, "device": device}
+    at, yt, wt = (torch.as_tensor(np.ascontiguousarray(v), **kw) for v in (a, y, w))
+    aw = at * wt[:, None]
+    gram, rhs = (aw.T @ at).cpu().numpy(), (aw.T @ yt).cpu().numpy()
+    ywy = float((wt * yt * yt).sum())
+    p = a.shape[1]
+    if not with_blocks:
+        return NormalEquations(gram, rhs, ywy, int(y.size), np.zeros((0, p, p)), np.zeros((0, p)))
+    n_blocks = int(block.max()) + 1
+    order = np.argsort(block, kind="stable")
+    bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
+    idx = torch.as_tensor(order, device=device)
+    a_s, aw_s, y_s = at[idx], aw[idx], yt[idx]
+    bg = torch.stack([aw_s[lo:hi].T @ a_s[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])])
+    br = torch.stack([aw_s[lo:hi].T @ y_s[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])])
+    return NormalEquations(gram, rhs, ywy, int(y.size), bg.cpu().numpy(), br.cpu().numpy())
 
 
 def smoothness_penalty(knots: np.ndarray, n_axes: int, n_params: int) -> np.ndarray:

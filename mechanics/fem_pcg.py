@@ -125,9 +125,15 @@ class PlateletPCG:
         ref = np.zeros(self.n_materials)
         ref[0] = 1.0
         self._set_reference(ref)
+        self._default_scale = True
 
     def _set_reference(self, weights: np.ndarray) -> None:
-        """FFT symbol of the periodic Q1 operator of the reference medium Σ_m weights_m C_m, inverted."""
+        """FFT symbol of the periodic Q1 operator of the reference medium Σ_m weights_m C_m, inverted
+        (kept while the weights do not change: optimisers call the solver many times with one scale)."""
+        key = tuple(np.round(np.asarray(weights, dtype=float), 12))
+        if getattr(self, "_ref_key", None) == key:
+            return
+        self._ref_key = key
         ke = np.einsum("m,mij->ij", weights, self._ke_np)
         k0 = 2 * np.pi * np.fft.fftfreq(self._box[0])
         k1 = 2 * np.pi * np.fft.rfftfreq(self._box[1])
@@ -160,9 +166,18 @@ class PlateletPCG:
             out[:, :, dr:dr + hh, dc:dc + ww] += fe[:, 2 * a:2 * a + 2]
         return out
 
+    def _mix(self, mats: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """Σ_m weight_m(e) · mats_m @ field(e) per element: mats (M, p, q), field (n, q, hh, ww)."""
+        n, q, hh, ww = field.shape
+        flat = field.reshape(n, q, hh * ww)
+        out = None
+        for m in range(self.n_materials):
+            term = torch.matmul(mats[m], flat).reshape(n, -1, hh, ww) * self._escale[m]
+            out = term if out is None else out + term
+        return out
+
     def _matvec(self, u: torch.Tensor) -> torch.Tensor:
-        fe = torch.einsum("mij,njhw,mhw->nihw", self._ke, self._gather(u), self._escale)
-        return self._scatter(fe)
+        return self._scatter(self._mix(self._ke, self._gather(u)))
 
     def set_stiffness_scale(self, scale) -> None:
         """Per-element weight of each material: element stiffness = Σ_m scale_m(r) C_m.
@@ -174,12 +189,16 @@ class PlateletPCG:
         """
         hh, ww = self._crop_shape
         if scale is None:
+            if getattr(self, "_default_scale", False):
+                return
             self._escale = torch.zeros(self.n_materials, hh, ww, dtype=self.dtype, device=self.device)
             self._escale[0] = self._emask
             ref = np.zeros(self.n_materials)
             ref[0] = 1.0
             self._set_reference(ref)
+            self._default_scale = True
             return
+        self._default_scale = False
         s = torch.as_tensor(scale, device=self.device, dtype=self.dtype).detach()
         if s.dim() == 2:
             s = s[None]
@@ -197,7 +216,9 @@ class PlateletPCG:
     def _precondition(self, r: torch.Tensor) -> torch.Tensor:
         hh, ww = self._crop_shape
         rf = torch.fft.rfft2(r, s=self._box)  # zero-extended into the box
-        zf = torch.einsum("ijkl,njkl->nikl", self._sym_inv, rf)
+        s = self._sym_inv
+        zf = torch.stack([s[0, 0] * rf[:, 0] + s[0, 1] * rf[:, 1],
+                          s[1, 0] * rf[:, 0] + s[1, 1] * rf[:, 1]], 1)
         z = torch.fft.irfft2(zf, s=self._box)[:, :, :hh + 1, :ww + 1]
         return z * self._nmask
 
@@ -252,7 +273,7 @@ class PlateletPCG:
         return torch.stack([e[..., 0, 0], e[..., 1, 1], e[..., 0, 1] + e[..., 1, 0]], dim=1)
 
     def _load(self, eig: torch.Tensor) -> torch.Tensor:
-        fe = torch.einsum("mij,njhw,mhw->nihw", self._le, self._to_voigt(eig), self._escale)
+        fe = self._mix(self._le, self._to_voigt(eig))
         return self._scatter(fe)
 
     def _strain(self, u: torch.Tensor) -> torch.Tensor:
@@ -267,7 +288,7 @@ class PlateletPCG:
         return self._scatter(fe)
 
     def _load_T(self, lam: torch.Tensor) -> torch.Tensor:
-        ev = torch.einsum("mji,njhw,mhw->nihw", self._le, self._gather(lam), self._escale)  # (n, 3, hh, ww)
+        ev = self._mix(self._le.transpose(1, 2), self._gather(lam))  # (n, 3, hh, ww)
         return torch.stack([torch.stack([ev[:, 0], ev[:, 2]], -1),
                             torch.stack([ev[:, 2], ev[:, 1]], -1)], -2)
 

@@ -75,3 +75,17 @@ def test_monotone_law_is_monotone_and_close(lfp96, cal96):
     assert np.all(np.diff(mono.values[1]) <= 1e-12)
     assert np.all(np.abs(mono.values - free.values) <= 2 * cal96.std + 2e-4)
     assert mono.law.monotone
+
+
+def test_normal_equations_on_a_torch_device_match_numpy():
+    """The GPU path forms AᵀWA and the per-block sums with torch; on the CPU it must equal numpy's."""
+    from inverse import fit as lsq
+
+    rng = np.random.default_rng(0)
+    a, y, w = rng.normal(size=(300, 7)), rng.normal(size=300), rng.random(300)
+    block = rng.integers(0, 5, 300)
+    ref = lsq.normal_equations(a, y, w, block)
+    out = lsq.normal_equations(a, y, w, block, device="cpu")
+    for name in ("gram", "rhs", "block_gram", "block_rhs"):
+        np.testing.assert_allclose(getattr(out, name), getattr(ref, name), rtol=1e-12, atol=1e-12)
+    assert out.ywy == pytest.approx(ref.ywy, rel=1e-12) and out.n_rows == ref.n_rows
