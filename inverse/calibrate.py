@@ -468,9 +468,10 @@ def _robust_fit(a, y, w, block, knots, n_robust, device=None):
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
     robust_w = np.ones(y.size // 3)
     dev = device if device is not None and torch.device(device).type == "cuda" else None
+    a_rows = torch.as_tensor(a, dtype=torch.float64, device=dev) if dev is not None else a
     for it in range(n_robust + 1):
-        eq = lsq.normal_equations(a, y, w * np.repeat(robust_w, 3), block, with_blocks=it == n_robust,
-                                  device=dev)
+        eq = lsq.normal_equations(a_rows, y, w * np.repeat(robust_w, 3), block,
+                                  with_blocks=it == n_robust, device=dev)
         choice = lsq.gcv_select(eq, penalty)
         theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, choice["lambda"])
         if it < n_robust:

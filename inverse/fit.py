@@ -45,7 +45,8 @@ def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndar
                      with_blocks: bool = True, device=None) -> NormalEquations:
     """From rows A (n, P), y (n,), w (n,) and a block id (n,) per row (0..B−1); the per-block sums
     (for the bootstrap) only when ``with_blocks``. ``device``: a torch device to form the products on
-    (float64; the GPU of the platelet solves), None for numpy."""
+    (float64; the GPU of the platelet solves), None for numpy; then ``a`` may already be a tensor there
+    (repeated fits with new weights copy it once)."""
     if device is not None:
         return _normal_equations_torch(a, y, w, block, with_blocks, device)
     aw = a * w[:, None]
@@ -71,7 +72,8 @@ def _normal_equations_torch(a, y, w, block, with_blocks, device) -> NormalEquati
     import torch
 
     kw = {"dtype": torch.float64, "device": device}
-    at, yt, wt = (torch.as_tensor(np.ascontiguousarray(v), **kw) for v in (a, y, w))
+    at = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(a), **kw)
+    yt, wt = (torch.as_tensor(np.ascontiguousarray(v), **kw) for v in (y, w))
     aw = at * wt[:, None]
     gram, rhs = (aw.T @ at).cpu().numpy(), (aw.T @ yt).cpu().numpy()
     ywy = float((wt * yt * yt).sum())
