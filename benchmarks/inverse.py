@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--solver", default="auto", help="comma list of auto, lu, pcg (default auto)")
     parser.add_argument("--psf-nm", type=float, default=10.0, help="PSF σ modelled for both modalities")
     parser.add_argument("--profile", action="store_true",
-                        help="cProfile the last calibration and print the 30 costliest functions")
+                        help="cProfile the timed calibrations and print the 30 costliest functions")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="skip the untimed 48² calibration that first loads the device's kernels")
     args = parser.parse_args()
@@ -55,16 +55,18 @@ def main() -> None:
     if args.warmup:  # CUDA context, cuFFT plans and kernel loading: a one-off cost per process
         calibrate(synthesize(size_px=48, seed=0), n_bootstrap=2, device=args.device,
                   solver=args.solver.split(",")[0])
+    profiler = cProfile.Profile() if args.profile else None
     for n in (int(s) for s in args.sizes.split(",")):
         images = synthesize(size_px=n, oversample=2 if n <= 256 else 1, seed=1,
                             pixel_size_nm=20.0 * 96 / n)
         for solver in args.solver.split(","):
-            profiler = cProfile.Profile() if args.profile else None
             start = time.perf_counter()
             if profiler:
                 profiler.enable()
             cal = calibrate(images, n_bootstrap=args.bootstrap, device=args.device, solver=solver,
                             strain_psf_nm=args.psf_nm, composition_psf_nm=args.psf_nm)
+            if profiler:
+                profiler.disable()
             total = time.perf_counter() - start
             t = cal.fit["timings_s"]
             ea = cal.vegard["slope_a"] / misfit[0] - 1
@@ -74,7 +76,6 @@ def main() -> None:
                   f"{t['uncertainty_s']:>7.2f} {t['report_s']:>7.2f} {total:>8.2f} "
                   f"{ea * 100:>10.2f}% {ec * 100:>10.2f}%", flush=True)
     if profiler:  # GPU time shows up where the host waits for it (synchronising calls)
-        profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 

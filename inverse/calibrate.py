@@ -396,6 +396,7 @@ def calibrate(
                  "n_params": int(a.shape[1]), "monotone": bool(monotone), "plane": plane,
                  "n_particles": len(particles), "downweighted_fraction": float(np.mean(robust_w < 0.5)),
                  "n_hotspots": int(sum(len(h) for h in hotspots)), "solver": solver_kind,
+                 "strain_psf_nm": strain_psf_nm, "composition_psf_nm": composition_psf_nm,
                  "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"}
     clock.append(("report_s", time.perf_counter()))
     fit_stats["timings_s"] = {name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])}

@@ -126,7 +126,9 @@ def _metrics(cal) -> dict:
 def _params(cal) -> dict:
     return {"n_knots": len(cal.knots_X), "monotone": cal.fit["monotone"], "plane": cal.fit["plane"],
             "lambda_rule": cal.fit["rule"], "n_particles": cal.fit["n_particles"],
-            "law_class": type(cal.law).__name__}
+            "law_class": type(cal.law).__name__, "solver": cal.fit.get("solver"),
+            "device": cal.fit.get("device"), "strain_psf_nm": cal.fit.get("strain_psf_nm"),
+            "composition_psf_nm": cal.fit.get("composition_psf_nm")}
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:

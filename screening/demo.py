@@ -22,7 +22,8 @@ STEP = 0.25
 # 32² cells per platelet, 6 stress observations, 3 snapshots: the protocol of the defaults on a coarser grid
 DEMO_SETTINGS = {"grid_points": 32, "observations": 6, "snapshots": 3, "soc_step_max": 0.04}
 DEMO_SYNTH = {"size_px": 64, "seed": 0, "law": "bowed"}
-DEMO_CALIBRATION = {"n_bootstrap": 8, "n_knots": 9}
+# the probe PSFs the synthetic images are made with (synthesize's defaults) are modelled in the fit
+DEMO_CALIBRATION = {"n_bootstrap": 8, "n_knots": 9, "strain_psf_nm": 10.0, "composition_psf_nm": 10.0}
 MODEL_NAME = "lfp-chemomech"
 
 
