@@ -96,6 +96,17 @@ def _nested_dissection(coords: np.ndarray, leaf: int = 64) -> np.ndarray:
     return np.concatenate(order)
 
 
+def platelet_inputs(mask, stiffness_2d, spacing_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Checked numpy forms of a platelet's mask (bool, 2-D, not empty) and stiffness; spacing > 0."""
+    mask_np = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+    if mask_np.ndim != 2 or not mask_np.any():
+        raise ValueError("mask must be a 2-D boolean array with at least one True pixel")
+    if not spacing_nm > 0:
+        raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
+    c = stiffness_2d.detach().cpu() if isinstance(stiffness_2d, torch.Tensor) else stiffness_2d
+    return mask_np, np.asarray(c, dtype=float)
+
+
 class PlateletSolver:
     """Q1 finite elements of a traction-free platelet, factorised once for many eigenstrain fields.
 
@@ -112,15 +123,7 @@ class PlateletSolver:
         from scipy import ndimage, sparse
         from scipy.sparse import linalg as splinalg
 
-        mask_np = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
-        if mask_np.ndim != 2 or not mask_np.any():
-            raise ValueError("mask must be a 2-D boolean array with at least one True pixel")
-        if not spacing_nm > 0:
-            raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
-        c = np.asarray(
-            stiffness_2d.detach().cpu() if isinstance(stiffness_2d, torch.Tensor) else stiffness_2d,
-            dtype=float,
-        )
+        mask_np, c = platelet_inputs(mask, stiffness_2d, spacing_nm)
         if c.shape != (2, 2, 2, 2):
             raise ValueError(f"stiffness_2d must have shape (2, 2, 2, 2), got {c.shape}")
         self.mask = mask_np

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mechanics.fem import _CORNERS, _GAUSS, _b_matrix, voigt_2d
+from mechanics.fem import _CORNERS, _GAUSS, _b_matrix, platelet_inputs, voigt_2d
 
 
 def _next_fast(n: int) -> int:
@@ -66,15 +66,7 @@ class PlateletPCG:
 
     def __init__(self, mask, stiffness_2d, spacing_nm: float, *, device=None, dtype=torch.float64,
                  rtol: float = 1e-9, max_iter: int = 5000) -> None:
-        mask_np = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
-        if mask_np.ndim != 2 or not mask_np.any():
-            raise ValueError("mask must be a 2-D boolean array with at least one True pixel")
-        if not spacing_nm > 0:
-            raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
-        c = np.asarray(
-            stiffness_2d.detach().cpu() if isinstance(stiffness_2d, torch.Tensor) else stiffness_2d,
-            dtype=float,
-        )
+        mask_np, c = platelet_inputs(mask, stiffness_2d, spacing_nm)
         if c.shape == (2, 2, 2, 2):
             c = c[None]
         if c.ndim != 5 or c.shape[1:] != (2, 2, 2, 2):
