@@ -163,7 +163,7 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str, d
                                  device=device)
     comp_blur = MaskedGaussian(mask, psf_pixels(psf_nm[1], images.pixel_size_nm, "composition_psf_nm"),
                                device=device)
-    responses = strain_blur.apply_numpy(basis_responses(solver, phi, images.crystal_angle_deg), (2, 3))
+    responses = basis_responses(solver, phi, images.crystal_angle_deg, blur=strain_blur)
     if images.strain_sigma is None:
         weight = np.ones(mask.shape)
     else:
@@ -456,8 +456,7 @@ def _refine_particles(particles, fitted, knots, n_law):
             strain_blur=p.strain_blur, composition_blur=p.composition_blur,
         )
         phi = hat_basis(np.nan_to_num(x_new), knots)
-        responses = p.strain_blur.apply_numpy(basis_responses(p.solver, phi, p.images.crystal_angle_deg),
-                                              (2, 3))
+        responses = basis_responses(p.solver, phi, p.images.crystal_angle_deg, blur=p.strain_blur)
         out.append(replace(p, x_fit=x_new, responses=responses))
         start += n_rows
     return out

@@ -109,14 +109,31 @@ def eigenstrain_grid(values_ac: np.ndarray, angle_deg: float) -> np.ndarray:
     return np.einsum("...i,ipq->...pq", values_ac, axis_tensors(angle_deg))
 
 
-def basis_responses(solver: PlateletSolver, phi: np.ndarray, angle_deg: float, chunk: int = 16) -> np.ndarray:
+def basis_responses(solver, phi: np.ndarray, angle_deg: float, chunk: int = 16, blur=None) -> np.ndarray:
     """Strain responses to each law coefficient: (2, K−1, H, W, 2, 2), the grid-frame strain of
-    φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0).
+    φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0), passed through
+    ``blur`` (an :class:`inverse.psf.MaskedGaussian`, or None) when given.
 
     phi: (H, W, K) hat values per pixel (φ_k(X), or their posterior mean under composition noise).
+    With the PCG solver the fields are built, solved and blurred on its device and copied back once.
     """
+    from mechanics.fem_pcg import PlateletPCG
+
     phi = np.where(solver.mask[..., None], np.nan_to_num(phi[..., 1:]), 0.0)
+    if isinstance(solver, PlateletPCG):
+        kw = {"dtype": solver.dtype, "device": solver.device}
+        phi_t = torch.as_tensor(phi, **kw)
+        axes_t = torch.as_tensor(axis_tensors(angle_deg), **kw)
+        fields = torch.einsum("hwk,ipq->ikhwpq", phi_t, axes_t).reshape(-1, *solver.shape, 2, 2)
+        parts = []
+        for i in range(0, fields.shape[0], chunk):
+            strain = solver.apply_torch(fields[i:i + chunk])
+            if blur is not None:
+                strain = blur(strain.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)
+            parts.append(strain.double().cpu().numpy())
+        return np.concatenate(parts).reshape(2, phi.shape[-1], *solver.shape, 2, 2)
     axes = axis_tensors(angle_deg)  # (2, 2, 2)
     fields = np.einsum("hwk,ipq->ikhwpq", phi, axes).reshape(-1, *solver.shape, 2, 2)
     out = np.concatenate([solver.apply(fields[i:i + chunk]) for i in range(0, fields.shape[0], chunk)])
-    return out.reshape(2, phi.shape[-1], *solver.shape, 2, 2)
+    out = out.reshape(2, phi.shape[-1], *solver.shape, 2, 2)
+    return blur.apply_numpy(out, (2, 3)) if blur is not None else out
