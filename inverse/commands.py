@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     cal.add_argument("--bootstrap", type=int, default=64, help="block-bootstrap replicates (default 64)")
     cal.add_argument("--joint", type=int, default=2,
                      help="rounds of joint composition/law estimation (default 2; 0: denoised X only)")
+    cal.add_argument("--strain-psf-nm", type=float, default=None, metavar="SIGMA",
+                     help="Gaussian σ (nm) of the strain probe, modelled in the fit (default: none)")
+    cal.add_argument("--composition-psf-nm", type=float, default=None, metavar="SIGMA",
+                     help="Gaussian σ (nm) of the composition probe, modelled in the fit (default: none)")
     cal.add_argument("--device", default="auto",
                      help="where the platelet solves run: auto (a CUDA GPU if present), cpu, cuda, cuda:N")
     cal.add_argument("--solver", default="auto", choices=("auto", "lu", "pcg"),
@@ -111,7 +115,8 @@ def cmd_calibrate(args) -> int:
         cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone,
                         errors_in_variables=args.errors_in_variables,
                         n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True,
-                        device=args.device, solver=args.solver)
+                        device=args.device, solver=args.solver, strain_psf_nm=args.strain_psf_nm,
+                        composition_psf_nm=args.composition_psf_nm)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,
                               track=args.track)

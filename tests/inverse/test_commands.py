@@ -96,3 +96,27 @@ def test_synth_rejects_bad_options(workdir, capsys):
     assert run(["synth", "--out", "p.npz", "--law", "nope.csv"]) == 2
     assert "error: law:" in capsys.readouterr().err
     assert not (workdir / "p.npz").exists()
+
+
+def test_calibrate_options_psf_device_solver(workdir, capsys):
+    """The PSFs, the device and the solver reach the fit and the MLflow run; bad values exit 2 with the
+    option's name and leave no output directory."""
+    from mlflow import MlflowClient
+
+    assert run(["synth", "--out", "p.npz", "--size", "32", "--seed", "2", "--dislocations", "0"]) == 0
+    assert run(["calibrate", "p.npz", "--out", "cal", "--bootstrap", "2", "--joint", "1",
+                "--strain-psf-nm", "10", "--composition-psf-nm", "10", "--solver", "pcg",
+                "--device", "cpu"]) == 0
+    assert "solves: pcg on cpu" in capsys.readouterr().out
+    run_id = json.loads((workdir / "cal" / "calibration.json").read_text())["mlflow"]["run_id"]
+    params = MlflowClient("sqlite:///mlflow.db").get_run(run_id).data.params
+    assert params["strain_psf_nm"] == "10.0" and params["solver"] == "pcg" and params["device"] == "cpu"
+
+    assert run(["calibrate", "p.npz", "--out", "bad1", "--strain-psf-nm", "-3"]) == 2
+    assert "strain_psf_nm" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run(["calibrate", "p.npz", "--out", "bad2", "--device", "cuda"]) == 2
+        assert "device" in capsys.readouterr().err
+    assert run(["calibrate", "p.npz", "--out", "bad3", "--device", "tpu9"]) == 2
+    assert "device" in capsys.readouterr().err
+    assert not any((workdir / d).exists() for d in ("bad1", "bad2", "bad3"))
