@@ -397,7 +397,7 @@ def calibrate(
                  "n_particles": len(particles), "downweighted_fraction": float(np.mean(robust_w < 0.5)),
                  "n_hotspots": int(sum(len(h) for h in hotspots)), "solver": solver_kind,
                  "strain_psf_nm": strain_psf_nm, "composition_psf_nm": composition_psf_nm,
-                 "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})"}
+                 "device": f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)}
     clock.append(("report_s", time.perf_counter()))
     fit_stats["timings_s"] = {name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])}
     return Calibration(
@@ -408,28 +408,26 @@ def calibrate(
     )
 
 
-def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations, defects=None):
+def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations):
     """Design, robust GCV fit, then (optionally) dislocation nuisances at the hot spots and a refit.
 
-    ``defects``: given (columns, core weights, dislocations), fit once with them instead of detecting
-    hot spots. Every joint round detects again: keeping the first round's set cost 1.6 % of the c slope
-    on a two-particle test (hot spots move once X is refined).
+    Every joint round detects the hot spots again: keeping the first round's set cost 1.6 % of the c
+    slope on a two-particle test (hot spots move once X is refined). Returns the fit and the defects
+    (nuisance columns, core weights, dislocations per particle).
     """
     a_law, y, w, block, n_off = _design(particles, n_law)
     n_base = a_law.shape[1]
     dev = getattr(particles[0].solver, "device", None)
-    first = None
-    if defects is None:
-        defects = (np.zeros((y.size, 0)), np.ones_like(y), [[] for _ in particles])
-        if fit_dislocations:
-            first = _robust_fit(a_law, y, w, block, knots, n_robust, dev)
-            defects = _dislocation_columns(particles, y - first[0] @ first[1], w)
+    defects = (np.zeros((y.size, 0)), np.ones_like(y), [[] for _ in particles])
+    first = _robust_fit(a_law, y, w, block, knots, n_robust, dev)
+    if fit_dislocations:
+        defects = _dislocation_columns(particles, y - first[0] @ first[1], w)
     extra, keep, _ = defects
-    if extra.shape[1] == 0 and first is not None:  # nothing found: the first fit is the fit
-        return (*first[:1], y, w, block, n_off, n_base, *first[1:], defects)
+    if extra.shape[1] == 0:  # nothing to add: the first fit is the fit
+        return (first[0], y, w, block, n_off, n_base, *first[1:], defects)
     w = w * keep
-    a = np.hstack([a_law, extra]) if extra.shape[1] else a_law
-    a, theta, eq, choice, robust_w = _robust_fit(a, y, w, block, knots, n_robust, dev)
+    a, theta, eq, choice, robust_w = _robust_fit(np.hstack([a_law, extra]), y, w, block, knots, n_robust,
+                                                 dev)
     return a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, defects
 
 
