@@ -82,6 +82,9 @@ class PlateletPCG:
         self.shape = mask_np.shape
         self.spacing_nm = float(spacing_nm)
         self.iterations = np.zeros(0, dtype=int)
+        # last single-RHS forward and adjoint solutions: warm starts for an optimiser's next call
+        self._warm: torch.Tensor | None = None
+        self._warm_adj: torch.Tensor | None = None
         h = self.spacing_nm
         self.n_materials = c.shape[0]
         self.stiffness_voigt = np.stack([voigt_2d(ci) for ci in c])  # (M, 3, 3)
@@ -321,7 +324,6 @@ class PlateletPCG:
         """Total strain (n, H, W, 2, 2) of eigenstrain fields (n, H, W, 2, 2) on the solver's device."""
         e = self._crop(eigenstrain.to(device=self.device, dtype=self.dtype))
         u = self._cg(self._load(e), x0)
-        self.last_displacement = u
         return self._uncrop(self._strain(u))
 
     def apply_adjoint_torch(self, strain_grad: torch.Tensor) -> torch.Tensor:
@@ -348,7 +350,7 @@ class _PlateletStrain(torch.autograd.Function):
     def forward(ctx, eigenstrain, scale, solver: PlateletPCG):
         solver.set_stiffness_scale(scale)
         e = solver._crop(eigenstrain.detach().to(device=solver.device, dtype=solver.dtype))
-        u = solver._cg(solver._load(e), getattr(solver, "_warm", None))
+        u = solver._cg(solver._load(e), solver._warm)
         solver._warm = u if u.shape[0] == 1 else None
         ctx.solver = solver
         ctx.has_scale = scale is not None
@@ -361,7 +363,7 @@ class _PlateletStrain(torch.autograd.Function):
         e, u, scale = ctx.saved_tensors
         solver.set_stiffness_scale(scale if ctx.has_scale else None)
         g = solver._crop(grad_output.to(device=solver.device, dtype=solver.dtype))
-        lam = solver._cg(solver._strain_T(g), getattr(solver, "_warm_adj", None))
+        lam = solver._cg(solver._strain_T(g), solver._warm_adj)
         solver._warm_adj = lam if lam.shape[0] == 1 else None
         grad_e = solver._uncrop(solver._load_T(lam)).to(grad_output.dtype)
         grad_s = None
