@@ -257,12 +257,21 @@ def _ray_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Po
     return start_group([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], env, log)
 
 
+class PortClash(RuntimeError):
+    """The dashboard port answered with something other than the dashboard (another listener took it)."""
+
+
 def _alive_nodes(dashboard_url: str, token: str) -> list[dict]:
     status, body = http_status(f"{dashboard_url}/nodes?view=summary",
                                headers={"Authorization": f"Bearer {token}"})
     if status != 200:
         return []
-    return [node for node in json.loads(body)["data"]["summary"] if node["raylet"]["state"] == "ALIVE"]
+    try:
+        summary = json.loads(body)["data"]["summary"]
+    except (ValueError, KeyError, TypeError) as err:
+        # seen once: a Ray metrics exporter that had picked the same free port answered with Prometheus text
+        raise PortClash(f"{dashboard_url} is not the Ray dashboard: {body[:80]!r}") from err
+    return [node for node in summary if node["raylet"]["state"] == "ALIVE"]
 
 
 @contextlib.contextmanager
@@ -281,12 +290,10 @@ def two_node_ray_cluster(num_cpus_per_node: int = 1) -> Iterator[RayCluster]:
     # HOME inside the temporary directory: no ~/.ray/auth_token of the user is read or written.
     env.update({"HOME": str(root / "home"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
                 "RAY_USAGE_STATS_ENABLED": "0"})
-    gcs_port, dashboard_port = free_port(), free_port()
-    dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
     common = [f"--num-cpus={num_cpus_per_node}", "--num-gpus=0", "--object-store-memory=100000000"]
     nodes: list[RayNode] = []
 
-    def start_node(name: str, args: list[str], expected_nodes: int) -> RayNode:
+    def start_node(name: str, args: list[str], expected_nodes: int, dashboard_url: str) -> RayNode:
         marker_value = secrets.token_hex(8)
         log = root / f"{name}.log"
         proc = _ray_start([*args, f"--temp-dir={root / name}", *common], {**env, MARKER: marker_value}, log)
@@ -297,13 +304,25 @@ def two_node_ray_cluster(num_cpus_per_node: int = 1) -> Iterator[RayCluster]:
         return node
 
     try:
-        head = start_node("head", [
-            "--head", f"--port={gcs_port}", "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
-            f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}"], expected_nodes=1)
+        # Ports are picked free and released before Ray binds them, so one of Ray's own listeners can
+        # take one first: the metrics exporters get explicit ports too, and a clash restarts the head.
+        for attempt in range(3):
+            gcs_port, dashboard_port = free_port(), free_port()
+            dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
+            try:
+                head = start_node("head" if attempt == 0 else f"head{attempt}", [
+                    "--head", f"--port={gcs_port}", "--include-dashboard=true",
+                    f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard_port}",
+                    f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}"], expected_nodes=1, dashboard_url=dashboard_url)
+                break
+            except PortClash:
+                nodes.pop().stop()
+                if attempt == 2:
+                    raise
         worker = start_node("worker", [
-            f"--address={LOOPBACK}:{gcs_port}", f"--dashboard-agent-listen-port={free_port()}"],
-            expected_nodes=2)
+            f"--address={LOOPBACK}:{gcs_port}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}"], expected_nodes=2, dashboard_url=dashboard_url)
         yield RayCluster(gcs_address=f"{LOOPBACK}:{gcs_port}", dashboard_url=dashboard_url,
                          dashboard_port=dashboard_port, token=token, env=env, head=head, worker=worker,
                          root=root)
