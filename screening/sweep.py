@@ -7,9 +7,10 @@ Flow of one sweep:
    and the ``sweep_id``; create the parent run or reopen the one an interrupted driver left.
 3. Read the parent's child runs: FINISHED candidates are skipped; a leftover RUNNING run (driver killed
    while logging it) or a FAILED run is completed in place, so a candidate never gets a second run.
-4. Start actors (Ray restarts a killed actor and retries its calls: ``max_restarts``/``max_task_retries``;
-   a batch whose actor stays dead is resubmitted to another). Submit batches with at most two in flight
-   per actor (back-pressure through ``ray.wait``); the law goes to the object store once (``ray.put``).
+4. Start actors (Ray restarts a killed actor: ``max_restarts``). A batch whose actor died is resubmitted
+   to a live actor; the dead one gets no work until a ping shows it restarted, because an actor whose
+   node is gone may wait for resources forever. Submit batches with at most two in flight per live
+   actor (back-pressure through ``ray.wait``); the law goes to the object store once (``ray.put``).
 5. Each result is logged by a background thread while the actors keep simulating.
 6. Optionally rerun the top K on the free-surface particle (``fidelity="particle"``) as further child runs
    tagged ``fidelity=particle`` and ``refines=<candidate_id of the periodic run>``.
@@ -31,7 +32,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from screening import ids, tracking
@@ -225,8 +225,10 @@ class ActorPool:
         count = options.actors or max(1, capacity)
         count = max(1, min(count, work_items))
         env = {"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": str(threads)}
+        # no task retries inside Ray: a call on a dead actor fails at once and the sweep resubmits the
+        # batch to a live actor (Ray would hold it for a restart that may never find resources)
         remote = ray.remote(SimulatorActor).options(
-            **placement, max_restarts=options.max_retries, max_task_retries=options.max_retries,
+            **placement, max_restarts=options.max_retries, max_task_retries=0,
             runtime_env={"env_vars": env})
         _ship_by_value(metric_fn)
         # the law goes to the object store once; actors receive the reference (boxed) with each batch
@@ -277,7 +279,12 @@ def _ship_by_value(function: Callable | None) -> None:
 
 def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, options: SweepOptions,
               on_result: Callable[[CandidateResult], None]) -> None:
-    """Run ``work`` = [(candidate_id, item)] through the pool; call ``on_result`` for each candidate."""
+    """Run ``work`` = [(candidate_id, item)] through the pool; call ``on_result`` for each candidate.
+
+    An actor whose call fails with ``RayActorError`` is set aside and pinged (``describe``); it gets
+    batches again once the ping returns (Ray restarted it). When every actor is set aside and none can
+    come back (all pings failed), the remaining batches are reported FAILED instead of waiting forever.
+    """
     import ray
     from ray.exceptions import RayActorError
 
@@ -285,21 +292,44 @@ def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, opti
     queue = deque((work[i:i + size], 0) for i in range(0, len(work), size))
     settings_ref = ray.put(settings)
     pending: dict = {}
+    pings: dict = {}  # ping ref -> slot of an actor set aside
+    lost: set[int] = set()  # slots whose actor failed a ping: restarts exhausted
+    n_slots = len(pool.actors)
+
+    def set_aside(slot: int) -> None:
+        if slot not in pings.values() and slot not in lost:
+            pings[pool.actors[slot].describe.remote()] = slot
+
     while queue or pending:
-        while queue and min(pool.in_flight) < 2:
+        usable = [i for i in range(n_slots) if i not in pings.values() and i not in lost]
+        if not usable and not pings and not pending:
+            while queue:
+                batch, attempt = queue.popleft()
+                for cid, _ in batch:
+                    on_result(CandidateResult(cid, "FAILED", "every simulator actor died"))
+            break
+        while queue and usable and min(pool.in_flight[i] for i in usable) < 2:
             batch, attempt = queue.popleft()
-            slot = int(np.argmin(pool.in_flight))
+            slot = min(usable, key=lambda i: pool.in_flight[i])
             ref = pool.actors[slot].run_batch.remote([(cid, it.params) for cid, it in batch], settings_ref,
                                                      pool.law_box)
             pending[ref] = (batch, attempt, slot)
             pool.in_flight[slot] += 1
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait([*pending, *pings], num_returns=1)
         for ref in ready:
+            if ref in pings:
+                slot = pings.pop(ref)
+                try:
+                    ray.get(ref)  # the actor is back
+                except RayActorError:
+                    lost.add(slot)
+                continue
             batch, attempt, slot = pending.pop(ref)
             pool.in_flight[slot] -= 1
             try:
                 results = ray.get(ref)
             except RayActorError as exc:
+                set_aside(slot)
                 if attempt < options.max_retries:
                     queue.append((batch, attempt + 1))
                     continue
