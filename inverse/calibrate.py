@@ -54,7 +54,7 @@ class Particle:
     weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
     solver: object  # the platelet solver (factorised PlateletSolver, or PlateletPCG on a GPU)
     sigma_x_grid: float  # composition noise after registration (σ_eff)
-    strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (identity when σ = 0)
+    strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (None: no PSF)
     composition_blur: object = None  # the same for the composition map on the strain grid
 
 
@@ -159,10 +159,11 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str, d
         raise InputError("errors_in_variables", "'nlm', 'tv', 'posterior' or 'none'", eiv)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm, voigt, plane,
                              device=device, solver=solver_kind)
-    strain_blur = MaskedGaussian(mask, psf_pixels(psf_nm[0], images.pixel_size_nm, "strain_psf_nm"),
-                                 device=device)
-    comp_blur = MaskedGaussian(mask, psf_pixels(psf_nm[1], images.pixel_size_nm, "composition_psf_nm"),
-                               device=device)
+    # a PSF operator only where a PSF is given (σ = 0 would be the identity on the mask)
+    strain_blur, comp_blur = (
+        MaskedGaussian(mask, sig, device=device) if sig > 0 else None
+        for sig in (psf_pixels(psf_nm[0], images.pixel_size_nm, "strain_psf_nm"),
+                    psf_pixels(psf_nm[1], images.pixel_size_nm, "composition_psf_nm")))
     responses = basis_responses(solver, phi, images.crystal_angle_deg, blur=strain_blur)
     if images.strain_sigma is None:
         weight = np.ones(mask.shape)

@@ -20,6 +20,8 @@ registration (interpolation averages neighbours and shrinks it; propagated exact
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -126,20 +128,13 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     ``device``: as for :func:`inverse.calibrate` (None: a GPU when there is one); the law is moved there.
     Returns the trained law (in place) and the offset (2, 2) in the crystal frame.
     """
-    from inverse.denoise import denoise_nlm
     from inverse.forward import lfp_material, platelet_solver
     from inverse.images import grid_to_crystal
-    from inverse.registration import align_composition, field_to_strain_grid
 
     material = material or lfp_material()
     mask = images.mask
     if x is None:
-        reg = align_composition(images)
-        comp = images.composition
-        valid = np.isfinite(comp)
-        sig_map = np.broadcast_to(images.composition_sigma or 0.0, comp.shape)
-        sigma = float(np.sqrt(np.mean(np.square(sig_map[valid]))))
-        x = field_to_strain_grid(denoise_nlm(comp, valid, sigma) if sigma > 0 else comp, images, reg)
+        x = default_composition(images)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm,
                              material.stiffness_voigt(), plane, device=device)
     strain_of, dev = strain_function(solver)
@@ -173,12 +168,36 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     return law, grid_to_crystal(np.array([[o[0], o[2]], [o[2], o[1]]]), images.crystal_angle_deg)
 
 
-def _run_lbfgs(opt: torch.optim.LBFGS, objective) -> None:
-    """One L-BFGS run of ``objective`` on a single torch thread.
+def default_composition(images) -> np.ndarray:
+    """The composition on the strain grid for the autograd fits: registered, then non-local-means
+    denoised with its stated σ (raw when no σ is given)."""
+    from inverse.denoise import denoise_nlm
+    from inverse.registration import align_composition, field_to_strain_grid
 
-    The per-step tensors are a few vectors of pixel length: one thread beats a fan-out whose barriers
-    dominate (measured 5 ms per 26k-element dot with 2 threads on a shared 2-core machine).
-    """
+    reg = align_composition(images)
+    comp = images.composition
+    valid = np.isfinite(comp)
+    sig_map = np.broadcast_to(images.composition_sigma or 0.0, comp.shape)
+    sigma = float(np.sqrt(np.mean(np.square(sig_map[valid]))))
+    return field_to_strain_grid(denoise_nlm(comp, valid, sigma) if sigma > 0 else comp, images, reg)
+
+
+@contextmanager
+def single_thread():
+    """Run torch on one thread inside the block. The optimisers' per-step tensors are a few vectors of
+    pixel length: one thread beats a fan-out whose barriers dominate (measured 5 ms per 26k-element dot
+    with 2 threads on a shared 2-core machine; PCG iterations 1 ms on one thread against 7 ms on two,
+    96² particle)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_lbfgs(opt: torch.optim.LBFGS, objective) -> None:
+    """One L-BFGS run of ``objective`` on a single torch thread."""
 
     def closure():
         opt.zero_grad()
@@ -186,9 +205,5 @@ def _run_lbfgs(opt: torch.optim.LBFGS, objective) -> None:
         loss.backward()
         return loss
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         opt.step(closure)
-    finally:
-        torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mechanics.errors import InputError
-from mechanics.fem_pcg import _next_fast
+from mechanics.fem_pcg import next_fast_size
 
 
 class MaskedGaussian:
@@ -43,7 +43,7 @@ class MaskedGaussian:
             radius = max(1, int(4.0 * self.sigma_px + 0.5))  # scipy.ndimage's truncation at 4σ
             h, w = self.mask.shape
             # FFT size: field + kernel support, so the cyclic convolution equals the linear one
-            self._fft_shape = (_next_fast(h + 2 * radius), _next_fast(w + 2 * radius))
+            self._fft_shape = (next_fast_size(h + 2 * radius), next_fast_size(w + 2 * radius))
             t = np.arange(-radius, radius + 1)
             g = np.exp(-0.5 * (t / self.sigma_px) ** 2)
             g /= g.sum()

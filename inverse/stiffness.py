@@ -47,12 +47,12 @@ of the autograd gradient) times max(1, χ²_red) when σ_ε is declared, times �
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from inverse.joint import default_composition, single_thread
 from mechanics.errors import InputError
 
 _ROWS = ((0, 0), (1, 1), (0, 1))
@@ -118,32 +118,6 @@ def contrast_weights(x, ratio):
         return torch.stack([xc, (1.0 - xc) * ratio])
     xc = np.clip(x, 0.0, 1.0)
     return np.stack([xc, (1.0 - xc) * ratio])
-
-
-@contextmanager
-def single_thread():
-    """Run torch on one thread inside the block: the solver's per-iteration tensors are small, and on a
-    shared 2-core machine a fan-out's barriers cost more than they save (PCG iterations measured 1 ms
-    on one thread against 7 ms on two, 96² particle)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _default_composition(images) -> np.ndarray:
-    """Registered, non-local-means denoised composition on the strain grid (as fit_law_autograd)."""
-    from inverse.denoise import denoise_nlm
-    from inverse.registration import align_composition, field_to_strain_grid
-
-    reg = align_composition(images)
-    comp = images.composition
-    valid = np.isfinite(comp)
-    sig_map = np.broadcast_to(images.composition_sigma or 0.0, comp.shape)
-    sigma = float(np.sqrt(np.mean(np.square(sig_map[valid]))))
-    return field_to_strain_grid(denoise_nlm(comp, valid, sigma) if sigma > 0 else comp, images, reg)
 
 
 def _check_inputs(images, knots, n_knots, law_values, x, r0, n_iter, dislocations):
@@ -224,7 +198,7 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
                                                         dislocations)
     material = material or lfp_material()
     if x is None:
-        x = _default_composition(images)
+        x = default_composition(images)
     mask = images.mask
     angle = images.crystal_angle_deg
     stiff = contrast_stiffness(angle, plane, material.stiffness_voigt(), fp_voigt_GPa)

@@ -220,7 +220,8 @@ def synthesize(
         solver = platelet_solver(mask_f, crystal_angle_deg, h_f, material.stiffness_voigt())
         strain_f = solver.apply(eig_f)[0]
     else:  # C(X) = X·C_LFP + (1 − X)·r·C_FP (inverse.stiffness), matrix-free solver with two materials
-        from inverse.stiffness import contrast_stiffness, contrast_weights, single_thread
+        from inverse.joint import single_thread
+        from inverse.stiffness import contrast_stiffness, contrast_weights
         from mechanics.fem_pcg import PlateletPCG
 
         pcg = PlateletPCG(mask_f, contrast_stiffness(crystal_angle_deg, "stress", material.stiffness_voigt()),

@@ -40,7 +40,7 @@ import torch
 from mechanics.fem import _CORNERS, _GAUSS, _b_matrix, platelet_inputs, voigt_2d
 
 
-def _next_fast(n: int) -> int:
+def next_fast_size(n: int) -> int:
     """Smallest integer ≥ n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
     m = n
     while True:
@@ -119,7 +119,7 @@ class PlateletPCG:
         self._nmask = torch.as_tensor(node, device=self.device).to(dtype)  # (hh+1, ww+1)
 
         # periodic box for the preconditioner: the node lattice plus a margin of a quarter side
-        self._box = (_next_fast(hh + 1 + max(4, hh // 4)), _next_fast(ww + 1 + max(4, ww // 4)))
+        self._box = (next_fast_size(hh + 1 + max(4, hh // 4)), next_fast_size(ww + 1 + max(4, ww // 4)))
         ref = np.zeros(self.n_materials)
         ref[0] = 1.0
         self._set_reference(ref)
