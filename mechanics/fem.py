@@ -114,12 +114,16 @@ class PlateletSolver:
       mask: (H, W) bool, True inside the particle (numpy array or tensor).
       stiffness_2d: (2, 2, 2, 2) in-plane stiffness in GPa along grid axes (0, 1), uniform.
       spacing_nm: pixel pitch h in nm.
+      weights: optional (H, W) stiffness weight per element, > 0 on every mask pixel (default 1):
+        element stiffness w·C and eigenstrain load w·C:ε⁰. With w the area fraction of a pixel covered
+        by the particle, rim pixels are partial-coverage elements (the same ersatz-material model as
+        :meth:`mechanics.fem_pcg.PlateletPCG.set_stiffness_scale`).
 
     Attributes: ``n_elements``, ``n_dofs``, ``pinned_dofs`` (three per connected piece), ``operators``
     (scipy sparse L (dofs × 3·elements) and B (3·elements × dofs)).
     """
 
-    def __init__(self, mask, stiffness_2d, spacing_nm: float) -> None:
+    def __init__(self, mask, stiffness_2d, spacing_nm: float, weights=None) -> None:
         from scipy import ndimage, sparse
         from scipy.sparse import linalg as splinalg
 
@@ -139,6 +143,16 @@ class PlateletSolver:
         self.element_rows, self.element_cols = rows, cols
         n_el = rows.size
         self.n_elements = n_el
+        if weights is None:
+            w_el = np.ones(n_el)
+        else:
+            w_map = np.asarray(weights, dtype=float)
+            if w_map.shape != self.shape:
+                raise ValueError(f"weights must have shape {self.shape}, got {w_map.shape}")
+            w_el = w_map[rows, cols]
+            if not np.all(np.isfinite(w_el) & (w_el > 0)):
+                raise ValueError("weights must be finite and > 0 on every mask pixel")
+        self.weights = w_el
         width = self.shape[1] + 1
         corner_r = rows[:, None] + _CORNERS[None, :, 0]
         corner_c = cols[:, None] + _CORNERS[None, :, 1]
@@ -164,13 +178,14 @@ class PlateletSolver:
 
         ii = np.repeat(dofs, 8, axis=1).ravel()
         jj = np.tile(dofs, (1, 8)).ravel()
-        k_full = sparse.coo_matrix((np.tile(ke.ravel(), n_el), (ii, jj)), shape=(self.n_dofs,) * 2).tocsr()
+        k_full = sparse.coo_matrix((np.outer(w_el, ke.ravel()).ravel(), (ii, jj)),
+                                   shape=(self.n_dofs,) * 2).tocsr()
 
         el_cols = 3 * np.arange(n_el)[:, None] + np.arange(3)[None, :]  # (n_el, 3)
         l_rows = np.repeat(dofs, 3, axis=1).ravel()
         l_cols = np.tile(el_cols, (1, 8)).ravel()
         load = sparse.coo_matrix(
-            (np.tile(le.ravel(), n_el), (l_rows, l_cols)), shape=(self.n_dofs, 3 * n_el)
+            (np.outer(w_el, le.ravel()).ravel(), (l_rows, l_cols)), shape=(self.n_dofs, 3 * n_el)
         ).tocsr()
         b_rows = np.repeat(el_cols, 8, axis=1).ravel()
         b_cols = np.tile(dofs, (1, 3)).ravel()
