@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     synth.add_argument("--strain-reference", default="unknown", choices=("unknown", "LiMPO4", "MPO4"))
     synth.add_argument("--dislocations", type=int, default=3, help="edge dislocations on phase boundaries")
     synth.add_argument("--burgers-nm", type=float, default=1.0, help="Burgers vector length (nm)")
+    synth.add_argument("--no-coverage", dest="coverage", action="store_false",
+                       help="do not write the pixel coverage map (the mask's staircase is then the outline)")
     synth.set_defaults(handler=cmd_synth)
 
     cal = subparsers.add_parser("calibrate", help="learn the eigenstrain law ε⁰(X) from image sets")
@@ -72,6 +74,8 @@ def register(subparsers) -> None:
                      help="where the platelet solves run: auto (a CUDA GPU if present), cpu, cuda, cuda:N")
     cal.add_argument("--solver", default="auto", choices=("auto", "lu", "pcg"),
                      help="platelet solver: sparse LU (CPU) or matrix-free PCG (any device); auto picks")
+    cal.add_argument("--ignore-coverage", dest="use_coverage", action="store_false",
+                     help="model the outline as the mask's pixel staircase even when the set has coverage")
     cal.set_defaults(handler=cmd_calibrate)
 
 
@@ -92,7 +96,7 @@ def cmd_synth(args) -> int:
             composition_psf_nm=args.composition_psf_nm, strain_psf_nm=args.strain_psf_nm,
             registration_offset_nm=args.registration_offset_nm, strain_reference=args.strain_reference,
             n_dislocations=args.dislocations, burgers_nm=args.burgers_nm,
-            composition_pixel_size_nm=args.composition_pixel_size_nm,
+            composition_pixel_size_nm=args.composition_pixel_size_nm, coverage=args.coverage,
         )
         path = save_images(images, args.out)
     except InputError as exc:
@@ -116,7 +120,7 @@ def cmd_calibrate(args) -> int:
                         errors_in_variables=args.errors_in_variables,
                         n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True,
                         device=args.device, solver=args.solver, strain_psf_nm=args.strain_psf_nm,
-                        composition_psf_nm=args.composition_psf_nm)
+                        composition_psf_nm=args.composition_psf_nm, use_coverage=args.use_coverage)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,
                               track=args.track)
@@ -128,7 +132,8 @@ def cmd_calibrate(args) -> int:
           f"{v['max_deviation'] * 100:.3f} %")
     print(f"fit: rmse {cal.fit['rmse_strain']:.3g}, chi2_reduced {cal.fit['chi2_reduced']:.3g}, "
           f"{cal.fit['n_pixels']} pixels, λ {cal.fit['lambda']:.3g} (GCV), "
-          f"{cal.fit['n_hotspots']} hot spots; solves: {cal.fit['solver']} on {cal.fit['device']}")
+          f"{cal.fit['n_hotspots']} hot spots; solves: {cal.fit['solver']} on {cal.fit['device']}; "
+          f"outline: {cal.fit['rim']}")
     for i, r in enumerate(cal.registration):
         print(f"particle {i}: composition registered by shift (dy, dx) = "
               f"({r['shift_px'][0]:.2f}, {r['shift_px'][1]:.2f}) px")

@@ -58,23 +58,79 @@ def resolve_device(device=None, solver: str = "auto") -> tuple[torch.device, str
     return dev, solver
 
 
+# Rim pixels outside the data mask become elements when at least this fraction of them is covered:
+# thinner slivers carry < 5 % of a pixel's stiffness, and near-zero weights slow the PCG down.
+MIN_COVERAGE = 0.05
+
+
+def rim_elements(mask: np.ndarray, coverage: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(elements, weights) of the forward model for a data ``mask`` and an optional pixel ``coverage``.
+
+    Without coverage the elements are the mask pixels, all of full weight (the outline is the pixel
+    staircase). With it, every mask pixel is an element of weight = its covered area fraction, and
+    pixels outside the mask that share an edge with it and are covered by at least
+    :data:`MIN_COVERAGE` are added (partial-coverage elements): the model's outline then follows the
+    particle's sub-pixel edge instead of the staircase.
+    """
+    from scipy import ndimage
+
+    if coverage is None:
+        return mask, None
+    cov = np.nan_to_num(np.asarray(coverage, dtype=float))
+    ring = ndimage.binary_dilation(mask) & ~mask  # edge neighbours: no element hangs on a corner
+    elements = mask | (ring & (cov >= MIN_COVERAGE))
+    weights = np.where(elements, np.clip(cov, MIN_COVERAGE, 1.0), 0.0)
+    return elements, weights
+
+
+def nearest_in_mask(mask: np.ndarray, elements: np.ndarray) -> np.ndarray:
+    """For every element pixel (row-major order of ``np.nonzero(elements)``), the index of the nearest
+    mask pixel in the row-major list of ``np.nonzero(mask)``: how rim elements take their composition."""
+    from scipy import ndimage
+
+    _, (near_r, near_c) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    position = np.full(mask.shape, -1, dtype=np.int64)
+    position[mask] = np.arange(int(mask.sum()))
+    rows, cols = np.nonzero(elements)
+    return position[near_r[rows, cols], near_c[rows, cols]]
+
+
+def extend_to_elements(field: np.ndarray, mask: np.ndarray, elements: np.ndarray) -> np.ndarray:
+    """``field`` (H, W, ...) with the rim elements outside ``mask`` filled from their nearest mask pixel
+    (and zero elsewhere outside the mask)."""
+    if elements is mask or np.array_equal(elements, mask):
+        return field
+    out = np.where(mask.reshape(mask.shape + (1,) * (field.ndim - 2)), field, 0.0)
+    src = nearest_in_mask(mask, elements)
+    rows, cols = np.nonzero(mask)
+    er, ec = np.nonzero(elements)
+    out[er, ec] = field[rows[src], cols[src]]
+    return out
+
+
 def platelet_solver(mask: np.ndarray, angle_deg: float, pixel_nm: float, voigt_GPa=None,
-                    plane: str = "stress", device=None, solver: str = "auto"):
+                    plane: str = "stress", device=None, solver: str = "auto", coverage=None):
     """Free-platelet solver on the image grid for a crystal rotated by ``angle_deg``: a factorised
     :class:`mechanics.fem.PlateletSolver` or a :class:`mechanics.fem_pcg.PlateletPCG` on ``device``
     (see :func:`resolve_device`). Both have ``apply``/``apply_adjoint`` (numpy) and the same
-    discretisation."""
+    discretisation. ``coverage`` (H, W), optional: the covered area fraction of each pixel; the
+    solver's elements and weights are then :func:`rim_elements` (``solver.mask`` is the element set,
+    which may extend one pixel beyond ``mask``)."""
     from mechanics.fem_pcg import PlateletPCG
     from mechanics.stiffness import Stiffness
 
     dev, kind = resolve_device(device, solver)
+    elements, weights = rim_elements(np.asarray(mask, dtype=bool), coverage)
     if voigt_GPa is None:
         voigt_GPa = lfp_material().stiffness_voigt()
     c_ac = Stiffness.from_voigt(np.asarray(voigt_GPa, dtype=float)).reduced(axes=(0, 2), plane=plane)
     c_grid = stiffness_to_grid(c_ac.numpy(), angle_deg)
     if kind == "pcg":
-        return PlateletPCG(mask, c_grid, pixel_nm, device=dev)
-    return PlateletSolver(mask, c_grid, pixel_nm)
+        pcg = PlateletPCG(elements, c_grid, pixel_nm, device=dev)
+        if weights is not None:
+            pcg.set_stiffness_scale(weights)
+        return pcg
+    return PlateletSolver(elements, c_grid, pixel_nm, weights=weights)
 
 
 def strain_function(solver):

@@ -42,6 +42,9 @@ class ImageSet:
       composition_pixel_size_nm: pitch of the composition grid (nm), or None for the strain grid.
       composition_sigma, strain_sigma: one-σ noise (scalar, or a map on the grid of the field), or None.
       strain_reference: ``"LiMPO4"``, ``"MPO4"`` or ``"unknown"``.
+      coverage: (H, W) area fraction of each strain pixel covered by the particle (e.g. a virtual
+        ADF image normalised to the interior), or None: the forward model's outline is then the mask's
+        pixel staircase (see :func:`inverse.forward.rim_elements`).
       source, sha256: where the set was read from (empty for in-memory sets).
       truth: the ``truth_*`` entries written by ``synth`` (never read by calibration).
     """
@@ -57,6 +60,7 @@ class ImageSet:
     composition_sigma: float | np.ndarray | None = None
     strain_sigma: float | np.ndarray | None = None
     strain_reference: str = "unknown"
+    coverage: np.ndarray | None = None
     source: str = ""
     sha256: str = ""
     truth: dict = field(default_factory=dict)
@@ -136,6 +140,24 @@ def _sigma(raw: dict, name: str, shape: tuple[int, int]):
     return value
 
 
+def _coverage(raw: dict, shape: tuple[int, int], mask: np.ndarray):
+    """The optional covered area fraction per pixel: in [0, 1] (NaN read as 0) and > 0 on the mask."""
+    if "coverage" not in raw or raw["coverage"] is None:
+        return None
+    value = np.asarray(raw["coverage"])
+    if value.shape != shape or value.dtype.kind not in "fiu":
+        raise InputError("coverage", f"a float array of shape {shape} (area fraction per pixel)",
+                         f"{value.dtype} array of shape {value.shape}")
+    value = np.nan_to_num(value.astype(float), nan=0.0)
+    if np.any(value < 0) or np.any(value > 1 + 1e-6):
+        raise InputError("coverage", "covered area fractions in [0, 1]",
+                         f"range [{value.min():.3g}, {value.max():.3g}]")
+    if np.any(value[mask] <= 0):
+        raise InputError("coverage", "a fraction > 0 at every mask pixel",
+                         f"{int(np.sum(value[mask] <= 0))} mask pixels at 0")
+    return np.clip(value, 0.0, 1.0)
+
+
 def _text(value) -> str:
     arr = np.asarray(value)
     item = arr.reshape(()).item() if arr.size == 1 else value
@@ -200,6 +222,7 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
             f"Li fraction X in [0, 1] within noise (±{tolerance:.3g})",
             f"range [{inside.min():.3g}, {inside.max():.3g}]",
         )
+    coverage = _coverage(raw, shape, mask)
     truth = {k: np.asarray(v) for k, v in raw.items() if k.startswith("truth_")}
     return ImageSet(
         composition=comp,
@@ -213,6 +236,7 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
         composition_sigma=comp_sigma,
         strain_sigma=strain_sigma,
         strain_reference=reference,
+        coverage=coverage,
         source=source,
         sha256=sha256,
         truth=truth,
@@ -310,7 +334,7 @@ def as_mapping(images: ImageSet) -> dict:
         "crystal_angle_deg": images.crystal_angle_deg,
         "strain_reference": images.strain_reference,
     }
-    for name in ("composition_pixel_size_nm", "composition_sigma", "strain_sigma"):
+    for name in ("composition_pixel_size_nm", "composition_sigma", "strain_sigma", "coverage"):
         if getattr(images, name) is not None:
             out[name] = getattr(images, name)
     out.update(images.truth)

@@ -45,6 +45,7 @@ def refine_composition(
     n_iter: int = 20,
     strain_blur=None,
     composition_blur=None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """X̂ (H, W) minimising J(X) above; NaN outside the mask.
 
@@ -53,10 +54,13 @@ def refine_composition(
     1/σ_ε² times robust weights (0 drops a pixel from the strain term). strain_blur and
     composition_blur: the probes' PSFs (:class:`inverse.psf.MaskedGaussian`, None: none); the model
     strain is blurred before it is compared, and the prior compares the blurred X with x_obs.
+    mask: the data pixels (default: the solver's elements); rim elements of the solver outside it
+    (partial coverage, :func:`inverse.forward.rim_elements`) take the X of their nearest mask pixel.
     """
+    from inverse.forward import nearest_in_mask
     from mechanics.laws import PiecewiseLinearLaw
 
-    mask = solver.mask
+    mask = solver.mask if mask is None else mask
     rows, cols = np.nonzero(mask)
     strain_of, dev = strain_function(solver)
     kw = {"dtype": torch.float64, "device": dev}
@@ -68,15 +72,17 @@ def refine_composition(
     prior = torch.as_tensor(np.nan_to_num(x_obs[rows, cols]), **kw)
     x = torch.as_tensor(np.nan_to_num(x_start[rows, cols]), **kw).clone().requires_grad_(True)
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(solver.mask))
+    source = torch.as_tensor(nearest_in_mask(mask, solver.mask), device=dev)
     inv_var = 1.0 / sigma_eff**2
     # scale the objective to O(1) per pixel so L-BFGS's default tolerances are meaningful
     scale = 1.0 / rows.size
 
     def objective():
         f = law.basis(x) @ vals.T  # (n, 2)
-        eig_px = torch.einsum("ni,ipq->npq", f, axes)
+        eig_px = torch.einsum("ni,ipq->npq", f, axes)[source]
         eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
-        eig = eig.index_put((torch.zeros_like(ri), ri, ci), eig_px)
+        eig = eig.index_put((torch.zeros_like(el_r), el_r, el_c), eig_px)
         strain_map = strain_of(eig)[0]
         if strain_blur is not None:
             strain_map = strain_blur(strain_map.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
@@ -128,7 +134,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     ``device``: as for :func:`inverse.calibrate` (None: a GPU when there is one); the law is moved there.
     Returns the trained law (in place) and the offset (2, 2) in the crystal frame.
     """
-    from inverse.forward import lfp_material, platelet_solver
+    from inverse.forward import lfp_material, nearest_in_mask, platelet_solver
     from inverse.images import grid_to_crystal
 
     material = material or lfp_material()
@@ -136,12 +142,14 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     if x is None:
         x = default_composition(images)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm,
-                             material.stiffness_voigt(), plane, device=device)
+                             material.stiffness_voigt(), plane, device=device, coverage=images.coverage)
     strain_of, dev = strain_function(solver)
     kw = {"dtype": torch.float64, "device": dev}
     law.to(dev)
     rows, cols = np.nonzero(mask)
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(solver.mask))
+    source = torch.as_tensor(nearest_in_mask(mask, solver.mask), device=dev)  # rim elements' X
     xt = torch.as_tensor(np.nan_to_num(x)[rows, cols], **kw)
     target = torch.as_tensor(images.strain_grid()[rows, cols], **kw)
     sig = images.strain_sigma if images.strain_sigma is not None else 1.0
@@ -152,9 +160,9 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     scale = 1.0 / (rows.size * float(w.mean()))
 
     def objective():
-        f = law(xt)[:, [0, 2]].to(torch.float64)
+        f = law(xt)[:, [0, 2]].to(torch.float64)[source]
         eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
-        eig = eig.index_put((torch.zeros_like(ri), ri, ci), torch.einsum("ni,ipq->npq", f, axes))
+        eig = eig.index_put((torch.zeros_like(el_r), el_r, el_c), torch.einsum("ni,ipq->npq", f, axes))
         strain = strain_of(eig)[0, ri, ci]
         off = torch.stack([torch.stack([offset[0], offset[2]]), torch.stack([offset[2], offset[1]])])
         r = strain + off - target

@@ -188,7 +188,14 @@ def fit_stiffness_ratio(images, *, knots=None, n_knots: int = 11, law_values=Non
 def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane, material, fp_voigt_GPa,
          device):
     from inverse.dislocations import unit_fields
-    from inverse.forward import axis_tensors, hat_basis, lfp_material
+    from inverse.forward import (
+        axis_tensors,
+        extend_to_elements,
+        hat_basis,
+        lfp_material,
+        nearest_in_mask,
+        rim_elements,
+    )
     from inverse.images import crystal_rotation, grid_to_crystal
     from mechanics.fem_pcg import PlateletPCG, platelet_strain
 
@@ -202,14 +209,18 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
     mask = images.mask
     angle = images.crystal_angle_deg
     stiff = contrast_stiffness(angle, plane, material.stiffness_voigt(), fp_voigt_GPa)
-    solver = PlateletPCG(mask, stiff, images.pixel_size_nm, device=device)
+    elements, cover = rim_elements(mask, images.coverage)  # partial-coverage rim, as in calibrate
+    solver = PlateletPCG(elements, stiff, images.pixel_size_nm, device=device)
     dev = solver.device
     kw = {"dtype": torch.float64, "device": dev}
 
     rows, cols = np.nonzero(mask)
     n_px, k_free = rows.size, knots.size - 1
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
-    x_map = torch.as_tensor(np.where(mask, np.nan_to_num(x), 0.0), **kw)
+    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(elements))
+    source = torch.as_tensor(nearest_in_mask(mask, elements), device=dev)
+    cover_t = torch.as_tensor(cover, **kw) if cover is not None else None
+    x_map = torch.as_tensor(extend_to_elements(np.where(mask, np.nan_to_num(x), 0.0), mask, elements), **kw)
     phi = torch.as_tensor(hat_basis(np.nan_to_num(x)[rows, cols], knots)[:, 1:], **kw)  # (N, K-1)
     axes = torch.as_tensor(axis_tensors(angle), **kw)  # (2, 2, 2) e_i ⊗ e_i, grid frame
     target = torch.as_tensor(images.strain_grid()[rows, cols], **kw)  # (N, 2, 2)
@@ -245,8 +256,11 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
         """Strain (n, N, 2, 2) on the mask pixels of eigenstrains (n, N, 2, 2) or (N, 2, 2)."""
         batch = eig_px.reshape(-1, n_px, 2, 2)
         eig = torch.zeros((batch.shape[0], *mask.shape, 2, 2), **kw)
-        eig[:, ri, ci] = batch
-        out = platelet_strain(solver, eig, contrast_weights(x_map, torch.exp(log_r)))[:, ri, ci]
+        eig[:, el_r, el_c] = batch[:, source]
+        scale = contrast_weights(x_map, torch.exp(log_r))
+        if cover_t is not None:
+            scale = scale * cover_t
+        out = platelet_strain(solver, eig, scale)[:, ri, ci]
         return out.reshape(eig_px.shape)
 
     def chi2_half(theta):

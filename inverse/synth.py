@@ -9,7 +9,8 @@ with ``stiffness_ratio``, the composition-dependent stiffness of :mod:`inverse.s
 grid. Added to it: the Volterra strain of edge dislocations sitting on phase boundaries (isotropic,
 infinite body, Hirth & Lothe, *Theory of Dislocations* (1982) eq. 3-43, core-regularised), a uniform
 strain-reference offset, a Gaussian PSF per modality, area averaging onto the image pixels, a
-registration offset of the composition map, and Gaussian noise. Everything the fit must recover is
+registration offset of the composition map, and Gaussian noise. The covered area fraction of every strain
+pixel is written as ``coverage`` (the particle's sub-pixel outline). Everything the fit must recover is
 stored under ``truth_*``.
 
 The strain reference is treated to first order (infinitesimal strain, as everywhere in chemoscreen):
@@ -183,6 +184,7 @@ def synthesize(
     declared_noise_factor: float = 1.0,
     material=None,
     stiffness_ratio: float | None = None,
+    coverage: bool = True,
 ) -> ImageSet:
     """A synthetic LFP platelet image set with known truth (see the module docstring).
 
@@ -190,7 +192,9 @@ def synthesize(
     ``strain_offset`` is (aa, cc, ac) in the crystal frame; ``declared_noise_factor`` scales the noise
     levels written into the file relative to those actually added (1: honest). ``stiffness_ratio``: None
     for the uniform LFP stiffness; r > 0 for the composition-dependent C(X) = X·C_LFP + (1 − X)·r·C_FP of
-    :mod:`inverse.stiffness` (stored as ``truth_stiffness_ratio``).
+    :mod:`inverse.stiffness` (stored as ``truth_stiffness_ratio``). ``coverage``: write the covered area
+    fraction of every strain pixel (what a virtual ADF image normalised to the interior measures; exact
+    here), which the calibration uses for partial-coverage rim elements; False leaves only the mask.
     """
     if size_px < 8 or oversample < 1:
         raise InputError("size_px", "at least 8 pixels, with oversample >= 1", (size_px, oversample))
@@ -321,5 +325,6 @@ def synthesize(
         composition_sigma=composition_sigma * declared_noise_factor,
         strain_sigma=strain_sigma * declared_noise_factor,
         strain_reference=strain_reference,
+        coverage=np.where(cover > 0, cover, 0.0) if coverage else None,
         truth=truth,
     )

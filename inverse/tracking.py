@@ -128,7 +128,7 @@ def _params(cal) -> dict:
             "lambda_rule": cal.fit["rule"], "n_particles": cal.fit["n_particles"],
             "law_class": type(cal.law).__name__, "solver": cal.fit.get("solver"),
             "device": cal.fit.get("device"), "strain_psf_nm": cal.fit.get("strain_psf_nm"),
-            "composition_psf_nm": cal.fit.get("composition_psf_nm")}
+            "composition_psf_nm": cal.fit.get("composition_psf_nm"), "rim": cal.fit.get("rim")}
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:

@@ -111,6 +111,16 @@ def test_calibrate_options_psf_device_solver(workdir, capsys):
     run_id = json.loads((workdir / "cal" / "calibration.json").read_text())["mlflow"]["run_id"]
     params = MlflowClient("sqlite:///mlflow.db").get_run(run_id).data.params
     assert params["strain_psf_nm"] == "10.0" and params["solver"] == "pcg" and params["device"] == "cpu"
+    assert params["rim"] == "partial coverage"  # synth writes the coverage map, calibrate uses it
+
+    # without the coverage map (or told to ignore it) the outline is the mask's staircase
+    assert run(["synth", "--out", "q.npz", "--size", "32", "--seed", "2", "--dislocations", "0",
+                "--no-coverage"]) == 0
+    assert "coverage" not in np.load(workdir / "q.npz").files
+    for name, argv in (("q.npz", []), ("p.npz", ["--ignore-coverage"])):
+        assert run(["calibrate", name, "--out", f"stair-{name}", "--bootstrap", "0", "--no-track",
+                    *argv]) == 0
+        assert "outline: pixel staircase" in capsys.readouterr().out
 
     assert run(["calibrate", "p.npz", "--out", "bad1", "--strain-psf-nm", "-3"]) == 2
     assert "strain_psf_nm" in capsys.readouterr().err

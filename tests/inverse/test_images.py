@@ -27,6 +27,8 @@ def test_round_trip(tmp_path, small, suffix):
     for name in ("composition", "strain_xx", "strain_yy", "strain_xy"):
         np.testing.assert_allclose(getattr(back, name), getattr(small, name), rtol=tol, atol=1e-9)
     assert np.array_equal(back.mask, small.mask)
+    assert small.coverage is not None  # synth writes the pixel coverage of its particle
+    np.testing.assert_allclose(back.coverage, small.coverage, rtol=tol)
     assert back.pixel_size_nm == small.pixel_size_nm and back.crystal_angle_deg == small.crystal_angle_deg
     assert back.strain_reference == small.strain_reference
     assert len(back.sha256) == 64 and back.source == str(path)
@@ -57,6 +59,9 @@ def _raw(images):
         (lambda d: d.update(strain_reference="LiFePO4-ish"), "strain_reference"),
         (lambda d: d.update(strain_sigma=-1.0), "strain_sigma"),
         (lambda d: d.update(composition=np.zeros((7, 7))), "composition"),
+        (lambda d: d.update(coverage=1.5 * d["coverage"]), "coverage"),
+        (lambda d: d.update(coverage=np.where(d["mask"], 0.0, 1.0)), "coverage"),
+        (lambda d: d.update(coverage=d["coverage"][:-1]), "coverage"),
     ],
 )
 def test_validation_names_the_field(tmp_path, small, change, field):
