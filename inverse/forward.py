@@ -67,10 +67,11 @@ def rim_elements(mask: np.ndarray, coverage: np.ndarray | None) -> tuple[np.ndar
     """(elements, weights) of the forward model for a data ``mask`` and an optional pixel ``coverage``.
 
     Without coverage the elements are the mask pixels, all of full weight (the outline is the pixel
-    staircase). With it, every mask pixel is an element of weight = its covered area fraction, and
-    pixels outside the mask that share an edge with it and are covered by at least
-    :data:`MIN_COVERAGE` are added (partial-coverage elements): the model's outline then follows the
-    particle's sub-pixel edge instead of the staircase.
+    staircase). With it, every mask pixel on the rim (one with an edge neighbour outside the mask) is an
+    element of weight = its covered area fraction, and pixels outside the mask that share an edge with
+    it and are covered by at least :data:`MIN_COVERAGE` are added (partial-coverage elements): the
+    model's outline then follows the particle's sub-pixel edge instead of the staircase. Interior
+    mask pixels keep weight 1 whatever the map says there.
     """
     from scipy import ndimage
 
@@ -80,6 +81,9 @@ def rim_elements(mask: np.ndarray, coverage: np.ndarray | None) -> tuple[np.ndar
     ring = ndimage.binary_dilation(mask) & ~mask  # edge neighbours: no element hangs on a corner
     elements = mask | (ring & (cov >= MIN_COVERAGE))
     weights = np.where(elements, np.clip(cov, MIN_COVERAGE, 1.0), 0.0)
+    # pixels whose four neighbours are all in the mask are inside the particle: full weight, so that
+    # noise or thickness contrast in a measured coverage map does not make the interior heterogeneous
+    weights[ndimage.binary_erosion(mask, border_value=0)] = 1.0
     return elements, weights
 
 

@@ -20,7 +20,8 @@ def test_rim_elements_share_an_edge_and_carry_their_fraction():
     mask = np.zeros((7, 7), bool)
     mask[2:5, 2:5] = True
     cov = np.where(mask, 1.0, 0.0)
-    cov[2, 2] = 0.6  # a partly covered mask pixel keeps its fraction
+    cov[2, 2] = 0.6  # a partly covered rim pixel keeps its fraction
+    cov[3, 3] = 0.7  # an interior pixel (all four neighbours in the mask) is full whatever the map says
     cov[1, 3] = 0.4  # edge neighbour: becomes an element
     cov[3, 5] = 0.5 * MIN_COVERAGE  # sliver below the threshold: left out
     cov[1, 1] = 0.3  # touches the mask at a corner only: left out (it would hinge on one node)
@@ -29,7 +30,7 @@ def test_rim_elements_share_an_edge_and_carry_their_fraction():
     expected = mask.copy()
     expected[1, 3] = True
     assert np.array_equal(elements, expected)
-    assert weights[2, 2] == 0.6 and weights[1, 3] == 0.4 and weights[3, 3] == 1.0
+    assert weights[2, 2] == 0.6 and weights[1, 3] == 0.4 and weights[3, 3] == 1.0 and weights[2, 3] == 1.0
     assert np.all(weights[~elements] == 0)
     same, none = rim_elements(mask, None)
     assert same is mask and none is None
@@ -77,3 +78,18 @@ def test_partial_coverage_brings_the_edge_biased_particle_within_target(solver):
           "device": "cpu"}
     assert abs(_slope_errors(calibrate(images, use_coverage=False, **kw))[1]) > 0.02
     assert np.abs(_slope_errors(calibrate(images, **kw))).max() < 0.02
+
+
+def test_a_noisy_coverage_map_keeps_the_slopes():
+    """A measured coverage map is noisy (a virtual ADF image): with 10 % Gaussian noise on every pixel
+    the slopes of seed 0 stay within 2 % (measured +0.6 % / −1.2 %, against +0.6 % / −1.1 % with the
+    exact map): interior pixels keep full weight, and only the rim reads the map."""
+    import dataclasses
+
+    images = synthesize(size_px=96, seed=0)
+    rng = np.random.default_rng(100)
+    noisy = np.clip(images.coverage + rng.normal(scale=0.1, size=images.coverage.shape), 0.0, 1.0)
+    noisy = np.where(images.mask, np.maximum(noisy, MIN_COVERAGE), noisy)
+    cal = calibrate(dataclasses.replace(images, coverage=noisy), n_bootstrap=0, strain_psf_nm=10.0,
+                    composition_psf_nm=10.0)
+    assert np.abs(_slope_errors(cal)).max() < 0.02
