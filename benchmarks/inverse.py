@@ -8,7 +8,8 @@ dislocation nuisances, 64 bootstrap replicates) and the synthetic PSFs modelled 
     python benchmarks/inverse.py --device cpu --solver lu,pcg   # both solvers, same run
 
 Columns: the calibration's own stage timings (prepare = registration, denoising and the basis
-solves; fit = first robust GCV fit; joint = X/law alternations; uncert = Laplace and bootstrap).
+solves; fit = first robust GCV fit; joint = X/law alternations; uncert = Laplace and bootstrap; disl =
+dislocation nuisances of the final fit).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     header = (f"{'size':>6} {'pixels':>8} {'solver':>6} {'device':>26} {'prepare':>8} {'fit':>6} "
               f"{'joint':>6} {'uncert':>7} {'report':>7} {'total s':>8} {'slope_a err':>11} "
-              f"{'slope_c err':>11}")
+              f"{'slope_c err':>11} {'disl':>5}")
     print(header)
     print("-" * len(header))
     if args.warmup:  # CUDA context, cuFFT plans and kernel loading: a one-off cost per process
@@ -74,7 +75,7 @@ def main() -> None:
             print(f"{n:>5}² {int(images.mask.sum()):>8} {cal.fit['solver']:>6} {cal.fit['device'][:26]:>26} "
                   f"{t['prepare_s']:>8.2f} {t['linear_fit_s']:>6.2f} {t['joint_s']:>6.2f} "
                   f"{t['uncertainty_s']:>7.2f} {t['report_s']:>7.2f} {total:>8.2f} "
-                  f"{ea * 100:>10.2f}% {ec * 100:>10.2f}%", flush=True)
+                  f"{ea * 100:>10.2f}% {ec * 100:>10.2f}% {len(cal.dislocations[0]):>5}", flush=True)
     if profiler:  # GPU time shows up where the host waits for it (synchronising calls)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 

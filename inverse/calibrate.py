@@ -509,14 +509,13 @@ def _dislocation_columns(particles, residual_rows, w, previous=None):
         res = _to_map(residual_rows[start:start + n_rows], mask)
         sigma = np.sqrt(1.0 / np.mean(w[start:start + n_rows][w[start:start + n_rows] > 0]))
         rot = crystal_rotation(p.images.crystal_angle_deg)
-        spots = []
         rows_px, cols_px = np.nonzero(mask)
         new = [refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot)
                for spot in find_hotspots(res, mask, sigma)]
         old = [d for d in (previous[ip] if previous else [])
                if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > 2.0 for e in new)]
-        for d in new + old:
-            spots.append(d)
+        spots = new + old
+        for d in spots:
             fields = unit_fields(mask.shape, (d["row"], d["col"]), p.images.pixel_size_nm, rot, mask=mask)
             if p.strain_blur is not None:
                 fields = p.strain_blur.apply_numpy(fields, (1, 2))

@@ -49,23 +49,23 @@ def normal_equations(a: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndar
     (repeated fits with new weights copy it once)."""
     if device is not None:
         return _normal_equations_torch(a, y, w, block, with_blocks, device)
-    aw = a * w[:, None]
-    gram, rhs = aw.T @ a, aw.T @ y
     p = a.shape[1]
     if not with_blocks:
-        return NormalEquations(gram, rhs, float(np.sum(w * y * y)), int(y.size), np.zeros((0, p, p)),
-                               np.zeros((0, p)))
+        aw = a * w[:, None]
+        return NormalEquations(aw.T @ a, aw.T @ y, float(np.sum(w * y * y)), int(y.size),
+                               np.zeros((0, p, p)), np.zeros((0, p)))
     n_blocks = int(block.max()) + 1
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
-    a_s, aw_s, y_s = a[order], aw[order], y[order]  # contiguous rows per block: slices are views
     bg = np.empty((n_blocks, p, p))
     br = np.empty((n_blocks, p))
-    for b in range(n_blocks):  # B ≈ hundreds of blocks, each a (rows × P) product
-        lo, hi = bounds[b], bounds[b + 1]
-        bg[b] = aw_s[lo:hi].T @ a_s[lo:hi]
-        br[b] = aw_s[lo:hi].T @ y_s[lo:hi]
-    return NormalEquations(gram, rhs, float(np.sum(w * y * y)), int(y.size), bg, br)
+    for b in range(n_blocks):  # B ≈ tens to hundreds of blocks, each a (rows × P) product
+        rows = order[bounds[b]:bounds[b + 1]]
+        a_b = a[rows]  # gathered block by block: cache-sized copies (a whole sorted copy took 2.5×)
+        bg[b] = (a_b * w[rows, None]).T @ a_b
+        br[b] = a_b.T @ (w[rows] * y[rows])
+    # the whole-set sums are the sums of the block sums: no second pass over the rows
+    return NormalEquations(bg.sum(axis=0), br.sum(axis=0), float(np.sum(w * y * y)), int(y.size), bg, br)
 
 
 def _normal_equations_torch(a, y, w, block, with_blocks, device) -> NormalEquations:
@@ -75,11 +75,11 @@ def _normal_equations_torch(a, y, w, block, with_blocks, device) -> NormalEquati
     at = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(a), **kw)
     yt, wt = (torch.as_tensor(np.ascontiguousarray(v), **kw) for v in (y, w))
     aw = at * wt[:, None]
-    gram, rhs = (aw.T @ at).cpu().numpy(), (aw.T @ yt).cpu().numpy()
     ywy = float((wt * yt * yt).sum())
     p = a.shape[1]
     if not with_blocks:
-        return NormalEquations(gram, rhs, ywy, int(y.size), np.zeros((0, p, p)), np.zeros((0, p)))
+        return NormalEquations((aw.T @ at).cpu().numpy(), (aw.T @ yt).cpu().numpy(), ywy, int(y.size),
+                               np.zeros((0, p, p)), np.zeros((0, p)))
     n_blocks = int(block.max()) + 1
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
@@ -87,7 +87,8 @@ def _normal_equations_torch(a, y, w, block, with_blocks, device) -> NormalEquati
     a_s, aw_s, y_s = at[idx], aw[idx], yt[idx]
     bg = torch.stack([aw_s[lo:hi].T @ a_s[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])])
     br = torch.stack([aw_s[lo:hi].T @ y_s[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])])
-    return NormalEquations(gram, rhs, ywy, int(y.size), bg.cpu().numpy(), br.cpu().numpy())
+    bg, br = bg.cpu().numpy(), br.cpu().numpy()
+    return NormalEquations(bg.sum(axis=0), br.sum(axis=0), ywy, int(y.size), bg, br)
 
 
 def smoothness_penalty(knots: np.ndarray, n_axes: int, n_params: int) -> np.ndarray:
