@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from inverse import fit as lsq
 from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
@@ -44,6 +45,10 @@ AXES = ("a", "c")
 # 5 bootstrap σ, with 1/6 they stayed within 2.2 σ (seeds 1, 3, 4, 6).
 _BLOCK_DIV = 6
 _COMP = ((0, 0), (1, 1), (0, 1))  # grid-frame rows per pixel: ε00, ε11, ε01
+# A hot spot is kept as a dislocation only when its fitted Burgers vector is at least this long: 0.2 nm is
+# below every lattice translation of the olivine a-c plane (c = 0.47 nm, a = 1.03 nm) and above the
+# 0.01–0.13 nm that misfits along phase boundaries and noise peaks fit to (512² synthetic particle).
+MIN_BURGERS_NM = 0.2
 
 
 @dataclass(frozen=True)
@@ -431,7 +436,7 @@ def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations, previous=No
     round's set cost 1.6 % of the c slope on a two-particle test) and adds the ``previous`` round's
     dislocations that no new one lies within 2 px of: the X-step can absorb part of a dislocation's
     strain into X̂, and a dislocation that drops out of the set then biases the law (synthetic seed 1 at
-    96² with partial-coverage rim: c −3.5 % without the carried-over set, −1.05 % with it). Returns the
+    96² with partial-coverage rim: c −3.7 % without the carried-over set, −1.2 % with it). Returns the
     fit and the defects (nuisance columns, core weights, dislocations per particle).
     """
     a_law, y, w, block, n_off = _design(particles, n_law)
@@ -497,9 +502,14 @@ def _robust_fit(a, y, w, block, knots, n_robust, device=None):
 
 
 def _dislocation_columns(particles, residual_rows, w, previous=None):
-    """Unit-Burgers strain columns (a and c) at the refined position of every residual hot spot (plus
-    the ``previous`` dislocations, per particle, with no new one within 2 px), and row weights that drop
-    the core pixels (within 1.5 px), per particle block of rows."""
+    """Unit-Burgers strain columns (a and c) of the dislocations in the residual, and row weights that
+    drop their core pixels (within 1.5 px), per particle block of rows.
+
+    Every hot spot is refined (position and Burgers vector, with the strain PSF) and kept when its
+    Burgers vector is at least :data:`MIN_BURGERS_NM` long, its position is a mask pixel, and
+    no kept one is within max(2 px, 1.5 σ_PSF) (the two lobes of one blurred dislocation); the
+    ``previous`` round's dislocations with no new one that close are added.
+    """
     cols, keep, found = [], np.ones_like(residual_rows), []
     start = 0
     total = residual_rows.size
@@ -510,10 +520,22 @@ def _dislocation_columns(particles, residual_rows, w, previous=None):
         sigma = np.sqrt(1.0 / np.mean(w[start:start + n_rows][w[start:start + n_rows] > 0]))
         rot = crystal_rotation(p.images.crystal_angle_deg)
         rows_px, cols_px = np.nonzero(mask)
-        new = [refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot)
-               for spot in find_hotspots(res, mask, sigma)]
+        psf_px = p.strain_blur.sigma_px if p.strain_blur is not None else 0.0
+        depth = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
+        apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
+        new = []  # the two lobes of one blurred dislocation refine to one position: keep it once
+        for spot in find_hotspots(res, mask, sigma):
+            d = refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot,
+                                psf_px=psf_px)
+            if np.hypot(d["burgers_a_nm"], d["burgers_c_nm"]) < MIN_BURGERS_NM:
+                continue
+            r, c = int(round(d["row"])), int(round(d["col"]))
+            if not (0 <= r < mask.shape[0] and 0 <= c < mask.shape[1]) or depth[r, c] < 1.0:
+                continue  # outside the particle: a surface misfit, not a Volterra dislocation
+            if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > apart for e in new):
+                new.append(d)
         old = [d for d in (previous[ip] if previous else [])
-               if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > 2.0 for e in new)]
+               if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > apart for e in new)]
         spots = new + old
         for d in spots:
             fields = unit_fields(mask.shape, (d["row"], d["col"]), p.images.pixel_size_nm, rot, mask=mask)

@@ -53,34 +53,66 @@ def unit_fields(shape: tuple[int, int], position_px: tuple[float, float], pixel_
 
 
 def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int], pixel_nm: float,
-                    rotation: np.ndarray, radius_px: float = 6.0, step_px: float = 0.5) -> dict:
+                    rotation: np.ndarray, radius_px: float = 6.0, step_px: float = 0.5,
+                    psf_px: float = 0.0) -> dict:
     """Best sub-pixel position and Burgers vector (b_a, b_c) in nm of one dislocation near ``peak``.
 
-    Least squares of the residual (H, W, 2, 2) within ``radius_px`` on unit fields, over positions on a
-    ±1 px grid of ``step_px``; the core pixel (within 1 px) is left out of the misfit.
+    Least squares of the residual (H, W, 2, 2) within ``radius_px`` of each trial position on unit
+    fields blurred by the strain PSF (Gaussian σ = ``psf_px``, normalised on the mask), the core pixel
+    (within 1 px) left out. The edge-dislocation strain is odd about the core, so a PSF wider than a
+    pixel leaves the core near zero and puts the residual's peaks on the lobes, up to about 2σ away:
+    the trial positions cover ±max(1, 2σ) px, first on a 1 px grid, then on a ``step_px`` grid ±1 px
+    around the best.
     """
-    offsets = np.arange(-1.0, 1.0 + 1e-9, step_px)
     r0, c0 = int(peak[0]), int(peak[1])
-    half = int(np.ceil(radius_px)) + 2
-    sl = (slice(max(r0 - half, 0), r0 + half + 1), slice(max(c0 - half, 0), c0 + half + 1))
+    search = max(1.0, 2.0 * psf_px)
+    margin = int(np.ceil(3.0 * psf_px)) if psf_px > 0 else 0
+    half = int(np.ceil(search + radius_px)) + 2 + margin
+    sl = (slice(max(r0 - half, 0), min(r0 + half + 1, mask.shape[0])),
+          slice(max(c0 - half, 0), min(c0 + half + 1, mask.shape[1])))
     rows, cols = np.mgrid[sl]
     local_mask, local_res = mask[sl], residual[sl]
-    best = None
-    for oy in offsets:
-        for ox in offsets:
-            pos = (peak[0] + oy, peak[1] + ox)
-            dist = np.hypot(rows - pos[0], cols - pos[1])
-            use = local_mask & (dist <= radius_px) & (dist > 1.0)
-            if use.sum() < 8:
-                continue
-            dy, dx = (rows[use] - pos[0]) * pixel_nm, (cols[use] - pos[1]) * pixel_nm
-            fields = [edge_dislocation_strain(dy, dx, 1.0, rotation[i], core_nm=pixel_nm) for i in range(2)]
-            a = np.stack([f[:, [0, 1, 0], [0, 1, 1]].ravel() for f in fields], -1)
-            y = local_res[use][:, [0, 1, 0], [0, 1, 1]].ravel()
-            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-            rss = float(np.sum((y - a @ coef) ** 2))
-            if best is None or rss < best["rss"]:
-                best = {"row": pos[0], "col": pos[1], "burgers_a_nm": float(coef[0]),
-                        "burgers_c_nm": float(coef[1]), "rss": rss}
+    m = local_mask.astype(float)
+    if psf_px > 0:
+        from scipy import ndimage
+
+        sig = (psf_px, psf_px, 0, 0)
+        den = np.maximum(ndimage.gaussian_filter(m, psf_px, mode="constant"), 1e-12)[..., None, None]
+
+        def blur(f):
+            return ndimage.gaussian_filter(f * m[..., None, None], sig, mode="constant") / den
+    else:
+        def blur(f):
+            return f
+
+    def trial(pos):
+        dist = np.hypot(rows - pos[0], cols - pos[1])
+        use = local_mask & (dist <= radius_px) & (dist > 1.0)
+        if use.sum() < 8:
+            return None
+        dy, dx = (rows - pos[0]) * pixel_nm, (cols - pos[1]) * pixel_nm
+        fields = [blur(edge_dislocation_strain(dy, dx, 1.0, rotation[i], core_nm=pixel_nm))[use]
+                  for i in range(2)]
+        a = np.stack([f[:, [0, 1, 0], [0, 1, 1]].ravel() for f in fields], -1)
+        y = local_res[use][:, [0, 1, 0], [0, 1, 1]].ravel()
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        return {"row": float(pos[0]), "col": float(pos[1]), "burgers_a_nm": float(coef[0]),
+                "burgers_c_nm": float(coef[1]), "rss": float(np.sum((y - a @ coef) ** 2))}
+
+    def best_of(centre, offsets):
+        best = None
+        for oy in offsets:
+            for ox in offsets:
+                out = trial((centre[0] + oy, centre[1] + ox))
+                if out is not None and (best is None or out["rss"] < best["rss"]):
+                    best = out
+        return best
+
+    centre = (float(peak[0]), float(peak[1]))
+    if search > 1.0:  # coarse pass over the lobe distance
+        coarse = best_of(centre, np.arange(-np.floor(search), np.floor(search) + 1e-9, 1.0))
+        if coarse is not None:
+            centre = (coarse["row"], coarse["col"])
+    best = best_of(centre, np.arange(-1.0, 1.0 + 1e-9, step_px))
     return best or {"row": float(peak[0]), "col": float(peak[1]), "burgers_a_nm": 0.0,
                     "burgers_c_nm": 0.0, "rss": 0.0}
