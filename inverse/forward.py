@@ -99,6 +99,14 @@ def nearest_in_mask(mask: np.ndarray, elements: np.ndarray) -> np.ndarray:
     return position[near_r[rows, cols], near_c[rows, cols]]
 
 
+def element_index(mask: np.ndarray, elements: np.ndarray, device=None):
+    """Torch indices for putting per-mask-pixel values onto the solver's elements: (rows, cols) of the
+    elements and, per element, the index of its source pixel in the list of mask pixels (itself, or the
+    nearest one for a rim element outside the mask): ``field[rows, cols] = values[source]``."""
+    el_r, el_c = (torch.as_tensor(v, device=device) for v in np.nonzero(elements))
+    return el_r, el_c, torch.as_tensor(nearest_in_mask(mask, elements), device=device)
+
+
 def extend_to_elements(field: np.ndarray, mask: np.ndarray, elements: np.ndarray) -> np.ndarray:
     """``field`` (H, W, ...) with the rim elements outside ``mask`` filled from their nearest mask pixel
     (and zero elsewhere outside the mask)."""

@@ -57,7 +57,7 @@ def refine_composition(
     mask: the data pixels (default: the solver's elements); rim elements of the solver outside it
     (partial coverage, :func:`inverse.forward.rim_elements`) take the X of their nearest mask pixel.
     """
-    from inverse.forward import nearest_in_mask
+    from inverse.forward import element_index
     from mechanics.laws import PiecewiseLinearLaw
 
     mask = solver.mask if mask is None else mask
@@ -72,8 +72,7 @@ def refine_composition(
     prior = torch.as_tensor(np.nan_to_num(x_obs[rows, cols]), **kw)
     x = torch.as_tensor(np.nan_to_num(x_start[rows, cols]), **kw).clone().requires_grad_(True)
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
-    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(solver.mask))
-    source = torch.as_tensor(nearest_in_mask(mask, solver.mask), device=dev)
+    el_r, el_c, source = element_index(mask, solver.mask, dev)
     inv_var = 1.0 / sigma_eff**2
     # scale the objective to O(1) per pixel so L-BFGS's default tolerances are meaningful
     scale = 1.0 / rows.size
@@ -134,7 +133,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     ``device``: as for :func:`inverse.calibrate` (None: a GPU when there is one); the law is moved there.
     Returns the trained law (in place) and the offset (2, 2) in the crystal frame.
     """
-    from inverse.forward import lfp_material, nearest_in_mask, platelet_solver
+    from inverse.forward import element_index, lfp_material, platelet_solver
     from inverse.images import grid_to_crystal
 
     material = material or lfp_material()
@@ -148,8 +147,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
     law.to(dev)
     rows, cols = np.nonzero(mask)
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
-    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(solver.mask))
-    source = torch.as_tensor(nearest_in_mask(mask, solver.mask), device=dev)  # rim elements' X
+    el_r, el_c, source = element_index(mask, solver.mask, dev)  # rim elements take their neighbour's X
     xt = torch.as_tensor(np.nan_to_num(x)[rows, cols], **kw)
     target = torch.as_tensor(images.strain_grid()[rows, cols], **kw)
     sig = images.strain_sigma if images.strain_sigma is not None else 1.0

@@ -190,10 +190,10 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
     from inverse.dislocations import unit_fields
     from inverse.forward import (
         axis_tensors,
+        element_index,
         extend_to_elements,
         hat_basis,
         lfp_material,
-        nearest_in_mask,
         rim_elements,
     )
     from inverse.images import crystal_rotation, grid_to_crystal
@@ -217,8 +217,7 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
     rows, cols = np.nonzero(mask)
     n_px, k_free = rows.size, knots.size - 1
     ri, ci = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
-    el_r, el_c = (torch.as_tensor(v, device=dev) for v in np.nonzero(elements))
-    source = torch.as_tensor(nearest_in_mask(mask, elements), device=dev)
+    el_r, el_c, source = element_index(mask, elements, dev)
     cover_t = torch.as_tensor(cover, **kw) if cover is not None else None
     x_map = torch.as_tensor(extend_to_elements(np.where(mask, np.nan_to_num(x), 0.0), mask, elements), **kw)
     phi = torch.as_tensor(hat_basis(np.nan_to_num(x)[rows, cols], knots)[:, 1:], **kw)  # (N, K-1)
