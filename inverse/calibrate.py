@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.feature import peak_local_max
 
 from inverse import fit as lsq
 from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
-from inverse.dislocations import refine_position, unit_fields
+from inverse.dislocations import matched_filter, refine_position, unit_fields
 from inverse.forward import (
     basis_responses,
     extend_to_elements,
@@ -49,6 +50,7 @@ _COMP = ((0, 0), (1, 1), (0, 1))  # grid-frame rows per pixel: ε00, ε11, ε01
 # below every lattice translation of the olivine a-c plane (c = 0.47 nm, a = 1.03 nm) and above the
 # 0.01–0.13 nm that misfits along phase boundaries and noise peaks fit to (512² synthetic particle).
 MIN_BURGERS_NM = 0.2
+DETECTION_ALPHA = 0.01  # family-wise false-alarm rate of the dislocation detection under noise alone
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,7 @@ def calibrate(
     clock.append(("linear_fit_s", time.perf_counter()))
     for _ in tqdm(range(n_joint), desc="joint X / law refinement", disable=not progress or n_joint == 0):
         particles = _refine_particles(particles, fitted, knots, n_law)
-        fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations, fitted[-1][2])
+        fitted = _linear_fit(particles, knots, n_law, n_robust, fit_dislocations)
     a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, (_, _, dislocations) = fitted
     clock.append(("joint_s", time.perf_counter()))
     penalty = lsq.smoothness_penalty(knots, 2, a.shape[1])
@@ -429,15 +431,12 @@ def calibrate(
     )
 
 
-def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations, previous=None):
+def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations):
     """Design, robust GCV fit, then (optionally) dislocation nuisances at the hot spots and a refit.
 
-    Every joint round detects the hot spots again (they move once X is refined; keeping only the first
-    round's set cost 1.6 % of the c slope on a two-particle test) and adds the ``previous`` round's
-    dislocations that no new one lies within 2 px of: the X-step can absorb part of a dislocation's
-    strain into X̂, and a dislocation that drops out of the set then biases the law (synthetic seed 1 at
-    96² with partial-coverage rim: c −3.7 % without the carried-over set, −1.2 % with it). Returns the
-    fit and the defects (nuisance columns, core weights, dislocations per particle).
+    Every joint round detects the dislocations again: they move once X is refined (keeping the first
+    round's set cost 1.6 % of the c slope on a two-particle test). Returns the fit and the defects
+    (nuisance columns, core weights, dislocations per particle).
     """
     a_law, y, w, block, n_off = _design(particles, n_law)
     n_base = a_law.shape[1]
@@ -445,7 +444,7 @@ def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations, previous=No
     defects = (np.zeros((y.size, 0)), np.ones_like(y), [[] for _ in particles])
     first = _robust_fit(a_law, y, w, block, knots, n_robust, dev)
     if fit_dislocations:
-        defects = _dislocation_columns(particles, y - first[0] @ first[1], w, previous)
+        defects = _dislocation_columns(particles, y - first[0] @ first[1], w)
     extra, keep, _ = defects
     if extra.shape[1] == 0:  # nothing to add: the first fit is the fit
         return (first[0], y, w, block, n_off, n_base, *first[1:], defects)
@@ -501,32 +500,43 @@ def _robust_fit(a, y, w, block, knots, n_robust, device=None):
     return a, theta, eq, choice, robust_w
 
 
-def _dislocation_columns(particles, residual_rows, w, previous=None):
+def _dislocation_columns(particles, residual_rows, w):
     """Unit-Burgers strain columns (a and c) of the dislocations in the residual, and row weights that
     drop their core pixels (within 1.5 px), per particle block of rows.
 
-    Every hot spot is refined (position and Burgers vector, with the strain PSF) and kept when its
-    Burgers vector is at least :data:`MIN_BURGERS_NM` long, its position is a mask pixel, and
-    no kept one is within max(2 px, 1.5 σ_PSF) (the two lobes of one blurred dislocation); the
-    ``previous`` round's dislocations with no new one that close are added.
+    Candidates are the peaks of the matched filter (:func:`inverse.dislocations.matched_filter`, the
+    Δχ² of one PSF-blurred dislocation at each pixel, in units of the residual's robust variance) above
+    the χ²(2) threshold 2 ln(n_px/α) (Bonferroni, α = :data:`DETECTION_ALPHA`). Each is refined (sub-pixel
+    position and Burgers vector) and kept when its Burgers vector is at least :data:`MIN_BURGERS_NM`
+    long, its position is a mask pixel, and no kept one is within max(2 px, 1.5 σ_PSF).
     """
     cols, keep, found = [], np.ones_like(residual_rows), []
     start = 0
     total = residual_rows.size
-    for ip, p in enumerate(particles):
+    for p in particles:
         mask = p.images.mask
         n_rows = 3 * int(mask.sum())
         res = _to_map(residual_rows[start:start + n_rows], mask)
-        sigma = np.sqrt(1.0 / np.mean(w[start:start + n_rows][w[start:start + n_rows] > 0]))
         rot = crystal_rotation(p.images.crystal_angle_deg)
         rows_px, cols_px = np.nonzero(mask)
         psf_px = p.strain_blur.sigma_px if p.strain_blur is not None else 0.0
         depth = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
         apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
-        new = []  # the two lobes of one blurred dislocation refine to one position: keep it once
-        for spot in find_hotspots(res, mask, sigma):
-            d = refine_position(res, mask, (spot["row"], spot["col"]), p.images.pixel_size_nm, rot,
-                                psf_px=psf_px)
+        pix_w = np.zeros(mask.shape)
+        pix_w[rows_px, cols_px] = w[start:start + n_rows].reshape(-1, 3).min(axis=1)
+        delta, burgers = matched_filter(res, pix_w, mask, p.images.pixel_size_nm, rot, psf_px)
+        # in units of the residual's robust scale (1 for white noise of the stated σ; the noise level
+        # itself when no σ is given and the weights are 1)
+        white = residual_rows[start:start + n_rows] * np.sqrt(w[start:start + n_rows])
+        white = white[w[start:start + n_rows] > 0]
+        delta = delta / max((1.4826 * np.median(np.abs(white - np.median(white)))) ** 2, 1e-300)
+        threshold = 2.0 * np.log(rows_px.size / DETECTION_ALPHA)
+        peaks = peak_local_max(delta, min_distance=int(np.ceil(apart)), threshold_abs=threshold,
+                               exclude_border=False, labels=mask.astype(int), num_peaks=50)
+        new = []
+        for spot in (tuple(q) for q in peaks if np.hypot(*burgers[q[0], q[1]]) >= MIN_BURGERS_NM):
+            d = refine_position(res, mask, (int(spot[0]), int(spot[1])), p.images.pixel_size_nm, rot,
+                                psf_px=psf_px, search_px=2.0)
             if np.hypot(d["burgers_a_nm"], d["burgers_c_nm"]) < MIN_BURGERS_NM:
                 continue
             r, c = int(round(d["row"])), int(round(d["col"]))
@@ -534,10 +544,7 @@ def _dislocation_columns(particles, residual_rows, w, previous=None):
                 continue  # outside the particle: a surface misfit, not a Volterra dislocation
             if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > apart for e in new):
                 new.append(d)
-        old = [d for d in (previous[ip] if previous else [])
-               if all(np.hypot(d["row"] - e["row"], d["col"] - e["col"]) > apart for e in new)]
-        spots = new + old
-        for d in spots:
+        for d in new:
             fields = unit_fields(mask.shape, (d["row"], d["col"]), p.images.pixel_size_nm, rot, mask=mask)
             if p.strain_blur is not None:
                 fields = p.strain_blur.apply_numpy(fields, (1, 2))
@@ -547,7 +554,7 @@ def _dislocation_columns(particles, residual_rows, w, previous=None):
                 cols.append(col)
             core = np.hypot(rows_px - d["row"], cols_px - d["col"]) <= 1.5
             keep[start:start + n_rows][np.repeat(core, 3)] = 0.0
-        found.append(spots)
+        found.append(new)
         start += n_rows
     extra = np.stack(cols, -1) if cols else np.zeros((total, 0))
     return extra, keep, found

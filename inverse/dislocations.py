@@ -54,18 +54,19 @@ def unit_fields(shape: tuple[int, int], position_px: tuple[float, float], pixel_
 
 def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int], pixel_nm: float,
                     rotation: np.ndarray, radius_px: float = 6.0, step_px: float = 0.5,
-                    psf_px: float = 0.0) -> dict:
+                    psf_px: float = 0.0, search_px: float | None = None) -> dict:
     """Best sub-pixel position and Burgers vector (b_a, b_c) in nm of one dislocation near ``peak``.
 
     Least squares of the residual (H, W, 2, 2) within ``radius_px`` of each trial position on unit
     fields blurred by the strain PSF (Gaussian σ = ``psf_px``, normalised on the mask), the core pixel
     (within 1 px) left out. The edge-dislocation strain is odd about the core, so a PSF wider than a
     pixel leaves the core near zero and puts the residual's peaks on the lobes, up to about 2σ away:
-    the trial positions cover ±max(1, 2σ) px, first on a 1 px grid, then on a ``step_px`` grid ±1 px
-    around the best.
+    the trial positions cover ±``search_px`` (default max(1, 2σ): a peak of the residual's norm) px,
+    first on a 1 px grid, then on a ``step_px`` grid ±1 px around the best. A peak of
+    :func:`matched_filter` already sits on the core: ``search_px=1``.
     """
     r0, c0 = int(peak[0]), int(peak[1])
-    search = max(1.0, 2.0 * psf_px)
+    search = max(1.0, 2.0 * psf_px) if search_px is None else max(1.0, float(search_px))
     margin = int(np.ceil(3.0 * psf_px)) if psf_px > 0 else 0
     half = int(np.ceil(search + radius_px)) + 2 + margin
     sl = (slice(max(r0 - half, 0), min(r0 + half + 1, mask.shape[0])),
@@ -116,3 +117,46 @@ def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int
     best = best_of(centre, np.arange(-1.0, 1.0 + 1e-9, step_px))
     return best or {"row": float(peak[0]), "col": float(peak[1]), "burgers_a_nm": 0.0,
                     "burgers_c_nm": 0.0, "rss": 0.0}
+
+
+def matched_filter(residual: np.ndarray, weight: np.ndarray, mask: np.ndarray, pixel_nm: float,
+                   rotation: np.ndarray, psf_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Δχ² (H, W) of adding one edge dislocation at each pixel to a residual, and its Burgers vector
+    (H, W, 2) in nm: the generalised likelihood-ratio map of a dislocation with unknown (b_a, b_c).
+
+    With unit fields U_i (i = a, c; blurred by the PSF, infinite body) and per-pixel weights w (1/σ²,
+    0 off the mask), g_i(p) = Σ_r w(r) U_i(r − p)·R(r) and G_ij(p) = Σ_r w(r) U_i(r − p)·U_j(r − p)
+    (components ε00, ε11, ε01) are cross-correlations, computed with FFTs; then b̂ = G⁻¹g and
+    Δχ² = gᵀG⁻¹g, which is χ²(2) under noise alone.
+    """
+    from scipy import ndimage
+    from scipy.fft import irfft2, next_fast_len, rfft2
+
+    h, w = mask.shape
+    dy, dx = np.mgrid[-(h - 1):h, -(w - 1):w].astype(float)
+    comps = ([0, 1, 0], [0, 1, 1])
+    templates = []
+    for i in range(2):
+        u = edge_dislocation_strain(dy * pixel_nm, dx * pixel_nm, 1.0, rotation[i], core_nm=pixel_nm)
+        u = u[..., comps[0], comps[1]]  # (2H−1, 2W−1, 3)
+        if psf_px > 0:
+            u = ndimage.gaussian_filter(u, (psf_px, psf_px, 0), mode="constant")
+        templates.append(u)
+    shape = (next_fast_len(3 * h - 2), next_fast_len(3 * w - 2))
+    wm = np.where(mask, weight, 0.0)
+    r = residual[..., comps[0], comps[1]] * wm[..., None]  # (H, W, 3)
+
+    def correlate(field, template):
+        """Σ_r field(r) template(r − p) for every pixel p (field (H, W), template (2H−1, 2W−1))."""
+        spec = rfft2(field, shape) * rfft2(template[::-1, ::-1], shape)
+        return irfft2(spec, shape)[h - 1:2 * h - 1, w - 1:2 * w - 1]
+
+    g = np.stack([sum(correlate(r[..., k], templates[i][..., k]) for k in range(3)) for i in range(2)], -1)
+    gram = np.empty((h, w, 2, 2))
+    for i in range(2):
+        for j in range(i, 2):
+            gram[..., i, j] = gram[..., j, i] = correlate(wm, np.sum(templates[i] * templates[j], axis=-1))
+    gram += 1e-12 * np.trace(gram, axis1=-2, axis2=-1)[..., None, None] * np.eye(2) + 1e-300 * np.eye(2)
+    b = np.linalg.solve(gram, g[..., None])[..., 0]
+    delta = np.einsum("hwi,hwi->hw", g, b)
+    return np.where(mask, delta, 0.0), b

@@ -70,19 +70,22 @@ def test_partial_coverage_removes_the_staircase_error():
 @pytest.mark.parametrize("solver", ["lu", "pcg"])
 def test_partial_coverage_brings_the_edge_biased_particle_within_target(solver):
     """Seed 0 at 96² (noise, 10 nm PSFs modelled, dislocations, unknown offset): with the staircase
-    outline the c slope misses the 2 % target (measured −2.3 %) because the rim error is absorbed
-    into the offset and shifts the law; with the coverage map both slopes are within 2 % (measured
-    +1.0 % / −0.4 %). Both solvers build the same weighted elements."""
+    outline the rim error is absorbed into the offset and shifts the law (measured c −2.0 %); with the
+    coverage map the c error falls by more than a point and both slopes are well within 2 % (measured
+    +0.6 % / −0.5 %). Both solvers build the same weighted elements."""
     images = synthesize(size_px=96, seed=0)
     kw = {"n_bootstrap": 0, "strain_psf_nm": 10.0, "composition_psf_nm": 10.0, "solver": solver,
           "device": "cpu"}
-    assert abs(_slope_errors(calibrate(images, use_coverage=False, **kw))[1]) > 0.02
-    assert np.abs(_slope_errors(calibrate(images, **kw))).max() < 0.02
+    stair = _slope_errors(calibrate(images, use_coverage=False, **kw))
+    rim = _slope_errors(calibrate(images, **kw))
+    assert abs(stair[1]) > 0.015
+    assert abs(rim[1]) < abs(stair[1]) - 0.01
+    assert np.abs(rim).max() < 0.015
 
 
 def test_a_noisy_coverage_map_keeps_the_slopes():
     """A measured coverage map is noisy (a virtual ADF image): with 10 % Gaussian noise on every pixel
-    the slopes of seed 0 stay within 2 % (measured +0.9 % / −0.5 %, against +1.0 % / −0.4 % with the
+    the slopes of seed 0 stay within 2 % (measured +0.56 % / −0.60 %, against +0.56 % / −0.45 % with the
     exact map): interior pixels keep full weight, and only the rim reads the map."""
     import dataclasses
 
