@@ -63,7 +63,8 @@ def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int
     pixel leaves the core near zero and puts the residual's peaks on the lobes, up to about 2σ away:
     the trial positions cover ±``search_px`` (default max(1, 2σ): a peak of the residual's norm) px,
     first on a 1 px grid, then on a ``step_px`` grid ±1 px around the best. A peak of
-    :func:`matched_filter` already sits on the core: ``search_px=1``.
+    :func:`matched_filter` sits on the core to within its 1 px grid and its unmasked templates: the
+    calibration refines those with ``search_px=2``.
     """
     r0, c0 = int(peak[0]), int(peak[1])
     search = max(1.0, 2.0 * psf_px) if search_px is None else max(1.0, float(search_px))
