@@ -23,7 +23,7 @@ from skimage.feature import peak_local_max
 
 from inverse import fit as lsq
 from inverse.denoise import denoise_composition, denoise_nlm, estimate_noise, posterior_hats
-from inverse.dislocations import matched_filter, refine_position, unit_fields
+from inverse.dislocations import MatchedFilter, refine_position, unit_fields
 from inverse.forward import (
     basis_responses,
     extend_to_elements,
@@ -70,6 +70,7 @@ class Particle:
     sigma_x_grid: float  # composition noise after registration (σ_eff)
     strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (None: no PSF)
     composition_blur: object = None  # the same for the composition map on the strain grid
+    cache: dict = field(default_factory=dict)  # per-particle operators reused across joint rounds
 
 
 @dataclass(frozen=True)
@@ -524,7 +525,11 @@ def _dislocation_columns(particles, residual_rows, w):
         apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
         pix_w = np.zeros(mask.shape)
         pix_w[rows_px, cols_px] = w[start:start + n_rows].reshape(-1, 3).min(axis=1)
-        delta, burgers = matched_filter(res, pix_w, mask, p.images.pixel_size_nm, rot, psf_px)
+        weights, detector = p.cache.get("dislocation_filter", (None, None))
+        if detector is None or not np.array_equal(weights, pix_w):  # built once per particle and weights
+            detector = MatchedFilter(mask, pix_w, p.images.pixel_size_nm, rot, psf_px)
+            p.cache["dislocation_filter"] = (pix_w, detector)
+        delta, burgers = detector(res)
         # in units of the residual's robust scale (1 for white noise of the stated σ; the noise level
         # itself when no σ is given and the weights are 1)
         white = residual_rows[start:start + n_rows] * np.sqrt(w[start:start + n_rows])

@@ -120,44 +120,68 @@ def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int
                     "burgers_c_nm": 0.0, "rss": 0.0}
 
 
-def matched_filter(residual: np.ndarray, weight: np.ndarray, mask: np.ndarray, pixel_nm: float,
-                   rotation: np.ndarray, psf_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+class MatchedFilter:
     """Δχ² (H, W) of adding one edge dislocation at each pixel to a residual, and its Burgers vector
     (H, W, 2) in nm: the generalised likelihood-ratio map of a dislocation with unknown (b_a, b_c).
 
     With unit fields U_i (i = a, c; blurred by the PSF, infinite body) and per-pixel weights w (1/σ²,
     0 off the mask), g_i(p) = Σ_r w(r) U_i(r − p)·R(r) and G_ij(p) = Σ_r w(r) U_i(r − p)·U_j(r − p)
     (components ε00, ε11, ε01) are cross-correlations, computed with FFTs; then b̂ = G⁻¹g and
-    Δχ² = gᵀG⁻¹g, which is χ²(2) under noise alone.
+    Δχ² = gᵀG⁻¹g, which is χ²(2) under noise alone. The template spectra and G⁻¹ depend only on the
+    mask, the weights, the pixel, the crystal angle and the PSF: built once, each residual then costs
+    three forward and two inverse FFTs.
     """
-    from scipy import ndimage
-    from scipy.fft import irfft2, next_fast_len, rfft2
 
-    h, w = mask.shape
-    dy, dx = np.mgrid[-(h - 1):h, -(w - 1):w].astype(float)
-    comps = ([0, 1, 0], [0, 1, 1])
-    templates = []
-    for i in range(2):
-        u = edge_dislocation_strain(dy * pixel_nm, dx * pixel_nm, 1.0, rotation[i], core_nm=pixel_nm)
-        u = u[..., comps[0], comps[1]]  # (2H−1, 2W−1, 3)
-        if psf_px > 0:
-            u = ndimage.gaussian_filter(u, (psf_px, psf_px, 0), mode="constant")
-        templates.append(u)
-    shape = (next_fast_len(3 * h - 2), next_fast_len(3 * w - 2))
-    wm = np.where(mask, weight, 0.0)
-    r = residual[..., comps[0], comps[1]] * wm[..., None]  # (H, W, 3)
+    _COMPS = ([0, 1, 0], [0, 1, 1])
 
-    def correlate(field, template):
-        """Σ_r field(r) template(r − p) for every pixel p (field (H, W), template (2H−1, 2W−1))."""
-        spec = rfft2(field, shape) * rfft2(template[::-1, ::-1], shape)
-        return irfft2(spec, shape)[h - 1:2 * h - 1, w - 1:2 * w - 1]
+    def __init__(self, mask: np.ndarray, weight: np.ndarray, pixel_nm: float, rotation: np.ndarray,
+                 psf_px: float = 0.0) -> None:
+        from scipy import ndimage
+        from scipy.fft import next_fast_len, rfft2
 
-    g = np.stack([sum(correlate(r[..., k], templates[i][..., k]) for k in range(3)) for i in range(2)], -1)
-    gram = np.empty((h, w, 2, 2))
-    for i in range(2):
-        for j in range(i, 2):
-            gram[..., i, j] = gram[..., j, i] = correlate(wm, np.sum(templates[i] * templates[j], axis=-1))
-    gram += 1e-12 * np.trace(gram, axis1=-2, axis2=-1)[..., None, None] * np.eye(2) + 1e-300 * np.eye(2)
-    b = np.linalg.solve(gram, g[..., None])[..., 0]
-    delta = np.einsum("hwi,hwi->hw", g, b)
-    return np.where(mask, delta, 0.0), b
+        self.mask = np.asarray(mask, dtype=bool)
+        h, w = self.mask.shape
+        self._shape = (next_fast_len(3 * h - 2), next_fast_len(3 * w - 2))
+        self._wm = np.where(self.mask, weight, 0.0)
+        dy, dx = np.mgrid[-(h - 1):h, -(w - 1):w].astype(float)
+        templates = []
+        for i in range(2):
+            u = edge_dislocation_strain(dy * pixel_nm, dx * pixel_nm, 1.0, rotation[i], core_nm=pixel_nm)
+            u = u[..., self._COMPS[0], self._COMPS[1]]  # (2H−1, 2W−1, 3)
+            if psf_px > 0:
+                u = ndimage.gaussian_filter(u, (psf_px, psf_px, 0), mode="constant")
+            templates.append(u)
+        # spectra of the flipped templates: a product with a field's spectrum is a cross-correlation
+        self._spectra = [rfft2(t[::-1, ::-1], self._shape, axes=(0, 1), workers=-1) for t in templates]
+        gram = np.empty((h, w, 2, 2))
+        for i in range(2):
+            for j in range(i, 2):
+                gram[..., i, j] = gram[..., j, i] = self._correlate(
+                    rfft2(self._wm, self._shape, workers=-1),
+                    rfft2(np.sum(templates[i] * templates[j], axis=-1)[::-1, ::-1], self._shape, workers=-1))
+        gram += 1e-12 * np.trace(gram, axis1=-2, axis2=-1)[..., None, None] * np.eye(2) + 1e-300 * np.eye(2)
+        self._gram_inv = np.linalg.inv(gram)
+
+    def _correlate(self, field_hat, template_hat) -> np.ndarray:
+        """Σ_r field(r) template(r − p) for every pixel p, from the two spectra."""
+        from scipy.fft import irfft2
+
+        h, w = self.mask.shape
+        return irfft2(field_hat * template_hat, self._shape, workers=-1)[h - 1:2 * h - 1, w - 1:2 * w - 1]
+
+    def __call__(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Δχ² (H, W), b̂ (H, W, 2) in nm) for a residual (H, W, 2, 2) in the grid frame."""
+        from scipy.fft import rfft2
+
+        r = residual[..., self._COMPS[0], self._COMPS[1]] * self._wm[..., None]  # (H, W, 3)
+        r_hat = rfft2(r, self._shape, axes=(0, 1), workers=-1)
+        g = np.stack([self._correlate(np.sum(r_hat * spec, axis=-1), 1.0) for spec in self._spectra], -1)
+        b = np.einsum("hwij,hwj->hwi", self._gram_inv, g)
+        delta = np.einsum("hwi,hwi->hw", g, b)
+        return np.where(self.mask, delta, 0.0), b
+
+
+def matched_filter(residual: np.ndarray, weight: np.ndarray, mask: np.ndarray, pixel_nm: float,
+                   rotation: np.ndarray, psf_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One-off :class:`MatchedFilter` of ``residual``: (Δχ² (H, W), b̂ (H, W, 2) in nm)."""
+    return MatchedFilter(mask, weight, pixel_nm, rotation, psf_px)(residual)
