@@ -505,7 +505,7 @@ def _dislocation_columns(particles, residual_rows, w):
     """Unit-Burgers strain columns (a and c) of the dislocations in the residual, and row weights that
     drop their core pixels (within 1.5 px), per particle block of rows.
 
-    Candidates are the peaks of the matched filter (:func:`inverse.dislocations.matched_filter`, the
+    Candidates are the peaks of the matched filter (:class:`inverse.dislocations.MatchedFilter`, the
     Δχ² of one PSF-blurred dislocation at each pixel, in units of the residual's robust variance) above
     the χ²(2) threshold 2 ln(n_px/α) (Bonferroni, α = :data:`DETECTION_ALPHA`). Each is refined (sub-pixel
     position and Burgers vector) and kept when its Burgers vector is at least :data:`MIN_BURGERS_NM`
@@ -521,15 +521,12 @@ def _dislocation_columns(particles, residual_rows, w):
         rot = crystal_rotation(p.images.crystal_angle_deg)
         rows_px, cols_px = np.nonzero(mask)
         psf_px = p.strain_blur.sigma_px if p.strain_blur is not None else 0.0
-        depth = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
         apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
-        pix_w = np.zeros(mask.shape)
-        pix_w[rows_px, cols_px] = w[start:start + n_rows].reshape(-1, 3).min(axis=1)
-        weights, detector = p.cache.get("dislocation_filter", (None, None))
-        if detector is None or not np.array_equal(weights, pix_w):  # built once per particle and weights
-            detector = MatchedFilter(mask, pix_w, p.images.pixel_size_nm, rot, psf_px)
-            p.cache["dislocation_filter"] = (pix_w, detector)
-        delta, burgers = detector(res)
+        if "dislocation_filter" not in p.cache:  # depends on the mask, p.weight and the PSF only
+            p.cache["dislocation_filter"] = MatchedFilter(mask, p.weight, p.images.pixel_size_nm, rot, psf_px)
+            p.cache["depth"] = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
+        depth = p.cache["depth"]
+        delta, burgers = p.cache["dislocation_filter"](res)
         # in units of the residual's robust scale (1 for white noise of the stated σ; the noise level
         # itself when no σ is given and the weights are 1)
         white = residual_rows[start:start + n_rows] * np.sqrt(w[start:start + n_rows])
@@ -539,9 +536,11 @@ def _dislocation_columns(particles, residual_rows, w):
         peaks = peak_local_max(delta, min_distance=int(np.ceil(apart)), threshold_abs=threshold,
                                exclude_border=False, labels=mask.astype(int), num_peaks=50)
         new = []
-        for spot in (tuple(q) for q in peaks if np.hypot(*burgers[q[0], q[1]]) >= MIN_BURGERS_NM):
-            d = refine_position(res, mask, (int(spot[0]), int(spot[1])), p.images.pixel_size_nm, rot,
-                                psf_px=psf_px, search_px=2.0)
+        for r0, c0 in peaks:
+            if np.hypot(*burgers[r0, c0]) < MIN_BURGERS_NM:
+                continue
+            d = refine_position(res, mask, (int(r0), int(c0)), p.images.pixel_size_nm, rot, psf_px=psf_px,
+                                search_px=2.0)
             if np.hypot(d["burgers_a_nm"], d["burgers_c_nm"]) < MIN_BURGERS_NM:
                 continue
             r, c = int(round(d["row"])), int(round(d["col"]))

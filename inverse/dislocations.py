@@ -63,7 +63,7 @@ def refine_position(residual: np.ndarray, mask: np.ndarray, peak: tuple[int, int
     pixel leaves the core near zero and puts the residual's peaks on the lobes, up to about 2σ away:
     the trial positions cover ±``search_px`` (default max(1, 2σ): a peak of the residual's norm) px,
     first on a 1 px grid, then on a ``step_px`` grid ±1 px around the best. A peak of
-    :func:`matched_filter` sits on the core to within its 1 px grid and its unmasked templates: the
+    :class:`MatchedFilter` sits on the core to within its 1 px grid and its unmasked templates: the
     calibration refines those with ``search_px=2``.
     """
     r0, c0 = int(peak[0]), int(peak[1])
@@ -180,8 +180,3 @@ class MatchedFilter:
         delta = np.einsum("hwi,hwi->hw", g, b)
         return np.where(self.mask, delta, 0.0), b
 
-
-def matched_filter(residual: np.ndarray, weight: np.ndarray, mask: np.ndarray, pixel_nm: float,
-                   rotation: np.ndarray, psf_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """One-off :class:`MatchedFilter` of ``residual``: (Δχ² (H, W), b̂ (H, W, 2) in nm)."""
-    return MatchedFilter(mask, weight, pixel_nm, rotation, psf_px)(residual)

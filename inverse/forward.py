@@ -182,7 +182,8 @@ def basis_responses(solver, phi: np.ndarray, angle_deg: float, chunk: int = 16, 
     φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0), passed through
     ``blur`` (an :class:`inverse.psf.MaskedGaussian`, or None) when given.
 
-    phi: (H, W, K) hat values per pixel (φ_k(X), or their posterior mean under composition noise).
+    phi: (H, W, K) hat values per pixel (φ_k(X), or their posterior mean under composition noise), on
+    the solver's elements (rim elements outside the data mask: :func:`extend_to_elements`).
     With the PCG solver the fields are built, solved and blurred on its device and copied back once.
     """
     from mechanics.fem_pcg import PlateletPCG

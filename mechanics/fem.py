@@ -152,7 +152,6 @@ class PlateletSolver:
             w_el = w_map[rows, cols]
             if not np.all(np.isfinite(w_el) & (w_el > 0)):
                 raise ValueError("weights must be finite and > 0 on every mask pixel")
-        self.weights = w_el
         width = self.shape[1] + 1
         corner_r = rows[:, None] + _CORNERS[None, :, 0]
         corner_c = cols[:, None] + _CORNERS[None, :, 1]

@@ -135,7 +135,7 @@ def test_matched_filter_peaks_on_the_core_with_the_burgers_vector():
     """One PSF-blurred edge dislocation (b = 0.8 a − 0.3 c nm) in white noise: the likelihood-ratio map
     peaks on its pixel and b̂ there is the planted vector to 0.02 nm (noise 1e-4 against fields ~1e-3;
     the map's templates are unmasked, the data's blur is normalised on the mask)."""
-    from inverse.dislocations import matched_filter, unit_fields
+    from inverse.dislocations import MatchedFilter, unit_fields
     from inverse.images import crystal_rotation
     from inverse.psf import MaskedGaussian
 
@@ -149,7 +149,7 @@ def test_matched_filter_peaks_on_the_core_with_the_burgers_vector():
     residual = 0.8 * fields[0] - 0.3 * fields[1]
     noise = np.random.default_rng(0).normal(scale=sigma, size=residual.shape)
     residual = residual + noise * mask[..., None, None]
-    delta, burgers = matched_filter(residual, np.full((n, n), sigma**-2), mask, 5.0, rot, psf_px=1.5)
+    delta, burgers = MatchedFilter(mask, np.full((n, n), sigma**-2), 5.0, rot, psf_px=1.5)(residual)
     peak = np.unravel_index(np.argmax(delta), delta.shape)
     assert peak == (30, 25)
     np.testing.assert_allclose(burgers[peak], [0.8, -0.3], atol=0.02)
