@@ -18,6 +18,7 @@ $PY -c "import torch, numpy, scipy, skimage, sys; print('python', sys.version.sp
 step inverse_cuda 110 $PY benchmarks/inverse.py --device cuda --sizes 128,256,512
 step pytest_gpu 100 $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
      tests/mechanics/test_devices.py tests/inverse/test_gpu.py
+step platelet_pcg_cuda 40 $PY benchmarks/platelet_pcg.py --device cuda --sizes 64,256,512
 step mechanics_cuda 50 $PY benchmarks/mechanics.py --device cuda
 step phasefield_cuda 40 $PY benchmarks/phasefield_speed.py --device cuda
 step bm1a_cuda 80 $PY benchmarks/pfhub_bm1.py --case a --t-end 1e6 --device cuda --out "$OUT/bm1"

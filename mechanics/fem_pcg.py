@@ -7,8 +7,11 @@ same strain to the CG tolerance. This one needs no sparse factorisation and runs
 a CPU.
 
 Unknowns: nodal displacements u (n, 2, H+1, W+1) on the full node lattice; nodes that no mask element
-touches are inactive (zero rows and columns). The operator is applied element by element with array
-slices: u at the four corners of every pixel → element forces ke·u_e (masked) → scattered back.
+touches are inactive (zero rows and columns). The operator is applied element by element: u at the
+four corners of every pixel → element forces ke·u_e (weighted, masked) → scattered back. Two forms of
+it give the same numbers: 2×2 convolutions (the gather with ke folded in, then its transpose: about 17
+kernels per CG iteration in all, for GPUs and small grids, where launch latency bounds a solve) and
+array slices (faster arithmetic for large grids on a CPU); ``conv=None`` picks by device and size.
 
 Preconditioner (fictitious domain): M⁻¹ r = R K₀⁺ Rᵀ r, with K₀ the same Q1 operator for the same
 stiffness on every element of a periodic node box that holds the platelet's bounding box plus a margin,
@@ -36,8 +39,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mechanics.fem import _CORNERS, _GAUSS, _b_matrix, platelet_inputs, voigt_2d
+
+CONV_MAX_CPU_ELEMENTS = 80 * 80  # on a CPU, the convolution form up to this many cropped elements
 
 
 def next_fast_size(n: int) -> int:
@@ -63,12 +69,14 @@ class PlateletPCG:
       device: torch device (default CPU); dtype: float64 (default) or float32.
       rtol: relative residual at which CG stops (per right-hand side).
       max_iter: iteration cap; a solve that reaches it raises RuntimeError.
+      conv: True for the convolution form of the element operators, False for array slices, None
+        (default) for convolutions on a GPU and on a CPU up to ``CONV_MAX_CPU_ELEMENTS`` cropped elements.
 
-    Attributes: ``mask`` (numpy), ``shape``, ``iterations`` (of the last solve, per RHS).
+    Attributes: ``mask`` (numpy), ``shape``, ``iterations`` (of the last solve, per RHS), ``use_conv``.
     """
 
     def __init__(self, mask, stiffness_2d, spacing_nm: float, *, device=None, dtype=torch.float64,
-                 rtol: float = 1e-9, max_iter: int = 5000) -> None:
+                 rtol: float = 1e-9, max_iter: int = 5000, conv: bool | None = None) -> None:
         mask_np, c = platelet_inputs(mask, stiffness_2d, spacing_nm)
         if c.shape == (2, 2, 2, 2):
             c = c[None]
@@ -107,6 +115,18 @@ class PlateletPCG:
         self._ke_np = ke
         kw = {"dtype": dtype, "device": self.device}
         self._ke = torch.as_tensor(ke, **kw)
+        # corner gather as a 2×2 convolution (output channel 2a+c = component c at corner a) and the
+        # element stiffness folded into it: one kernel each way instead of a stack of slices
+        g = np.zeros((8, 2, 2, 2))
+        for a, (dr, dc) in enumerate(_CORNERS):
+            g[2 * a, 0, dr, dc] = g[2 * a + 1, 1, dr, dc] = 1.0
+        self._g = torch.as_tensor(g, **kw)
+        self._ke_conv = torch.as_tensor(
+            np.einsum("mij,jcrs->micrs", ke, g).reshape(8 * self.n_materials, 2, 2, 2), **kw)
+        # convolutions where kernel launches bound the time (GPU, small grids); slices on a CPU for large
+        # grids, where the float64 convolution is the slower (benchmarks/mechanics.py, "operator form")
+        self.use_conv = (self.device.type != "cpu" or hh * ww <= CONV_MAX_CPU_ELEMENTS) if conv is None \
+            else bool(conv)
         self._le = torch.as_tensor(le, **kw)
         self._bc = torch.as_tensor(b_centre, **kw)
         self._emask = torch.as_tensor(crop, device=self.device).to(dtype)  # (hh, ww)
@@ -152,12 +172,16 @@ class PlateletPCG:
     # -- element-level operators on the cropped lattice ----------------------------------------------
     def _gather(self, u: torch.Tensor) -> torch.Tensor:
         """Corner DOFs of every element: (n, 2, hh+1, ww+1) → (n, 8, hh, ww), DOF order [corner, comp]."""
+        if self.use_conv:
+            return F.conv2d(u, self._g)
         hh, ww = self._crop_shape
         parts = [u[:, :, dr:dr + hh, dc:dc + ww] for dr, dc in _CORNERS]
         return torch.stack(parts, dim=1).reshape(u.shape[0], 8, hh, ww)
 
     def _scatter(self, fe: torch.Tensor) -> torch.Tensor:
         """Element nodal vectors (n, 8, hh, ww) → assembled nodal field (n, 2, hh+1, ww+1)."""
+        if self.use_conv:
+            return F.conv_transpose2d(fe, self._g)
         hh, ww = self._crop_shape
         out = fe.new_zeros(fe.shape[0], 2, hh + 1, ww + 1)
         for a, (dr, dc) in enumerate(_CORNERS):
@@ -175,7 +199,15 @@ class PlateletPCG:
         return out
 
     def _matvec(self, u: torch.Tensor) -> torch.Tensor:
-        return self._scatter(self._mix(self._ke, self._gather(u)))
+        if not self.use_conv:
+            return self._scatter(self._mix(self._ke, self._gather(u)))
+        fe = F.conv2d(u, self._ke_conv)  # (n, 8M, hh, ww): ke_m u_e for every material m
+        if self.n_materials == 1:
+            fe = fe * self._escale[0]
+        else:
+            n, _, hh, ww = fe.shape
+            fe = (fe.view(n, self.n_materials, 8, hh, ww) * self._escale[:, None]).sum(1)
+        return F.conv_transpose2d(fe, self._g)
 
     def set_stiffness_scale(self, scale) -> None:
         """Per-element weight of each material: element stiffness = Σ_m scale_m(r) C_m.
@@ -214,9 +246,7 @@ class PlateletPCG:
     def _precondition(self, r: torch.Tensor) -> torch.Tensor:
         hh, ww = self._crop_shape
         rf = torch.fft.rfft2(r, s=self._box)  # zero-extended into the box
-        s = self._sym_inv
-        zf = torch.stack([s[0, 0] * rf[:, 0] + s[0, 1] * rf[:, 1],
-                          s[1, 0] * rf[:, 0] + s[1, 1] * rf[:, 1]], 1)
+        zf = (self._sym_inv * rf[:, None]).sum(2)  # Σ_j symbol_ij rf_j per wave vector
         z = torch.fft.irfft2(zf, s=self._box)[:, :, :hh + 1, :ww + 1]
         return z * self._nmask
 
@@ -269,12 +299,12 @@ class PlateletPCG:
                 if it >= self.max_iter:
                     self._not_converged(rnorm[None], bnorm)
             q = self._matvec(p)
-            alpha = rz / (p * q).sum()
-            x = x + alpha * p
-            r = r - alpha * q
+            alpha = rz / torch.dot(p.reshape(-1), q.reshape(-1))
+            x.addcmul_(alpha, p)
+            r.addcmul_(alpha, q, value=-1.0)
             z = self._precondition(r)
-            rz_new = (r * z).sum()
-            p = z + (rz_new / rz) * p
+            rz_new = torch.dot(r.reshape(-1), z.reshape(-1))
+            p = torch.addcmul(z, rz_new / rz, p)
             rz = rz_new
             it += 1
         self.iterations = np.array([it])

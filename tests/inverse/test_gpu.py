@@ -19,16 +19,20 @@ def images():
     return synthesize(size_px=64, seed=2, crystal_angle_deg=-20.0)
 
 
-def test_platelet_pcg_on_cuda_matches_sparse_lu(images):
+@pytest.mark.parametrize("conv", [True, False], ids=["conv", "slices"])
+def test_platelet_pcg_on_cuda_matches_sparse_lu(images, conv):
     lu = platelet_solver(images.mask, -20.0, images.pixel_size_nm, device="cpu")
     pcg = platelet_solver(images.mask, -20.0, images.pixel_size_nm, device="cuda")
-    assert pcg.device.type == "cuda"
+    assert pcg.device.type == "cuda" and pcg.use_conv  # convolutions by default on a GPU
+    pcg.use_conv = conv
     rng = np.random.default_rng(0)
     eig = rng.normal(size=(3, *images.mask.shape, 2, 2)) * 0.01
     eig = eig + np.swapaxes(eig, -1, -2)
     ref = lu.apply(eig)
     # same discretisation; CG stops at a relative residual of 1e-9
     assert np.abs(pcg.apply(eig) - ref).max() < 1e-7 * np.abs(ref).max()
+    one = pcg.apply(eig[:1])  # the single-RHS recurrences
+    assert np.abs(one - ref[:1]).max() < 1e-7 * np.abs(ref).max()
 
 
 def test_masked_gaussian_on_cuda_matches_cpu(images):

@@ -39,13 +39,14 @@ def _eigenstrain(n, n_rhs, seed=0):
 
 @pytest.mark.parametrize("name", ["ellipse", "holed_notched"])
 @pytest.mark.parametrize("angle", [0.0, 25.0])
-def test_pcg_matches_sparse_lu(name, angle):
+@pytest.mark.parametrize("conv", [False, True], ids=["slices", "conv"])
+def test_pcg_matches_sparse_lu(name, angle, conv):
     n = 48
     mask = _masks(n)[name]
     c = _stiffness(angle_deg=angle)
     eig = _eigenstrain(n, 3)
     ref = PlateletSolver(mask, c, 12.0).apply(eig)
-    pcg = PlateletPCG(mask, c, 12.0, rtol=1e-11)
+    pcg = PlateletPCG(mask, c, 12.0, rtol=1e-11, conv=conv)
     out = pcg.apply(eig)
     # same linear system; the tolerance is the CG stopping rule times the conditioning of the strain map
     assert np.abs(out - ref).max() <= 1e-8 * np.abs(ref).max()
@@ -75,14 +76,15 @@ def test_adjoint_is_exact_transpose():
     assert lhs == pytest.approx(rhs, rel=1e-9)
 
 
-def test_gradients_of_eigenstrain_and_material_weights():
+@pytest.mark.parametrize("conv", [False, True], ids=["slices", "conv"])
+def test_gradients_of_eigenstrain_and_material_weights(conv):
     """Implicit-adjoint gradients against central differences along random directions (exact for the
     eigenstrain, which enters linearly; O(h²) for the material weights)."""
     n = 12
     y, x = np.mgrid[:n, :n] - 5.5
     mask = np.hypot(x, y) < 5.6
     c_a, c_b = _stiffness(angle_deg=20.0), _stiffness(c11=200.0, c22=90.0, angle_deg=20.0)
-    pcg = PlateletPCG(mask, np.stack([c_a, c_b]), 3.0, rtol=1e-13)
+    pcg = PlateletPCG(mask, np.stack([c_a, c_b]), 3.0, rtol=1e-13, conv=conv)
     rng = np.random.default_rng(1)
     eig = torch.tensor(rng.normal(size=(2, n, n, 2, 2)) * 0.01)
     eig = (eig + eig.transpose(-1, -2)).requires_grad_()
@@ -134,6 +136,66 @@ def test_bad_inputs_are_refused():
     slow = PlateletPCG(mask, _stiffness(), 1.0, rtol=1e-12, max_iter=2)
     with pytest.raises(RuntimeError, match="did not reach"):
         slow.apply(_eigenstrain(16, 1))
+
+
+def test_convolution_and_slice_forms_of_the_operator_agree():
+    """The two forms of the element operators (2×2 convolutions, array slices) are the same linear maps:
+    gather, scatter, stiffness with two materials mixed per element, and a whole solve."""
+    n = 30
+    mask = _masks(n)["holed_notched"]
+    c = np.stack([_stiffness(angle_deg=15.0), _stiffness(c11=210.0, c22=95.0, angle_deg=15.0)])
+    rng = np.random.default_rng(7)
+    pcg = PlateletPCG(mask, c, 4.0, rtol=1e-12)
+    pcg.set_stiffness_scale(rng.random((2, n, n)) + 0.05)
+    hh, ww = pcg._crop_shape
+    u = torch.tensor(rng.normal(size=(3, 2, hh + 1, ww + 1)))
+    fe = torch.tensor(rng.normal(size=(3, 8, hh, ww)))
+    eig = _eigenstrain(n, 2, seed=2)
+    out = {}
+    for conv in (False, True):
+        pcg.use_conv = conv
+        out[conv] = (pcg._gather(u), pcg._scatter(fe), pcg._matvec(u), pcg.apply(eig))
+    for a, b in zip(out[False], out[True]):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-12 * np.abs(a).max()
+    assert PlateletPCG(mask, c[0], 4.0).use_conv  # a small CPU grid takes the convolutions by default
+
+
+def test_one_cg_iteration_launches_few_kernels():
+    """On a GPU a single-particle solve is bound by kernel launches, not arithmetic, so the number of
+    non-view torch operations per CG iteration is the figure of merit there (counted here on the CPU:
+    dispatch does not depend on the device). Convolution form: 2 convolutions, 2 FFTs, the FFT pad, the
+    symbol product and its sum, the mask, 2 dots, 3 axpy and 2 divisions = 15, plus the residual check
+    every 4 iterations; the slice form needs 26."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.kernels = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                self.kernels += 1
+            return func(*args, **(kwargs or {}))
+
+    n = 24
+    mask = _masks(n)["ellipse"]
+    eig = torch.as_tensor(_eigenstrain(n, 1))
+    per_iteration = {}
+    for conv in (True, False):
+        pcg = PlateletPCG(mask, _stiffness(angle_deg=30.0), 5.0, rtol=1e-10, conv=conv)
+        counts = []
+        for rtol in (1e-3, 1e-10):  # two solves of different length: the difference is iterations only
+            pcg.rtol = rtol
+            with Count() as c:
+                pcg.apply_torch(eig)
+            counts.append((c.kernels, int(pcg.iterations[0])))
+        (k0, i0), (k1, i1) = counts
+        assert i1 >= i0 + 8
+        per_iteration[conv] = (k1 - k0) / (i1 - i0)
+    assert per_iteration[True] <= 17, per_iteration
+    assert per_iteration[False] <= 28, per_iteration
 
 
 def test_single_rhs_recurrences_match_the_batched_loop():
