@@ -151,7 +151,7 @@ def _prepare(images: ImageSet, knots: np.ndarray, eiv: str, voigt, plane: str, d
     tv = 0.0
     # the noise model is applied on the composition's own grid, where the noise is white with the
     # stated σ; registration and resampling interpolate, which correlates and shrinks it
-    tiny = sigma_x < 0.25 * np.min(np.diff(knots)) / 10  # noise far below the knot spacing: nothing to do
+    tiny = sigma_x < negligible_sigma(knots)
     if eiv == "posterior" and not tiny:
         e_phi, e_x, _ = posterior_hats(comp[comp_mask], sigma_x, knots)
         maps = np.full((*comp.shape, knots.size + 1), np.nan)
@@ -455,6 +455,12 @@ def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations):
     return a, y, w, block, n_off, n_base, theta, eq, choice, robust_w, defects
 
 
+def negligible_sigma(knots: np.ndarray) -> float:
+    """Composition noise far below the knot spacing (1/40 of it): no errors-in-variables treatment is
+    needed, and the X-step's prior takes a blurred but noise-free map to be this precise."""
+    return 0.025 * float(np.min(np.diff(knots)))
+
+
 def _refine_particles(particles, fitted, knots, n_law):
     """X-step of the joint estimation for every particle, then new basis responses (inverse.joint)."""
     a, y, w, _, _, _, theta, _, _, robust_w, _ = fitted
@@ -466,14 +472,17 @@ def _refine_particles(particles, fitted, knots, n_law):
     for p in particles:
         mask = p.images.mask
         n_rows = 3 * int(mask.sum())
-        if p.sigma_x_grid <= 0:
+        sigma = p.sigma_x_grid
+        if p.composition_blur is not None:  # a blurred map needs the X-step even without noise
+            sigma = max(sigma, negligible_sigma(knots))
+        if sigma <= 0:  # X known exactly: nothing to refine
             out.append(p)
             start += n_rows
             continue
         pix_w = np.zeros(mask.shape)
         pix_w[mask] = row_w[start:start + n_rows].reshape(-1, 3).min(axis=1)
         x_new = refine_composition(
-            p.solver, p.x_fit, p.x_observed, p.sigma_x_grid, knots, values, p.images.crystal_angle_deg,
+            p.solver, p.x_fit, p.x_observed, sigma, knots, values, p.images.crystal_angle_deg,
             p.strain, _to_map(other[start:start + n_rows], mask), pix_w,
             strain_blur=p.strain_blur, composition_blur=p.composition_blur, mask=mask,
         )
