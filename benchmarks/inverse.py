@@ -9,7 +9,8 @@ dislocation nuisances, 64 bootstrap replicates) and the synthetic PSFs modelled 
 
 Columns: the calibration's own stage timings (prepare = registration, denoising and the basis
 solves; fit = first robust GCV fit; joint = X/law alternations; uncert = Laplace and bootstrap; disl =
-dislocation nuisances of the final fit).
+dislocation nuisances of the final fit; CG solves/iters = the PCG path's solves, a batch counting once,
+and their iterations).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     header = (f"{'size':>6} {'pixels':>8} {'solver':>6} {'device':>26} {'prepare':>8} {'fit':>6} "
               f"{'joint':>6} {'uncert':>7} {'report':>7} {'total s':>8} {'slope_a err':>11} "
-              f"{'slope_c err':>11} {'disl':>5}")
+              f"{'slope_c err':>11} {'disl':>5} {'CG solves/iters':>16}")
     print(header)
     print("-" * len(header))
     if args.warmup:  # CUDA context, cuFFT plans and kernel loading: a one-off cost per process
@@ -72,10 +73,13 @@ def main() -> None:
             t = cal.fit["timings_s"]
             ea = cal.vegard["slope_a"] / misfit[0] - 1
             ec = cal.vegard["slope_c"] / misfit[2] - 1
+            cg = (f"{cal.fit['pcg_solves']}/{cal.fit['pcg_iterations']}" if "pcg_solves" in cal.fit
+                  else "-")
             print(f"{n:>5}² {int(images.mask.sum()):>8} {cal.fit['solver']:>6} {cal.fit['device'][:26]:>26} "
                   f"{t['prepare_s']:>8.2f} {t['linear_fit_s']:>6.2f} {t['joint_s']:>6.2f} "
                   f"{t['uncertainty_s']:>7.2f} {t['report_s']:>7.2f} {total:>8.2f} "
-                  f"{ea * 100:>10.2f}% {ec * 100:>10.2f}% {len(cal.dislocations[0]):>5}", flush=True)
+                  f"{ea * 100:>10.2f}% {ec * 100:>10.2f}% {len(cal.dislocations[0]):>5} "
+                  f"{cg:>16}", flush=True)
     if profiler:  # GPU time shows up where the host waits for it (synchronising calls)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 

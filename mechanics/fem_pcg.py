@@ -72,7 +72,8 @@ class PlateletPCG:
       conv: True for the convolution form of the element operators, False for array slices, None
         (default) for convolutions on a GPU and on a CPU up to ``CONV_MAX_CPU_ELEMENTS`` cropped elements.
 
-    Attributes: ``mask`` (numpy), ``shape``, ``iterations`` (of the last solve, per RHS), ``use_conv``.
+    Attributes: ``mask`` (numpy), ``shape``, ``iterations`` (of the last solve, per RHS), ``use_conv``,
+    ``n_solves`` and ``n_iterations`` (running totals; a batch counts once, with its longest RHS).
     """
 
     def __init__(self, mask, stiffness_2d, spacing_nm: float, *, device=None, dtype=torch.float64,
@@ -90,6 +91,8 @@ class PlateletPCG:
         self.shape = mask_np.shape
         self.spacing_nm = float(spacing_nm)
         self.iterations = np.zeros(0, dtype=int)
+        self.n_solves = 0  # PCG runs so far (a batch counts once) and their iterations (batch: the longest)
+        self.n_iterations = 0
         # last single-RHS forward and adjoint solutions: warm starts for an optimiser's next call
         self._warm: torch.Tensor | None = None
         self._warm_adj: torch.Tensor | None = None
@@ -284,6 +287,7 @@ class PlateletPCG:
             p = torch.where(active.reshape(shape), z + beta.reshape(shape) * p, p)
             rz = torch.where(active, rz_new, rz)
         self.iterations = iters.cpu().numpy()
+        self._count()
         return x
 
     def _cg_single(self, x, r, p, rz, bnorm, target) -> torch.Tensor:
@@ -308,7 +312,12 @@ class PlateletPCG:
             rz = rz_new
             it += 1
         self.iterations = np.array([it])
+        self._count()
         return x
+
+    def _count(self) -> None:
+        self.n_solves += 1
+        self.n_iterations += int(self.iterations.max(initial=0))
 
     def _not_converged(self, rnorm, bnorm):
         worst = float((rnorm / torch.where(bnorm > 0, bnorm, 1.0)).max())

@@ -109,7 +109,11 @@ def test_calibrate_options_psf_device_solver(workdir, capsys):
                 "--device", "cpu"]) == 0
     assert "solves: pcg on cpu" in capsys.readouterr().out
     run_id = json.loads((workdir / "cal" / "calibration.json").read_text())["mlflow"]["run_id"]
-    params = MlflowClient("sqlite:///mlflow.db").get_run(run_id).data.params
+    data = MlflowClient("sqlite:///mlflow.db").get_run(run_id).data
+    params, metrics = data.params, data.metrics
+    # basis solves (prepare, one joint round) and the X-step's forward/adjoint pairs, each a few CG steps
+    assert metrics["pcg_solves"] >= 4 and metrics["pcg_iterations"] > 3 * metrics["pcg_solves"]
+    assert metrics["time_joint_s"] > 0 and metrics["time_prepare_s"] > 0
     assert params["strain_psf_nm"] == "10.0" and params["solver"] == "pcg" and params["device"] == "cpu"
     assert params["rim"] == "partial coverage"  # synth writes the coverage map, calibrate uses it
 
