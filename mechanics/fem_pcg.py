@@ -127,7 +127,7 @@ class PlateletPCG:
         self._ke_conv = torch.as_tensor(
             np.einsum("mij,jcrs->micrs", ke, g).reshape(8 * self.n_materials, 2, 2, 2), **kw)
         # convolutions where kernel launches bound the time (GPU, small grids); slices on a CPU for large
-        # grids, where the float64 convolution is the slower (benchmarks/mechanics.py, "operator form")
+        # grids, where the float64 convolution is the slower (benchmarks/platelet_pcg.py)
         self.use_conv = (self.device.type != "cpu" or hh * ww <= CONV_MAX_CPU_ELEMENTS) if conv is None \
             else bool(conv)
         self._le = torch.as_tensor(le, **kw)
