@@ -116,7 +116,7 @@ def _metrics(cal) -> dict:
     out = {k: float(v) for k, v in cal.vegard.items()}
     out.update({k: float(cal.fit[k]) for k in ("rmse_strain", "chi2_reduced", "lambda", "dof",
                                               "n_pixels", "downweighted_fraction", "n_hotspots")})
-    out.update({f"time_{k}": float(v) for k, v in cal.fit.get("timings_s", {}).items()})
+    out.update({f"time_{k}": float(v) for k, v in cal.fit["timings_s"].items()})
     out.update({k: float(cal.fit[k]) for k in ("pcg_solves", "pcg_iterations") if k in cal.fit})
     out["condition_number"] = float(cal.identifiability["condition_number"])
     out["n_unconstrained_knots"] = float(np.sum(~cal.identifiability["constrained"]))
