@@ -3,14 +3,15 @@ correlative composition and strain images (Deng et al., Nature Materials 21, 547
 
     images = inverse.load_images("particle.npz")      # ImageSet (.npz, .h5, .tif + .json)
     cal = inverse.calibrate(images)                   # Calibration: .law, .vegard, .residual, .to_json()
-    synthetic = inverse.synthesize(seed=0)            # ImageSet with truth_* ground truth
+    synthetic = inverse.synthesize(inverse.SynthSettings(seed=0))   # ImageSet with truth_* ground truth
     fit = inverse.fit_stiffness_ratio(images)         # FePO4/LiFePO4 stiffness ratio r, with σ
 """
 
 from inverse.calibrate import Calibration, calibrate
 from inverse.images import ImageSet, load_images, save_images
+from inverse.settings import SynthSettings
 from inverse.stiffness import StiffnessFit, fit_stiffness_ratio
 from inverse.synth import synthesize
 
-__all__ = ["Calibration", "ImageSet", "StiffnessFit", "calibrate", "fit_stiffness_ratio", "load_images",
-           "save_images", "synthesize"]
+__all__ = ["Calibration", "ImageSet", "StiffnessFit", "SynthSettings", "calibrate", "fit_stiffness_ratio",
+           "load_images", "save_images", "synthesize"]

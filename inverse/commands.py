@@ -1,50 +1,28 @@
 """``chemoscreen synth`` and ``chemoscreen calibrate`` (ARCHITECTURE §4.1); ``register`` adds them to the
-``chemoscreen`` parser. Handlers return the exit code: 0 success, 2 bad input (the message names the
+``chemoscreen`` parser. The options of the image set are derived from :class:`inverse.SynthSettings`
+(:mod:`chemoscreen.options`). Handlers return the exit code: 0 success, 2 bad input (the message names the
 field), 1 other failure (raised to the entry point)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from chemoscreen.options import add_options, settings_from_args
+from inverse.settings import SynthSettings
 from mechanics.errors import InputError
 
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DY,DX in nm, got {text!r}") from None
-    return a, b
+# fields set from Python only (no option): tables and objects, and knobs of the method's internals
+SYNTH_PYTHON_ONLY = ("bow_ac", "strain_offset", "boundary_width_nm", "declared_noise_factor", "material",
+                     "stiffness_ratio")
 
 
 def register(subparsers) -> None:
     """Add ``synth`` and ``calibrate`` to an argparse subparsers object."""
     synth = subparsers.add_parser("synth", help="write a synthetic correlative image set with known truth")
     synth.add_argument("--out", required=True, help="image-set file (.npz, .h5 or .tif + .json sidecar)")
-    synth.add_argument("--law", default="vegard",
-                       help="true law: vegard, bowed, or a JSON/CSV table X,a,c (default vegard)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--size", type=int, default=96, help="image size in pixels (default 96)")
-    synth.add_argument("--pixel-size-nm", type=float, default=20.0, help="strain pixel pitch (default 20)")
-    synth.add_argument("--oversample", type=int, default=2,
-                       help="fine sub-pixels per image pixel for the forward model (default 2)")
-    synth.add_argument("--shape", default="ellipse", choices=("ellipse", "disc", "hexagon"))
-    synth.add_argument("--angle", type=float, default=25.0, help="crystal_angle_deg (default 25)")
-    synth.add_argument("--composition-sigma", type=float, default=0.03, help="noise of X (default 0.03)")
-    synth.add_argument("--strain-sigma", type=float, default=5e-4, help="strain noise (default 5e-4)")
-    synth.add_argument("--composition-psf-nm", type=float, default=10.0, help="Gaussian PSF σ of X (nm)")
-    synth.add_argument("--strain-psf-nm", type=float, default=10.0, help="Gaussian PSF σ of strain (nm)")
-    synth.add_argument("--registration-offset-nm", type=_pair, default=(14.0, -9.0), metavar="DY,DX",
-                       help="offset of the composition field of view (default 14,-9)")
-    synth.add_argument("--composition-pixel-size-nm", type=float, default=None,
-                       help="put the composition map on its own grid with this pitch")
-    synth.add_argument("--strain-reference", default="unknown", choices=("unknown", "LiMPO4", "MPO4"))
-    synth.add_argument("--dislocations", type=int, default=3, help="edge dislocations on phase boundaries")
-    synth.add_argument("--burgers-nm", type=float, default=1.0, help="Burgers vector length (nm)")
-    synth.add_argument("--no-coverage", dest="coverage", action="store_false",
-                       help="do not write the pixel coverage map (the mask's staircase is then the outline)")
+    add_options(synth.add_argument_group("image set (inverse.SynthSettings)"), SynthSettings,
+                exclude=SYNTH_PYTHON_ONLY)
     synth.set_defaults(handler=cmd_synth)
 
     cal = subparsers.add_parser("calibrate", help="learn the eigenstrain law ε⁰(X) from image sets")
@@ -89,20 +67,13 @@ def cmd_synth(args) -> int:
     from inverse.synth import synthesize
 
     try:
-        images = synthesize(
-            size_px=args.size, pixel_size_nm=args.pixel_size_nm, oversample=args.oversample, shape=args.shape,
-            law=args.law, crystal_angle_deg=args.angle, seed=args.seed,
-            composition_sigma=args.composition_sigma, strain_sigma=args.strain_sigma,
-            composition_psf_nm=args.composition_psf_nm, strain_psf_nm=args.strain_psf_nm,
-            registration_offset_nm=args.registration_offset_nm, strain_reference=args.strain_reference,
-            n_dislocations=args.dislocations, burgers_nm=args.burgers_nm,
-            composition_pixel_size_nm=args.composition_pixel_size_nm, coverage=args.coverage,
-        )
+        settings = settings_from_args(SynthSettings, args)
+        images = synthesize(settings)
         path = save_images(images, args.out)
     except InputError as exc:
         return _fail("synth", exc)
     print(f"wrote {path} ({images.shape[0]}x{images.shape[1]} px, {int(images.mask.sum())} particle pixels, "
-          f"law {args.law}, truth under truth_*)")
+          f"law {settings.law}, truth under truth_*)")
     return 0
 
 

@@ -27,9 +27,8 @@ import numpy as np
 from inverse.dislocations import edge_dislocation_strain
 from inverse.forward import eigenstrain_grid, lfp_material, platelet_solver
 from inverse.images import ImageSet, crystal_rotation, crystal_to_grid
+from inverse.settings import SHAPES, SynthSettings, with_overrides
 from mechanics.errors import InputError
-
-SHAPES = ("ellipse", "disc", "hexagon")
 
 
 # -- laws -----------------------------------------------------------------------------------------------
@@ -67,6 +66,9 @@ def law_table(law, misfit_ac: tuple[float, float],
     ta, tc = np.asarray(law["a"], float), np.asarray(law["c"], float)
     if tx.ndim != 1 or tx.size < 2 or ta.shape != tx.shape or tc.shape != tx.shape:
         raise InputError("law", "X, a, c of equal length >= 2", (tx.shape, ta.shape, tc.shape))
+    if not (np.all(np.isfinite(tx)) and np.all(np.isfinite(ta)) and np.all(np.isfinite(tc))):
+        raise InputError("law", "finite numbers in X, a and c (the table has NaN or inf)",
+                         {"X": tx.tolist(), "a": ta.tolist(), "c": tc.tolist()})
     if np.any(np.diff(tx) <= 0) or tx[0] != 0.0 or tx[-1] != 1.0:
         raise InputError("law.X", "strictly ascending from 0 to 1", tx.tolist())
     if ta[0] != 0.0 or tc[0] != 0.0:
@@ -160,63 +162,36 @@ def _block_mean(field: np.ndarray, mask: np.ndarray, k: int):
     return total / denom, cover
 
 
-def synthesize(
-    *,
-    size_px: int = 96,
-    pixel_size_nm: float = 20.0,
-    oversample: int = 2,
-    shape: str = "ellipse",
-    law="vegard",
-    bow_ac: tuple[float, float] = (0.008, -0.004),
-    crystal_angle_deg: float = 25.0,
-    seed: int = 0,
-    composition_sigma: float = 0.03,
-    strain_sigma: float = 5e-4,
-    composition_psf_nm: float = 10.0,
-    strain_psf_nm: float = 10.0,
-    registration_offset_nm: tuple[float, float] = (14.0, -9.0),
-    strain_reference: str = "unknown",
-    strain_offset: tuple[float, float, float] = (-0.004, 0.003, 0.0005),
-    n_dislocations: int = 3,
-    burgers_nm: float = 1.0,
-    composition_pixel_size_nm: float | None = None,
-    boundary_width_nm: float | None = None,
-    declared_noise_factor: float = 1.0,
-    material=None,
-    stiffness_ratio: float | None = None,
-    coverage: bool = True,
-) -> ImageSet:
+def synthesize(settings: SynthSettings | None = None, **overrides) -> ImageSet:
     """A synthetic LFP platelet image set with known truth (see the module docstring).
 
-    Lengths in nm; ``registration_offset_nm`` (dy, dx) displaces the composition map's field of view;
-    ``strain_offset`` is (aa, cc, ac) in the crystal frame; ``declared_noise_factor`` scales the noise
-    levels written into the file relative to those actually added (1: honest). ``stiffness_ratio``: None
-    for the uniform LFP stiffness; r > 0 for the composition-dependent C(X) = X·C_LFP + (1 − X)·r·C_FP of
-    :mod:`inverse.stiffness` (stored as ``truth_stiffness_ratio``). ``coverage``: write the covered area
-    fraction of every strain pixel (what a virtual ADF image normalised to the interior measures; exact
-    here), which the calibration uses for partial-coverage rim elements; False leaves only the mask.
+    Args:
+        settings: what to render (:class:`~inverse.settings.SynthSettings`); None: the defaults.
+        **overrides: fields of ``SynthSettings`` to replace in ``settings``, a shorthand for
+            ``synthesize(SynthSettings(seed=3))``; validated by the dataclass.
+
+    Returns:
+        The :class:`~inverse.images.ImageSet`, with the ground truth under ``truth``.
+
+    Raises:
+        InputError: a bad setting or law table.
+        TypeError: an override that is not a settings field.
     """
-    if size_px < 8 or oversample < 1:
-        raise InputError("size_px", "at least 8 pixels, with oversample >= 1", (size_px, oversample))
-    if pixel_size_nm <= 0:
-        raise InputError("pixel_size_nm", "a pitch > 0 nm", pixel_size_nm)
-    if strain_reference not in ("LiMPO4", "MPO4", "unknown"):
-        raise InputError("strain_reference", "LiMPO4, MPO4 or unknown", strain_reference)
-    if shape not in SHAPES:
-        raise InputError("shape", f"one of {SHAPES}", shape)
-    if stiffness_ratio is not None and not (np.isfinite(stiffness_ratio) and stiffness_ratio > 0):
-        raise InputError("stiffness_ratio", "None or a finite FePO4 stiffness ratio > 0", stiffness_ratio)
-    material = material or lfp_material()
+    s = with_overrides(SynthSettings, settings, overrides, "synthesize")
+    size_px, pixel_size_nm, oversample = s.size_px, s.pixel_size_nm, s.oversample
+    crystal_angle_deg, stiffness_ratio = s.crystal_angle_deg, s.stiffness_ratio
+    material = s.material or lfp_material()
     misfit = material.misfit
-    x_law, f_law = law_table(law, (misfit[0], misfit[2]), bow_ac)
-    rng = np.random.default_rng(seed)
+    x_law, f_law = law_table(s.law, (misfit[0], misfit[2]), s.bow_ac)
+    rng = np.random.default_rng(s.seed)
     length = size_px * pixel_size_nm
-    comp_field = _Composition(rng, length, boundary_width_nm or 1.5 * pixel_size_nm)
+    width_nm = 1.5 * pixel_size_nm if s.boundary_width_nm is None else s.boundary_width_nm
+    comp_field = _Composition(rng, length, width_nm)
 
     # strain modality on the fine grid
     n_f, h_f = size_px * oversample, pixel_size_nm / oversample
     yf, xf = (np.mgrid[:n_f, :n_f] + 0.5) * h_f
-    mask_f = _inside(shape, yf, xf, length, crystal_angle_deg)
+    mask_f = _inside(s.shape, yf, xf, length, crystal_angle_deg)
     x_f = np.where(mask_f, comp_field(yf, xf), 0.0)
     f_f = np.stack([np.interp(x_f, x_law, f_law[:, i]) for i in range(2)], -1)
     eig_f = eigenstrain_grid(f_f, crystal_angle_deg)[None]
@@ -244,7 +219,7 @@ def synthesize(
     rng.shuffle(cand)
     chosen: list[np.ndarray] = []
     for p in cand:
-        if len(chosen) == n_dislocations:
+        if len(chosen) == s.n_dislocations:
             break
         if all(np.hypot(*(p - q)) > 10 * oversample for q in chosen):
             chosen.append(p)
@@ -255,27 +230,28 @@ def synthesize(
         sign = rng.choice([-1.0, 1.0])
         centre = (p + 1.0) * h_f  # a fine-pixel corner
         disl_strain += edge_dislocation_strain(
-            yf - centre[0], xf - centre[1], burgers_nm, sign * rot[axis], core_nm=h_f
+            yf - centre[0], xf - centre[1], s.burgers_nm, sign * rot[axis], core_nm=h_f
         )
         angle = crystal_angle_deg + (0.0 if axis == 0 else 90.0) + (0.0 if sign > 0 else 180.0)
-        records.append([centre[0] / pixel_size_nm - 0.5, centre[1] / pixel_size_nm - 0.5, angle, burgers_nm])
+        records.append([centre[0] / pixel_size_nm - 0.5, centre[1] / pixel_size_nm - 0.5, angle,
+                        s.burgers_nm])
     disl_strain *= mask_f[..., None, None]
 
-    if strain_reference == "unknown":
-        off = np.asarray(strain_offset, float)
+    if s.strain_reference == "unknown":
+        off = np.asarray(s.strain_offset, float)
         off_cr = np.array([[off[0], off[2]], [off[2], off[1]]])
-    elif strain_reference == "LiMPO4":
+    elif s.strain_reference == "LiMPO4":
         off_cr = -np.diag(f_law[-1])
     else:
         off_cr = np.zeros((2, 2))
     off_grid = crystal_to_grid(off_cr, crystal_angle_deg)
 
-    total_f = _blur(strain_f + disl_strain, mask_f, strain_psf_nm / h_f)
+    total_f = _blur(strain_f + disl_strain, mask_f, s.strain_psf_nm / h_f)
     strain_c, cover = _block_mean(total_f, mask_f, oversample)
     mask_c = cover >= 0.5
     clean_c, _ = _block_mean(strain_f, mask_f, oversample)
     resid_c, _ = _block_mean(disl_strain, mask_f, oversample)
-    noise = rng.normal(scale=strain_sigma, size=(size_px, size_px, 3))
+    noise = rng.normal(scale=s.strain_sigma, size=(size_px, size_px, 3))
     measured = strain_c + off_grid
     nan = np.where(mask_c, 1.0, np.nan)
     exx = (measured[..., 1, 1] + noise[..., 0]) * nan
@@ -283,15 +259,15 @@ def synthesize(
     exy = (measured[..., 0, 1] + noise[..., 2]) * nan
 
     # composition modality on its own grid, displaced by the registration offset
-    p_c = composition_pixel_size_nm or pixel_size_nm
+    p_c = s.composition_pixel_size_nm or pixel_size_nm
     n_c = int(round(length / p_c))
     k = max(oversample, 2)
     yc, xc = (np.mgrid[: n_c * k, : n_c * k] + 0.5) * (p_c / k)
-    yc, xc = yc + registration_offset_nm[0], xc + registration_offset_nm[1]
-    mask_cf = _inside(shape, yc, xc, length, crystal_angle_deg)
-    comp_cf = _blur(np.where(mask_cf, comp_field(yc, xc), 0.0), mask_cf, composition_psf_nm / (p_c / k))
+    yc, xc = yc + s.registration_offset_nm[0], xc + s.registration_offset_nm[1]
+    mask_cf = _inside(s.shape, yc, xc, length, crystal_angle_deg)
+    comp_cf = _blur(np.where(mask_cf, comp_field(yc, xc), 0.0), mask_cf, s.composition_psf_nm / (p_c / k))
     comp_c, cover_c = _block_mean(comp_cf, mask_cf, k)
-    noisy = comp_c + rng.normal(scale=composition_sigma, size=comp_c.shape)
+    noisy = comp_c + rng.normal(scale=s.composition_sigma, size=comp_c.shape)
     comp_obs = np.where(cover_c >= 0.5, noisy, np.nan)
 
     # truth: composition on the strain grid without blur, noise or offset
@@ -309,7 +285,7 @@ def synthesize(
         "truth_residual_xy": resid_c[..., 0, 1] * nan,
         "truth_dislocations": np.asarray(records, float).reshape(-1, 4),  # row_px, col_px, b angle, b nm
         "truth_strain_offset": np.array([off_cr[0, 0], off_cr[1, 1], off_cr[0, 1]]),
-        "truth_shift_px": np.asarray(registration_offset_nm, float) / p_c * (p_c / pixel_size_nm),
+        "truth_shift_px": np.asarray(s.registration_offset_nm, float) / p_c * (p_c / pixel_size_nm),
     }
     if stiffness_ratio is not None:
         truth["truth_stiffness_ratio"] = np.float64(stiffness_ratio)
@@ -321,10 +297,10 @@ def synthesize(
         mask=mask_c,
         pixel_size_nm=float(pixel_size_nm),
         crystal_angle_deg=float(crystal_angle_deg),
-        composition_pixel_size_nm=None if composition_pixel_size_nm is None else float(p_c),
-        composition_sigma=composition_sigma * declared_noise_factor,
-        strain_sigma=strain_sigma * declared_noise_factor,
-        strain_reference=strain_reference,
-        coverage=np.where(cover > 0, cover, 0.0) if coverage else None,
+        composition_pixel_size_nm=None if s.composition_pixel_size_nm is None else float(p_c),
+        composition_sigma=s.composition_sigma * s.declared_noise_factor,
+        strain_sigma=s.strain_sigma * s.declared_noise_factor,
+        strain_reference=s.strain_reference,
+        coverage=np.where(cover > 0, cover, 0.0) if s.coverage else None,
         truth=truth,
     )
