@@ -70,12 +70,12 @@ def main() -> None:
             if profiler:
                 profiler.disable()
             total = time.perf_counter() - start
-            t = cal.fit["timings_s"]
-            ea = cal.vegard["slope_a"] / misfit[0] - 1
-            ec = cal.vegard["slope_c"] / misfit[2] - 1
-            cg = (f"{cal.fit['pcg_solves']}/{cal.fit['pcg_iterations']}" if "pcg_solves" in cal.fit
+            t = cal.fit.timings_s
+            ea = cal.vegard.slope_a / misfit[0] - 1
+            ec = cal.vegard.slope_c / misfit[2] - 1
+            cg = (f"{cal.fit.pcg_solves}/{cal.fit.pcg_iterations}" if cal.fit.pcg_solves is not None
                   else "-")
-            print(f"{n:>5}² {int(images.mask.sum()):>8} {cal.fit['solver']:>6} {cal.fit['device'][:26]:>26} "
+            print(f"{n:>5}² {int(images.mask.sum()):>8} {cal.fit.solver:>6} {cal.fit.device[:26]:>26} "
                   f"{t['prepare_s']:>8.2f} {t['linear_fit_s']:>6.2f} {t['joint_s']:>6.2f} "
                   f"{t['uncertainty_s']:>7.2f} {t['report_s']:>7.2f} {total:>8.2f} "
                   f"{ea * 100:>10.2f}% {ec * 100:>10.2f}% {len(cal.dislocations[0]):>5} "

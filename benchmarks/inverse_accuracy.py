@@ -48,8 +48,8 @@ def main() -> None:
         for use in (False, True):
             cal = calibrate(images, n_bootstrap=0, strain_psf_nm=10.0, composition_psf_nm=10.0,
                             use_coverage=use)
-            errs.append([100 * (cal.vegard["slope_a"] / misfit[0] - 1),
-                         100 * (cal.vegard["slope_c"] / misfit[2] - 1)])
+            errs.append([100 * (cal.vegard.slope_a / misfit[0] - 1),
+                         100 * (cal.vegard.slope_c / misfit[2] - 1)])
         rows.append((seed, np.array(errs)))
     print(f"\n{args.size}² {args.shape}, slope errors a / c in %\n")
     print("| seed | pixel staircase | partial coverage |")

@@ -2,16 +2,17 @@
 correlative composition and strain images (Deng et al., Nature Materials 21, 547 (2022)).
 
     images = inverse.load_images("particle.npz")      # ImageSet (.npz, .h5, .tif + .json)
-    cal = inverse.calibrate(images)                   # Calibration: .law, .vegard, .residual, .to_json()
-    synthetic = inverse.synthesize(inverse.SynthSettings(seed=0))   # ImageSet with truth_* ground truth
+    cal = inverse.calibrate(images)                   # Calibration: .law, .vegard, .fit, .to_json()
+    cal = inverse.calibrate(images, inverse.CalibrationSettings(n_knots=9))  # = calibrate(images, n_knots=9)
+    synthetic = inverse.synthesize(inverse.SynthSettings(seed=0))           # ImageSet with truth_*
     fit = inverse.fit_stiffness_ratio(images)         # FePO4/LiFePO4 stiffness ratio r, with σ
 """
 
 from inverse.calibrate import Calibration, calibrate
 from inverse.images import ImageSet, load_images, save_images
-from inverse.settings import SynthSettings
+from inverse.settings import CalibrationSettings, SynthSettings
 from inverse.stiffness import StiffnessFit, fit_stiffness_ratio
 from inverse.synth import synthesize
 
-__all__ = ["Calibration", "ImageSet", "StiffnessFit", "SynthSettings", "calibrate", "fit_stiffness_ratio",
-           "load_images", "save_images", "synthesize"]
+__all__ = ["Calibration", "CalibrationSettings", "ImageSet", "StiffnessFit", "SynthSettings", "calibrate",
+           "fit_stiffness_ratio", "load_images", "save_images", "synthesize"]

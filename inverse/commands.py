@@ -1,7 +1,8 @@
 """``chemoscreen synth`` and ``chemoscreen calibrate`` (ARCHITECTURE §4.1); ``register`` adds them to the
-``chemoscreen`` parser. The options of the image set are derived from :class:`inverse.SynthSettings`
-(:mod:`chemoscreen.options`). Handlers return the exit code: 0 success, 2 bad input (the message names the
-field), 1 other failure (raised to the entry point)."""
+``chemoscreen`` parser. The options of the image set and of the fit are derived from
+:class:`inverse.SynthSettings` and :class:`inverse.CalibrationSettings` (:mod:`chemoscreen.options`).
+Handlers return the exit code: 0 success, 2 bad input (the message names the field), 1 other failure
+(raised to the entry point)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import sys
 import time
 
 from chemoscreen.options import add_options, settings_from_args
-from inverse.settings import SynthSettings
+from inverse.settings import CalibrationSettings, SynthSettings
 from mechanics.errors import InputError
 
 # fields set from Python only (no option): tables and objects, and knobs of the method's internals
 SYNTH_PYTHON_ONLY = ("bow_ac", "strain_offset", "boundary_width_nm", "declared_noise_factor", "material",
                      "stiffness_ratio")
+CALIBRATION_PYTHON_ONLY = ("n_robust", "fit_dislocations", "min_support_px", "plane", "material", "seed")
 
 
 def register(subparsers) -> None:
@@ -37,23 +39,8 @@ def register(subparsers) -> None:
     cal.add_argument("--experiment", default="chemoscreen-calibration", help="MLflow experiment")
     cal.add_argument("--no-track", dest="track", action="store_false",
                      help="write the outputs only; no MLflow run or model version")
-    cal.add_argument("--n-knots", type=int, default=11, help="knots of the law on [0, 1] (default 11)")
-    cal.add_argument("--monotone", action="store_true", help="monotone law per axis")
-    cal.add_argument("--errors-in-variables", default="nlm", choices=("nlm", "tv", "posterior", "none"),
-                     help="treatment of composition noise (default nlm: non-local-means denoising)")
-    cal.add_argument("--bootstrap", type=int, default=64, help="block-bootstrap replicates (default 64)")
-    cal.add_argument("--joint", type=int, default=2,
-                     help="rounds of joint composition/law estimation (default 2; 0: denoised X only)")
-    cal.add_argument("--strain-psf-nm", type=float, default=None, metavar="SIGMA",
-                     help="Gaussian σ (nm) of the strain probe, modelled in the fit (default: none)")
-    cal.add_argument("--composition-psf-nm", type=float, default=None, metavar="SIGMA",
-                     help="Gaussian σ (nm) of the composition probe, modelled in the fit (default: none)")
-    cal.add_argument("--device", default="auto",
-                     help="where the platelet solves run: auto (a CUDA GPU if present), cpu, cuda, cuda:N")
-    cal.add_argument("--solver", default="auto", choices=("auto", "lu", "pcg"),
-                     help="platelet solver: sparse LU (CPU) or matrix-free PCG (any device); auto picks")
-    cal.add_argument("--ignore-coverage", dest="use_coverage", action="store_false",
-                     help="model the outline as the mask's pixel staircase even when the set has coverage")
+    add_options(cal.add_argument_group("fit (inverse.CalibrationSettings)"), CalibrationSettings,
+                exclude=CALIBRATION_PYTHON_ONLY)
     cal.set_defaults(handler=cmd_calibrate)
 
 
@@ -86,25 +73,21 @@ def cmd_calibrate(args) -> int:
 
     start = time.perf_counter()
     try:
+        settings = settings_from_args(CalibrationSettings, args)
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
-        cal = calibrate(sets, n_knots=args.n_knots, monotone=args.monotone,
-                        errors_in_variables=args.errors_in_variables,
-                        n_bootstrap=args.bootstrap, n_joint=args.joint, progress=True,
-                        device=args.device, solver=args.solver, strain_psf_nm=args.strain_psf_nm,
-                        composition_psf_nm=args.composition_psf_nm, use_coverage=args.use_coverage)
+        cal = calibrate(sets, settings, progress=True)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,
                               track=args.track)
     except InputError as exc:
         return _fail("calibrate", exc)
-    v = cal.vegard
-    print(f"ε⁰ Vegard slopes: a {v['slope_a'] * 100:.3f} ± {v['slope_a_std'] * 100:.3f} %, "
-          f"c {v['slope_c'] * 100:.3f} ± {v['slope_c_std'] * 100:.3f} %; max deviation from Vegard "
-          f"{v['max_deviation'] * 100:.3f} %")
-    print(f"fit: rmse {cal.fit['rmse_strain']:.3g}, chi2_reduced {cal.fit['chi2_reduced']:.3g}, "
-          f"{cal.fit['n_pixels']} pixels, λ {cal.fit['lambda']:.3g} (GCV), "
-          f"{cal.fit['n_hotspots']} hot spots; solves: {cal.fit['solver']} on {cal.fit['device']}; "
-          f"outline: {cal.fit['rim']}")
+    v, fit = cal.vegard, cal.fit
+    print(f"ε⁰ Vegard slopes: a {v.slope_a * 100:.3f} ± {v.slope_a_std * 100:.3f} %, "
+          f"c {v.slope_c * 100:.3f} ± {v.slope_c_std * 100:.3f} %; max deviation from Vegard "
+          f"{v.max_deviation * 100:.3f} %")
+    print(f"fit: rmse {fit.rmse_strain:.3g}, chi2_reduced {fit.chi2_reduced:.3g}, "
+          f"{fit.n_pixels} pixels, λ {fit.smoothness_lambda:.3g} (GCV), "
+          f"{fit.n_hotspots} hot spots; solves: {fit.solver} on {fit.device}; outline: {fit.rim}")
     for i, r in enumerate(cal.registration):
         print(f"particle {i}: composition registered by shift (dy, dx) = "
               f"({r['shift_px'][0]:.2f}, {r['shift_px'][1]:.2f}) px")

@@ -26,19 +26,19 @@ def plot_law(cal, path: Path, truth: dict | None = None) -> Path:
         v, s = cal.values[i] * 100, cal.std[i] * 100
         ax.fill_between(x, v - 2 * s, v + 2 * s, color="C0", alpha=0.25, label="±2σ")
         ax.plot(x, v, "o-", color="C0", label="learned")
-        slope = cal.vegard[f"slope_{name}"]
+        slope = getattr(cal.vegard, f"slope_{name}")
         ax.plot([0, 1], [0, slope * 100], "--", color="k", label=f"Vegard fit {slope * 100:.2f} %")
         if truth is not None and f"truth_law_{name}" in truth:
             ax.plot(truth["truth_law_X"], np.asarray(truth[f"truth_law_{name}"]) * 100, ":", color="C3",
                     label="truth")
-        unconstrained = ~cal.identifiability["constrained"]
+        unconstrained = ~cal.identifiability.constrained
         if unconstrained.any():
             ax.plot(x[unconstrained], v[unconstrained], "x", color="C3", ms=9, label="not constrained")
         ax.set_xlabel("Li fraction X")
         ax.set_ylabel(f"ε⁰_{name} (%)")
         ax.legend(fontsize=7)
-    edges = cal.identifiability["coverage_edges"]
-    axes[2].bar(edges[:-1], cal.identifiability["coverage_counts"], width=np.diff(edges), align="edge")
+    edges = cal.identifiability.coverage_edges
+    axes[2].bar(edges[:-1], cal.identifiability.coverage_counts, width=np.diff(edges), align="edge")
     axes[2].set_xlabel("Li fraction X (denoised)")
     axes[2].set_ylabel("pixels")
     axes[2].set_title("coverage")

@@ -1,8 +1,8 @@
-"""The settings of the jobs of ``inverse``: synthesising an image set with known truth
-(:class:`SynthSettings`).
+"""The settings of the two jobs of ``inverse``: calibrating the law (:class:`CalibrationSettings`) and
+synthesising an image set with known truth (:class:`SynthSettings`).
 
 Frozen and validated on construction: every bad value is an ``InputError`` naming the field (exit code 2
-from the CLI). The ``chemoscreen synth`` options are derived from these
+from the CLI). The ``chemoscreen calibrate`` and ``chemoscreen synth`` options are derived from these
 fields (:mod:`chemoscreen.options`; ``metadata`` holds each option's help and, where it differs from
 ``--field-name``, its flag), so the defaults live here only.
 """
@@ -17,11 +17,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import torch
+
 from mechanics.errors import InputError
 from mechanics.parameters.base import MaterialParams
 
+ERRORS_IN_VARIABLES = ("nlm", "tv", "posterior", "none")
+SOLVERS = ("auto", "lu", "pcg")
+PLANES = ("stress", "strain")
 SHAPES = ("ellipse", "disc", "hexagon")
 STRAIN_REFERENCES = ("unknown", "LiMPO4", "MPO4")
+# The law's knots are capped at 101 (spacing 0.01 in X). Each knot adds two basis solves per particle and
+# two design columns, and the basis responses take 2(K − 1)·H·W·4 float64 (1.7 GB for a 512² set at
+# K = 101); `--n-knots 2000` ran for minutes (issue 20). No composition map resolves X finer than 0.01:
+# the synthetic default σ_X is 0.03, and below 1/40 of the knot spacing noise is not modelled at all.
+MAX_KNOTS = 101
 
 
 def _is_integer(value) -> bool:
@@ -74,6 +84,99 @@ def _finite_tuple(self, name: str, size: int, unit: str) -> None:
     if len(items) != size or not all(_is_real(v) for v in items):
         raise InputError(name, f"{size} finite numbers ({unit})", value)
     object.__setattr__(self, name, tuple(float(v) for v in items))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationSettings:
+    """How :func:`inverse.calibrate` learns ε⁰(X) (one law shared by all image sets).
+
+    Fields (units in the names):
+      n_knots: knots of the piecewise-linear law, uniform on [0, 1] (X = 0 pinned to ε⁰ = 0); 3 to
+        :data:`MAX_KNOTS`.
+      monotone: constrain each axis to be monotone in the direction of its unconstrained end value.
+      errors_in_variables: how the composition noise is handled (inverse.denoise): "nlm" (non-local-means
+        denoised X), "tv" (total-variation denoised X), "posterior" (regressors E[φ_k(X) | x] under a
+        deconvolved prior, pixel by pixel) or "none" (raw X; biased).
+      n_bootstrap: spatial block-bootstrap replicates; 0 turns the bootstrap off (one replicate has no
+        spread, so 1 is refused).
+      n_joint: alternations of the joint estimation of X and the law (inverse.joint; 0 keeps the
+        denoised X of ``errors_in_variables``).
+      strain_psf_nm, composition_psf_nm: Gaussian σ (nm) of the strain and composition probes (None: not
+        modelled). The model strain is blurred by the strain PSF (:mod:`inverse.psf`), and the joint
+        X-step compares the blurred X̂ with the measured map, so X̂ is deblurred.
+      device: where the platelet solves run: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu",
+        "cuda" or "cuda:N" (whether the device exists is checked when the calibration starts). The least
+        squares, denoising and bootstrap stay on the CPU.
+      solver: "auto" (sparse LU on the CPU, matrix-free PCG on a GPU), "lu" or "pcg" (same
+        discretisation; results agree to the CG tolerance).
+      use_coverage: when an image set has a ``coverage`` map (area fraction of each pixel inside the
+        particle), model the rim with partial-coverage elements (:func:`inverse.forward.rim_elements`) so
+        that the outline is the particle's, not the mask's pixel staircase; False ignores the map.
+      n_robust: iteratively reweighted passes that down-weight pixels whose residual is an outlier
+        (unmodelled defects); 0 gives the plain weighted least squares.
+      fit_dislocations: after a first fit, model the residual hot spots as edge dislocations (Burgers
+        vector in the a-c plane, Volterra field; inverse.dislocations) with nuisance parameters, so that
+        their long-range strain does not bias the law; they stay in the residual maps.
+      min_support_px: knots whose hat functions sum to less than this over all pixels are reported as
+        not constrained by the data.
+      plane: "stress" (thin platelet, generalized plane stress) or "strain".
+      material: ``mechanics.MaterialParams`` (stiffness and b misfit); None: the core's LFP reference.
+      seed: seed of the bootstrap's block resampling (an integer >= 0).
+    """
+
+    n_knots: int = field(default=11, metadata={"help": f"knots of the law on [0, 1], 3 to {MAX_KNOTS}"})
+    monotone: bool = field(default=False, metadata={"help": "monotone law per axis"})
+    errors_in_variables: str = field(default="nlm", metadata={
+        "choices": ERRORS_IN_VARIABLES,
+        "help": "treatment of composition noise (nlm: non-local-means denoising)"})
+    n_bootstrap: int = field(default=64, metadata={
+        "flag": "--bootstrap", "help": "block-bootstrap replicates (0: off)"})
+    n_joint: int = field(default=2, metadata={
+        "flag": "--joint", "help": "rounds of joint composition/law estimation (0: denoised X only)"})
+    strain_psf_nm: float | None = field(default=None, metadata={
+        "metavar": "SIGMA", "help": "Gaussian σ (nm) of the strain probe, modelled in the fit"})
+    composition_psf_nm: float | None = field(default=None, metadata={
+        "metavar": "SIGMA", "help": "Gaussian σ (nm) of the composition probe, modelled in the fit"})
+    device: str = field(default="auto", metadata={
+        "help": "where the platelet solves run: auto (a CUDA GPU if present), cpu, cuda, cuda:N"})
+    solver: str = field(default="auto", metadata={
+        "choices": SOLVERS,
+        "help": "platelet solver: sparse LU (CPU) or matrix-free PCG (any device); auto picks"})
+    use_coverage: bool = field(default=True, metadata={
+        "flag": "--ignore-coverage",
+        "help": "model the outline as the mask's pixel staircase even when the set has coverage"})
+    n_robust: int = 2
+    fit_dislocations: bool = True
+    min_support_px: float = 20.0
+    plane: str = "stress"
+    material: MaterialParams | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_integer("n_knots", self.n_knots, 3, MAX_KNOTS)
+        _check_bool("monotone", self.monotone)
+        _check_choice("errors_in_variables", self.errors_in_variables, ERRORS_IN_VARIABLES)
+        if not (_is_integer(self.n_bootstrap) and (self.n_bootstrap == 0 or self.n_bootstrap >= 2)):
+            raise InputError("n_bootstrap", "0 (off) or an integer >= 2 (replicates)", self.n_bootstrap)
+        _check_integer("n_joint", self.n_joint, 0)
+        for name in ("strain_psf_nm", "composition_psf_nm"):
+            _check_real(name, getattr(self, name), optional=True,
+                        expected="a Gaussian PSF standard deviation >= 0 in nm")
+        if not isinstance(self.device, (str, torch.device)):
+            raise InputError("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as err:
+                raise InputError("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device) from err
+        _check_choice("solver", self.solver, SOLVERS)
+        _check_bool("use_coverage", self.use_coverage)
+        _check_integer("n_robust", self.n_robust, 0)
+        _check_bool("fit_dislocations", self.fit_dislocations)
+        _check_real("min_support_px", self.min_support_px)
+        _check_choice("plane", self.plane, PLANES)
+        _check_material(self.material)
+        _check_integer("seed", self.seed, 0)
 
 
 def _pair(text: str) -> tuple[float, float]:

@@ -113,24 +113,29 @@ def write_outputs(cal, directory: Path, truth: dict | None = None) -> list[Path]
 
 
 def _metrics(cal) -> dict:
-    out = {k: float(v) for k, v in cal.vegard.items()}
-    out.update({k: float(cal.fit[k]) for k in ("rmse_strain", "chi2_reduced", "lambda", "dof",
-                                              "n_pixels", "downweighted_fraction", "n_hotspots")})
-    out.update({f"time_{k}": float(v) for k, v in cal.fit["timings_s"].items()})
-    out.update({k: float(cal.fit[k]) for k in ("pcg_solves", "pcg_iterations") if k in cal.fit})
-    out["condition_number"] = float(cal.identifiability["condition_number"])
-    out["n_unconstrained_knots"] = float(np.sum(~cal.identifiability["constrained"]))
+    fit, ident = cal.fit, cal.identifiability
+    out = cal.vegard.as_dict()
+    out.update({"rmse_strain": float(fit.rmse_strain), "chi2_reduced": float(fit.chi2_reduced),
+                "lambda": float(fit.smoothness_lambda), "dof": float(fit.dof),
+                "n_pixels": float(fit.n_pixels), "downweighted_fraction": float(fit.downweighted_fraction),
+                "n_hotspots": float(fit.n_hotspots)})
+    out.update({f"time_{k}": float(v) for k, v in fit.timings_s.items()})
+    if fit.pcg_solves is not None:
+        out.update({"pcg_solves": float(fit.pcg_solves), "pcg_iterations": float(fit.pcg_iterations)})
+    out["condition_number"] = float(ident.condition_number)
+    out["n_unconstrained_knots"] = float(np.sum(~ident.constrained))
     for i, r in enumerate(cal.registration):
         out[f"p{i}_shift_dy_px"], out[f"p{i}_shift_dx_px"] = map(float, r["shift_px"])
     return out
 
 
 def _params(cal) -> dict:
-    return {"n_knots": len(cal.knots_X), "monotone": cal.fit["monotone"], "plane": cal.fit["plane"],
-            "lambda_rule": cal.fit["rule"], "n_particles": cal.fit["n_particles"],
-            "law_class": type(cal.law).__name__, "solver": cal.fit.get("solver"),
-            "device": cal.fit.get("device"), "strain_psf_nm": cal.fit.get("strain_psf_nm"),
-            "composition_psf_nm": cal.fit.get("composition_psf_nm"), "rim": cal.fit.get("rim")}
+    settings, fit = cal.settings, cal.fit
+    return {"n_knots": len(cal.knots_X), "monotone": settings.monotone, "plane": settings.plane,
+            "lambda_rule": fit.lambda_rule, "n_particles": fit.n_particles,
+            "law_class": type(cal.law).__name__, "solver": fit.solver, "device": fit.device,
+            "strain_psf_nm": settings.strain_psf_nm, "composition_psf_nm": settings.composition_psf_nm,
+            "rim": fit.rim}
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:

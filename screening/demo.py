@@ -42,12 +42,12 @@ def calibrate_and_register(out: Path, tracking_uri: str) -> str:
     from inverse.tracking import log_calibration
 
     start = _step(1, "synthesize a correlative LFP image set (bowed law, noise, dislocations)")
-    images = inverse.synthesize(**DEMO_SYNTH)
+    images = inverse.synthesize(inverse.SynthSettings(**DEMO_SYNTH))
     images_path = inverse.save_images(images, out / "lfp_synthetic.npz")
     _done(start, str(images_path))
 
     start = _step(2, "calibrate the eigenstrain law and register it as lfp-chemomech@champion")
-    calibration = inverse.calibrate(images, progress=True, **DEMO_CALIBRATION)
+    calibration = inverse.calibrate(images, inverse.CalibrationSettings(**DEMO_CALIBRATION), progress=True)
     calibration_dir = out / "calibration"
     calibration = log_calibration(calibration, out_dir=calibration_dir, tracking_uri=tracking_uri,
                                   register=MODEL_NAME, inputs=[images_path])

@@ -46,9 +46,9 @@ def test_calibration_on_cuda_matches_cpu(images):
     kw = dict(n_bootstrap=8, strain_psf_nm=10.0, composition_psf_nm=10.0)
     cpu = calibrate(images, device="cpu", **kw)
     gpu = calibrate(images, device="cuda", **kw)
-    assert gpu.fit["solver"] == "pcg" and "cuda" in gpu.fit["device"]
+    assert gpu.fit.solver == "pcg" and "cuda" in gpu.fit.device
     # L-BFGS on X runs the same iterations on both; its line search sees differences at the CG
     # tolerance, so the laws agree to far below their uncertainty (std ~1e-3), not to round-off
     assert np.abs(gpu.values - cpu.values).max() < 1e-5
-    assert gpu.vegard["slope_a"] == pytest.approx(cpu.vegard["slope_a"], rel=1e-4)
+    assert gpu.vegard.slope_a == pytest.approx(cpu.vegard.slope_a, rel=1e-4)
     assert torch.cuda.is_available()

@@ -22,13 +22,13 @@ def test_two_particles_share_one_law_with_their_own_offsets():
                     strain_offset=(0.006, -0.002, 0.001))
     cal = calibrate([p1, p2], n_bootstrap=16)
     misfit = lfp_material().misfit
-    assert cal.vegard["slope_a"] == pytest.approx(misfit[0], rel=0.02)
-    assert cal.vegard["slope_c"] == pytest.approx(misfit[2], rel=0.02)
+    assert cal.vegard.slope_a == pytest.approx(misfit[0], rel=0.02)
+    assert cal.vegard.slope_c == pytest.approx(misfit[2], rel=0.02)
     for off, images in zip(cal.offsets, (p1, p2)):
         np.testing.assert_allclose([off["aa"], off["cc"], off["ac"]], images.truth["truth_strain_offset"],
                                    atol=1e-3)
-    assert cal.fit["n_particles"] == 2 and len(cal.residual) == 2
-    assert cal.fit["n_pixels"] == int(p1.mask.sum() + p2.mask.sum())
+    assert cal.fit.n_particles == 2 and len(cal.residual) == 2
+    assert cal.fit.n_pixels == int(p1.mask.sum() + p2.mask.sum())
 
 
 def test_identifiability_warns_where_data_do_not_reach():
@@ -53,7 +53,7 @@ def test_identifiability_warns_where_data_do_not_reach():
     )
     cal = calibrate(images, n_bootstrap=16, n_joint=0)
     knots = cal.knots_X
-    constrained = cal.identifiability["constrained"]
+    constrained = cal.identifiability.constrained
     assert not constrained[knots >= 0.6].any()
     assert constrained[(knots > 0) & (knots <= 0.4)].all()
     assert any("X = 0.80" in w and "smoothness prior" in w for w in cal.warnings)
@@ -62,7 +62,7 @@ def test_identifiability_warns_where_data_do_not_reach():
     covered = (knots > 0) & (knots <= 0.4)
     np.testing.assert_allclose(cal.values[0, covered], misfit[0] * knots[covered], atol=1.5e-3)
     # the design's singular values show the columns without data (zero) and the warning says so
-    assert cal.identifiability["singular_values"].min() < 1e-8 * cal.identifiability["singular_values"].max()
+    assert cal.identifiability.singular_values.min() < 1e-8 * cal.identifiability.singular_values.max()
     assert any("condition number" in w for w in cal.warnings)
 
 

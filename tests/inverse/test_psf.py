@@ -59,8 +59,8 @@ def test_modelling_the_strain_psf_removes_the_blur_misfit():
                             strain_psf_nm=20.0, composition_psf_nm=0.0)
         plain = calibrate(images, n_bootstrap=0)
         psf = calibrate(images, n_bootstrap=0, strain_psf_nm=20.0)
-        assert plain.fit["rmse_strain"] > 2.0 * psf.fit["rmse_strain"]
-        errors = np.abs([psf.vegard["slope_a"] / misfit[0] - 1, psf.vegard["slope_c"] / misfit[2] - 1])
+        assert plain.fit.rmse_strain > 2.0 * psf.fit.rmse_strain
+        errors = np.abs([psf.vegard.slope_a / misfit[0] - 1, psf.vegard.slope_c / misfit[2] - 1])
         assert errors.max() < 0.005
 
 
@@ -77,8 +77,8 @@ def test_modelling_the_composition_psf_deconvolves_a_noise_free_map():
         errors = {}
         for modelled in (None, 30.0):
             cal = calibrate(images, n_bootstrap=0, strain_psf_nm=10.0, composition_psf_nm=modelled)
-            errors[modelled] = np.abs([cal.vegard["slope_a"] / misfit[0] - 1,
-                                       cal.vegard["slope_c"] / misfit[2] - 1])
+            errors[modelled] = np.abs([cal.vegard.slope_a / misfit[0] - 1,
+                                       cal.vegard.slope_c / misfit[2] - 1])
         assert errors[30.0].max() < 0.01, errors
         assert errors[30.0][1] < 0.25 * errors[None][1], errors
 

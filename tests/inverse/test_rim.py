@@ -13,7 +13,7 @@ MISFIT = lfp_material().misfit
 
 
 def _slope_errors(cal) -> np.ndarray:
-    return np.array([cal.vegard["slope_a"] / MISFIT[0] - 1, cal.vegard["slope_c"] / MISFIT[2] - 1])
+    return np.array([cal.vegard.slope_a / MISFIT[0] - 1, cal.vegard.slope_c / MISFIT[2] - 1])
 
 
 def test_rim_elements_share_an_edge_and_carry_their_fraction():
@@ -62,8 +62,8 @@ def test_partial_coverage_removes_the_staircase_error():
         kw = {"n_bootstrap": 0, "n_joint": 0, "fit_dislocations": False}
         stair = calibrate(images, use_coverage=False, **kw)
         rim = calibrate(images, **kw)
-        assert stair.fit["rim"] == "pixel staircase" and rim.fit["rim"] == "partial coverage"
-        assert rim.fit["rmse_strain"] < 0.7 * stair.fit["rmse_strain"]
+        assert stair.fit.rim == "pixel staircase" and rim.fit.rim == "partial coverage"
+        assert rim.fit.rmse_strain < 0.7 * stair.fit.rmse_strain
         assert np.abs(_slope_errors(rim)).max() < 0.006
 
 
