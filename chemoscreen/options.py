@@ -93,7 +93,12 @@ def add_options(parser_or_group, settings_class: type, *, exclude=(), flag_names
         if f.name in exclude:
             continue
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:  # a required field: the command passes it as ``base`` or the user gives it
+            default = dataclasses.MISSING
         dest = option_dest(settings_class, f.name)
         help_text = meta.get("help", "")
         if hints[f.name] is bool:
@@ -109,9 +114,10 @@ def add_options(parser_or_group, settings_class: type, *, exclude=(), flag_names
                                 f"option's text) for type {hints[f.name]}")
             extra = {"choices": meta["choices"]} if "choices" in meta else {}
             metavar = meta.get("metavar") or (None if extra else flag.lstrip("-").replace("-", "_").upper())
-            parser_or_group.add_argument(
-                flag, dest=dest, type=kind, default=None, metavar=metavar,
-                help=f"{help_text} (default: {_default_text(default)})".lstrip(), **extra)
+            if default is not dataclasses.MISSING:
+                help_text = f"{help_text} (default: {_default_text(default)})".lstrip()
+            parser_or_group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar,
+                                         help=help_text, **extra)
         added[f.name] = flag
     parser_or_group.set_defaults(**{_flags_dest(settings_class): added})
     return added

@@ -103,3 +103,16 @@ def test_argument_groups_work_like_parsers():
     parser = argparse.ArgumentParser()
     add_options(parser.add_argument_group("toy"), Toy, exclude=("secret",))
     assert settings_from_args(Toy, parser.parse_args(["--count", "2"])) == Toy(count=2)
+
+
+@dataclass(frozen=True)
+class Required:
+    size: int
+    name: str = "x"
+
+
+def test_a_required_field_comes_from_the_command_or_the_user():
+    parser = argparse.ArgumentParser()
+    add_options(parser, Required)
+    assert settings_from_args(Required, parser.parse_args([]), size=4) == Required(size=4)
+    assert settings_from_args(Required, parser.parse_args(["--size", "5"]), size=4) == Required(size=5)
