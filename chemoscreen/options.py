@@ -102,9 +102,10 @@ def add_options(parser_or_group, settings_class: type, *, exclude=(), flag_names
         dest = option_dest(settings_class, f.name)
         help_text = meta.get("help", "")
         if hints[f.name] is bool:
+            on = default is True  # the flag turns a True default off, anything else on
             flag = flag_names.get(f.name) or meta.get("flag") or (
-                f"--no-{f.name.replace('_', '-')}" if default else f"--{f.name.replace('_', '-')}")
-            parser_or_group.add_argument(flag, dest=dest, action="store_false" if default else "store_true",
+                f"--no-{f.name.replace('_', '-')}" if on else f"--{f.name.replace('_', '-')}")
+            parser_or_group.add_argument(flag, dest=dest, action="store_false" if on else "store_true",
                                          default=None, help=help_text)
         else:
             flag = flag_names.get(f.name) or meta.get("flag") or f"--{f.name.replace('_', '-')}"

@@ -131,8 +131,7 @@ def refine_particles(particles: list[Particle], fitted: LinearFit, knots: np.nda
                      n_law: int) -> list[Particle]:
     """X-step of the joint estimation for every particle, then new basis responses (inverse.joint)."""
     a, w, theta, robust_w = fitted.a, fitted.w, fitted.theta, fitted.fit.robust_w
-    m = n_law // 2
-    values = np.concatenate([np.zeros((2, 1)), theta[:n_law].reshape(2, m)], axis=1)
+    values = per_axis(theta, n_law)
     other = a[:, n_law:] @ theta[n_law:]  # offsets and dislocation fields, per row
     row_w = w * np.repeat(robust_w, 3)
     out, start = [], 0
