@@ -8,6 +8,7 @@ import argparse
 import sys
 import time
 
+from chemoscreen import store
 from mechanics.errors import InputError
 
 
@@ -50,13 +51,13 @@ def register(subparsers) -> None:
     cal = subparsers.add_parser("calibrate", help="learn the eigenstrain law ε⁰(X) from image sets")
     cal.add_argument("images", nargs="+", metavar="IMAGES", help="image-set files; one law is shared")
     cal.add_argument("--out", required=True, help="output directory (written atomically)")
-    cal.add_argument("--register", default="lfp-chemomech", metavar="NAME",
-                     help="registered model name (default lfp-chemomech)")
+    cal.add_argument("--register", default=store.MODEL_NAME, metavar="NAME",
+                     help=f"registered model name (default {store.MODEL_NAME})")
     cal.add_argument("--no-promote", dest="promote", action="store_false",
-                     help="do not point alias champion at the new version")
+                     help=f"do not point alias {store.ALIAS} at the new version")
     cal.add_argument("--tracking-uri", default=None,
                      help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    cal.add_argument("--experiment", default="chemoscreen-calibration", help="MLflow experiment")
+    cal.add_argument("--experiment", default=store.CALIBRATION_EXPERIMENT, help="MLflow experiment")
     cal.add_argument("--no-track", dest="track", action="store_false",
                      help="write the outputs only; no MLflow run or model version")
     cal.add_argument("--n-knots", type=int, default=11, help="knots of the law on [0, 1] (default 11)")
@@ -140,6 +141,6 @@ def cmd_calibrate(args) -> int:
     for w in cal.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if cal.mlflow.get("model_uri"):
-        print(f"registered {cal.mlflow['model_uri']}" + (" (alias champion)" if args.promote else ""))
+        print(f"registered {cal.mlflow['model_uri']}" + (f" (alias {store.ALIAS})" if args.promote else ""))
     print(f"wrote {args.out}/calibration.json, residual.npz, PNGs in {time.perf_counter() - start:.1f} s")
     return 0
