@@ -25,6 +25,26 @@ from pathlib import Path
 from mechanics.errors import InputError
 
 
+def _umask() -> int:
+    try:  # Linux reports it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a plain ``open(target, "w")`` would give: the old file's, else 0o666 less the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _nearest_existing(folder: Path) -> Path | None:
     for candidate in (folder, *folder.parents):
         if candidate.exists():
@@ -59,7 +79,8 @@ class Staging:
     def temp(self, target: str | os.PathLike) -> Path:
         """A new empty temporary file beside ``target``, to be renamed to it on success.
 
-        Its name ends in the target's suffix, for writers that choose the format from it.
+        Its name ends in the target's suffix, for writers that choose the format from it, and its mode
+        is what a plain write would give (an existing target's, else 0o666 less the umask).
 
         Args:
             target: the final path.
@@ -81,6 +102,7 @@ class Staging:
             raise InputError(self.field, expected, str(target)) from None
         os.close(fd)
         self.staged.append((Path(name), target))
+        os.chmod(name, _file_mode(target))  # mkstemp makes it 0o600; the result is an ordinary file
         return Path(name)
 
     def _commit(self) -> None:

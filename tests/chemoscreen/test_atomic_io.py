@@ -25,6 +25,16 @@ def test_writes_the_file_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_the_file_gets_the_mode_of_a_plain_write(tmp_path):
+    (tmp_path / "plain.txt").write_text("x")
+    plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    new = atomic_write(tmp_path / "new.txt", _write("x"), field="--out")
+    assert new.stat().st_mode & 0o777 == plain  # not mkstemp's 0o600
+    new.chmod(0o640)
+    atomic_write(new, _write("y"), field="--out")
+    assert new.stat().st_mode & 0o777 == 0o640 and new.read_text() == "y"
+
+
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("old")
