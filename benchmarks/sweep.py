@@ -48,7 +48,7 @@ def main() -> None:
     from mechanics.screen import ScreeningSettings
     from screening.actors import SimulatorActor
     from screening.api import prepare_items
-    from screening.sweep import SweepOptions, execute_sweep
+    from screening.driver import SweepOptions, execute_sweep
 
     on_gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__,
@@ -68,7 +68,7 @@ def main() -> None:
 
     # simulator alone, same batches
     actor = SimulatorActor(num_threads=args.threads)
-    work = [(it.label, it.params) for it in items]
+    work = [(it.composition_id, it.params) for it in items]
     actor.run_batch(work[:2], settings)  # warm-up (kernels, caches); not counted
     if on_gpu:
         torch.cuda.synchronize()

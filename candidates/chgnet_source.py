@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from monty.json import MontyEncoder
 from pymatgen.core import Structure
 
+from chemoscreen.io import atomic_write
 from mechanics.errors import InputError
 from mechanics.parameters.base import OrthorhombicLattice
 
@@ -152,19 +152,6 @@ class Relaxation:
         return cls(**data, cached=True)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, cls=MontyEncoder)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def relax(
     structure: Structure,
     *,
@@ -217,7 +204,10 @@ def relax(
         structure=relaxed.as_dict(),
     )
     if use_cache:
-        _write_json_atomic(path, result.to_json())
+        data = result.to_json()
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, cls=MontyEncoder),
+                                                      encoding="utf-8"),
+                     field="cache_dir", make_parents=True)
     return result
 
 

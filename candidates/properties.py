@@ -72,7 +72,8 @@ class CandidateProperties:
     """Everything known about one candidate before simulation.
 
     Fields (units in names; dimensionless strains as fractions, not %):
-      candidate_id, formula, source: identity and the property source used.
+      composition_id, formula, source: identity (:func:`candidates.composition_id`, the candidate's
+        ``.id``) and the property source used.
       fractions: M-site fraction per metal.
       params: MaterialParams handed to the simulator.
       misfit: ε⁰_ii(1) along (a, b, c), from the delithiated lattice.
@@ -85,7 +86,7 @@ class CandidateProperties:
         misfit_* and volume_change as fractions, *_rel relative); notes: rules and caveats applied.
     """
 
-    candidate_id: str
+    composition_id: str
     formula: str
     source: str
     fractions: Mapping[str, float]
@@ -282,7 +283,7 @@ def properties(
         "kappa_aJ_per_nm": kappa_rel * kappa_aJ_per_nm,
     }
     return CandidateProperties(
-        candidate_id=candidate.id,
+        composition_id=candidate.id,
         formula=candidate.formula,
         source=source,
         fractions=dict(metals),

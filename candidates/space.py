@@ -45,10 +45,18 @@ def _canonical_fractions(fractions: Mapping[str, float]) -> str:
     return ";".join(f"{el}={x:.{ID_DECIMALS}f}" for el, x in items if x != 0.0)
 
 
-def candidate_id(fractions: Mapping[str, float]) -> str:
+def composition_id(fractions: Mapping[str, float]) -> str:
     """Stable short hex id of an M-site composition (sha256 of its canonical text, first 12 digits).
 
-    Independent of dict order, process and platform; fractions are rounded to 6 decimals first.
+    Independent of dict order, process and platform; fractions are rounded to 6 decimals first. It
+    identifies the composition only (``Candidate.id``, the ``composition_id`` column and tag); the
+    simulation key of a sweep is :func:`screening.ids.candidate_id`.
+
+    Args:
+        fractions: M-site fraction per metal.
+
+    Returns:
+        12 lower-case hex digits.
     """
     digest = hashlib.sha256(_canonical_fractions(fractions).encode("ascii")).hexdigest()
     return digest[:ID_LENGTH]
@@ -59,7 +67,7 @@ class Candidate:
     """One olivine cathode composition Li(M1_x1 M2_x2 …)PO4.
 
     Fields:
-      id: stable short hash (hex) of the M-site composition, see :func:`candidate_id`.
+      id: stable short hash (hex) of the M-site composition, see :func:`composition_id`.
       metal_fractions: ((metal, fraction), …) sorted by metal, zero fractions left out, Σ = 1.
       history: provenance records (JSON-ready dicts), oldest first, in the spirit of pymatgen's
         ``TransformedStructure.history``; not part of equality or the hash.
@@ -73,7 +81,7 @@ class Candidate:
     def from_fractions(cls, fractions: Mapping[str, float], record: Mapping[str, Any]) -> Candidate:
         """Build a candidate from already validated fractions and one provenance record."""
         pairs = tuple(sorted((el, float(x)) for el, x in fractions.items() if x != 0.0))
-        return cls(id=candidate_id(dict(pairs)), metal_fractions=pairs,
+        return cls(id=composition_id(dict(pairs)), metal_fractions=pairs,
                    history=(dict(record),))
 
     @property
@@ -108,7 +116,7 @@ class Candidate:
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
         """Inverse of :meth:`to_dict`; the fractions are validated again and must reproduce the id."""
         fractions = validate_fractions(data.get("fractions"), "fractions")
-        candidate = cls(candidate_id(fractions), tuple(sorted(fractions.items())),
+        candidate = cls(composition_id(fractions), tuple(sorted(fractions.items())),
                         tuple(dict(record) for record in data.get("history", ())))
         if "id" in data and data["id"] != candidate.id:
             raise InputError("id", f"the id of the fractions ({candidate.id})", data["id"])

@@ -120,7 +120,7 @@ def virtual_crystal(candidate: Candidate, state: str = "lithiated",
     structure = _pnma(mixed.lattice, dict(candidate.metal_fractions), li)
     structure.properties["provenance"] = _provenance(
         "virtual_crystal", "Vegard interpolation of end-member lattices",
-        candidate_id=candidate.id, state=state, fractions=candidate.fractions,
+        composition_id=candidate.id, state=state, fractions=candidate.fractions,
     )
     return structure
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from chemoscreen.io import atomic_write
 from mechanics.errors import InputError
 
 from .properties import CandidateProperties, properties
@@ -22,7 +21,7 @@ TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet"}
 def _row(props: CandidateProperties) -> dict[str, object]:
     p = props.params
     u = props.uncertainties
-    row: dict[str, object] = {"candidate_id": props.candidate_id, "formula": props.formula}
+    row: dict[str, object] = {"composition_id": props.composition_id, "formula": props.formula}
     row.update({f"x_{m}": float(props.fractions.get(m, 0.0)) for m in OLIVINE_METALS})
     row.update({
         "a_lithiated_A": p.lithiated.a_A, "b_lithiated_A": p.lithiated.b_A, "c_lithiated_A": p.lithiated.c_A,
@@ -65,8 +64,9 @@ def candidate_table(
 ) -> pd.DataFrame:
     """One row per candidate with fractions, misfits (%), descriptors and electrochemistry.
 
-    Columns: ``candidate_id``, ``formula``, ``x_Fe`` … ``x_Mg`` (0 where absent), cell edges of both
-    states (Å), ``misfit_{a,b,c}_pct`` (+ ``_std``), ``volume_change_pct`` (+ ``_std``),
+    Columns: ``composition_id`` (:func:`candidates.composition_id`, the candidate's ``.id``),
+    ``formula``, ``x_Fe`` … ``x_Mg`` (0 where absent), cell edges of both states (Å),
+    ``misfit_{a,b,c}_pct`` (+ ``_std``), ``volume_change_pct`` (+ ``_std``),
     ``coherency_B_min_GPa``, ``habit_normal_{a,b,c}``, ``coherent_spinodal_margin_eV``,
     ``coherent_critical_temperature_K``, ``spinodal_suppressed``, ``voltage_V`` (+ ``_std``),
     ``capacity_mAh_g``, ``specific_energy_Wh_kg``, ``omega_eV``, ``kappa_aJ_per_nm``,
@@ -96,23 +96,28 @@ def check_table_path(path: str | os.PathLike) -> Path:
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` to ``path`` as CSV (``.csv``) or Parquet (``.parquet``), atomically.
 
-    The table goes to a temporary file in the target directory and is renamed into place, so a
-    failed write leaves nothing half-written. Any other extension is an ``InputError`` naming
-    ``--out``. Missing parent directories are created.
+    The table goes to a temporary file in the target folder and is renamed into place
+    (:func:`chemoscreen.io.atomic_write`), so a failed write leaves nothing half-written. Missing
+    parent folders are created.
+
+    Args:
+        df: the table.
+        path: the target file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: (field ``--out``) another extension, or a folder that cannot be written (read-only,
+            under a file) or a target that is a folder.
     """
     target = check_table_path(path)
     kind = TABLE_FORMATS[target.suffix.lower()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         if kind == "csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+
+    return atomic_write(target, write, field="--out", make_parents=True)

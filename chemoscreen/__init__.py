@@ -1,3 +1,3 @@
 """chemoscreen: project-wide edge helpers that ``inverse``, ``candidates`` and ``screening`` share
-(command-line options from settings dataclasses, and later I/O and store helpers). ``mechanics`` stays
-pure and never imports this package."""
+(options derived from settings dataclasses, atomic file writes, the MLflow store and its names, the safe
+model format). ``mechanics`` stays pure and never imports this package."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
+from chemoscreen import store
 from chemoscreen.options import add_options, settings_from_args
 from inverse.settings import CalibrationSettings, SynthSettings
 from mechanics.errors import InputError
@@ -30,13 +31,13 @@ def register(subparsers) -> None:
     cal = subparsers.add_parser("calibrate", help="learn the eigenstrain law ε⁰(X) from image sets")
     cal.add_argument("images", nargs="+", metavar="IMAGES", help="image-set files; one law is shared")
     cal.add_argument("--out", required=True, help="output directory (written atomically)")
-    cal.add_argument("--register", default="lfp-chemomech", metavar="NAME",
-                     help="registered model name (default lfp-chemomech)")
+    cal.add_argument("--register", default=store.MODEL_NAME, metavar="NAME",
+                     help=f"registered model name (default {store.MODEL_NAME})")
     cal.add_argument("--no-promote", dest="promote", action="store_false",
-                     help="do not point alias champion at the new version")
+                     help=f"do not point alias {store.ALIAS} at the new version")
     cal.add_argument("--tracking-uri", default=None,
                      help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    cal.add_argument("--experiment", default="chemoscreen-calibration", help="MLflow experiment")
+    cal.add_argument("--experiment", default=store.CALIBRATION_EXPERIMENT, help="MLflow experiment")
     cal.add_argument("--no-track", dest="track", action="store_false",
                      help="write the outputs only; no MLflow run or model version")
     add_options(cal.add_argument_group("fit (inverse.CalibrationSettings)"), CalibrationSettings,
@@ -94,6 +95,6 @@ def cmd_calibrate(args) -> int:
     for w in cal.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if cal.mlflow.get("model_uri"):
-        print(f"registered {cal.mlflow['model_uri']}" + (" (alias champion)" if args.promote else ""))
+        print(f"registered {cal.mlflow['model_uri']}" + (f" (alias {store.ALIAS})" if args.promote else ""))
     print(f"wrote {args.out}/calibration.json, residual.npz, PNGs in {time.perf_counter() - start:.1f} s")
     return 0

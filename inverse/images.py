@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from chemoscreen.io import atomic_files
 from mechanics.errors import InputError
 
 STRAIN_FIELDS = ("strain_xx", "strain_yy", "strain_xy")
@@ -347,13 +346,9 @@ def save_images(images: ImageSet, path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".h5", ".hdf5", ".tif", ".tiff"):
         raise InputError("out", "a path ending in .npz, .h5, .hdf5, .tif or .tiff", path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = as_mapping(images)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    extra: list[tuple[Path, Path]] = []
-    try:
+    with atomic_files(field="out", make_parents=True) as staging:
+        tmp_path = staging.temp(path)
         if suffix == ".npz":
             arrays = {k: np.asarray(v) for k, v in data.items()}
             with open(tmp_path, "wb") as fh:
@@ -365,20 +360,13 @@ def save_images(images: ImageSet, path) -> Path:
                 for k, v in data.items():
                     fh.create_dataset(k, data=np.asarray(v) if not isinstance(v, str) else v)
         else:
-            extra = _write_tiff(data, path, tmp_path)
-        for src, dst in extra:
-            os.replace(src, dst)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        for src, _ in extra:
-            src.unlink(missing_ok=True)
-        raise
+            _write_tiff(data, path, tmp_path, staging)
     return path
 
 
-def _write_tiff(data: dict, path: Path, tmp_path: Path) -> list[tuple[Path, Path]]:
-    """Strain-grid maps as pages of ``tmp_path``; scalars (and small truth arrays) in the sidecar."""
+def _write_tiff(data: dict, path: Path, tmp_path: Path, staging) -> None:
+    """Strain-grid maps as pages of ``tmp_path``; scalars (and small truth arrays) in the sidecar, and a
+    composition map on its own grid in a second TIFF, both staged in ``staging`` beside ``path``."""
     import tifffile
 
     shape = np.asarray(data["strain_xx"]).shape
@@ -396,15 +384,9 @@ def _write_tiff(data: dict, path: Path, tmp_path: Path) -> list[tuple[Path, Path
         elif key.startswith("truth_"):
             meta[key] = arr.tolist()
     meta["channels"] = channels
-    moves = []
     if comp.shape != shape:
         comp_name = f"{path.stem}_composition.tif"
-        comp_tmp = tmp_path.with_name(f".{comp_name}.tmp")
-        tifffile.imwrite(comp_tmp, comp.astype(np.float32))
+        tifffile.imwrite(staging.temp(path.parent / comp_name), comp.astype(np.float32))
         meta["composition_file"] = comp_name
-        moves.append((comp_tmp, path.parent / comp_name))
     tifffile.imwrite(tmp_path, np.stack(pages))
-    side_tmp = tmp_path.with_suffix(".json.tmp")
-    side_tmp.write_text(json.dumps(meta, indent=1))
-    moves.append((side_tmp, path.with_suffix(".json")))
-    return moves
+    staging.temp(path.with_suffix(".json")).write_text(json.dumps(meta, indent=1))

@@ -9,7 +9,8 @@ place. Any failure deletes the new model version, marks the run FAILED and remov
 directory: nothing half-written remains.
 
 Default store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` with
-artifacts in ``mlartifacts/`` beside the database file (``./mlartifacts`` for the default).
+artifacts in ``mlartifacts/`` beside the database file (``./mlartifacts`` for the default). The names
+and the store helpers are :mod:`chemoscreen.store`'s.
 """
 
 from __future__ import annotations
@@ -19,83 +20,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
+from chemoscreen.store import (
+    ALIAS,
+    CALIBRATION_EXPERIMENT,
+    MODEL_NAME,
+    ensure_experiment,
+    open_store,
+    probe_tracking_uri,
+    resolve_tracking_uri,
+)
 from inverse.images import file_sha256
 from mechanics.errors import InputError
-
-EXPERIMENT = "chemoscreen-calibration"
-MODEL_NAME = "lfp-chemomech"
-ALIAS = "champion"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def resolve_tracking_uri(explicit: str | None = None) -> str:
-    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the local SQLite store."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for other stores."""
-    if not uri.startswith("sqlite:"):
-        return None
-    path = urlparse(uri).path
-    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
-    return Path(path[1:]) if path.startswith("/") else Path(path)
-
-
-def artifact_location(uri: str) -> str | None:
-    """``mlartifacts/`` beside a SQLite database; None (the server's choice) for other stores."""
-    path = sqlite_path(uri)
-    if path is None or str(path) in ("", ":memory:"):
-        return None
-    return (path.resolve().parent / "mlartifacts").as_uri()
-
-
-def open_store(uri: str):
-    """An :class:`mlflow.MlflowClient` on ``uri`` whose store (schema included) exists.
-
-    Called by a driver before any worker starts: creating a fresh SQLite schema from several
-    processes at once races.
-    """
-    from mlflow import MlflowClient
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.search_experiments(max_results=1)
-    return client
-
-
-def ensure_experiment(client, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (with the store's artifact location) when missing."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            expected = "an active experiment (this one is deleted; restore or rename it)"
-            raise InputError("--experiment", expected, name)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:
-        # another process created it between our lookup and create
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
-def _client(uri: str):
-    path = sqlite_path(uri)
-    if path is not None:
-        if not path.resolve().parent.is_dir():
-            raise InputError("--tracking-uri", "sqlite:///FILE.db in an existing directory", uri)
-    elif uri.startswith("file:") or "://" not in uri:
-        raise InputError("--tracking-uri", "sqlite:///FILE.db or an http(s):// server (no file stores)", uri)
-    return open_store(uri)
 
 
 def write_outputs(cal, directory: Path, truth: dict | None = None) -> list[Path]:
@@ -157,8 +95,8 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 def log_calibration(cal, *, out_dir, tracking_uri: str | None = None, register: str | None = MODEL_NAME,
-                    promote: bool = True, inputs=None, experiment: str = EXPERIMENT, track: bool = True,
-                    truth: dict | None = None):
+                    promote: bool = True, inputs=None, experiment: str = CALIBRATION_EXPERIMENT,
+                    track: bool = True, truth: dict | None = None):
     """Write ``out_dir`` atomically and (``track``) log the run and register the law; returns the
     calibration with its ``mlflow`` section filled (``run_id``, ``model_uri = models:/NAME/VERSION``).
 
@@ -177,7 +115,8 @@ def log_calibration(cal, *, out_dir, tracking_uri: str | None = None, register: 
         write_outputs(cal, tmp, truth)
         if track:
             uri = resolve_tracking_uri(tracking_uri)
-            client = _client(uri)
+            probe_tracking_uri(uri)
+            client = open_store(uri)
             exp_id = ensure_experiment(client, experiment, uri)
             cal, run_id, version = _log_run(client, uri, exp_id, cal, tmp, register, promote)
             (tmp / "calibration.json").write_text(cal.to_json())

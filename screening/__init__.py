@@ -3,9 +3,13 @@
 ```python
 import candidates, screening
 space = candidates.olivine_space(metals=("Fe", "Mn", "Co"), step=0.25)
-table = screening.run_sweep(space, law="vegard")      # pandas.DataFrame, one row per candidate
+settings = screening.ScreeningSettings(grid_points=32)
+table = screening.run_sweep(space, law="vegard", settings=settings)   # DataFrame, one row per candidate
+outcome = screening.sweep(space, "vegard", settings, options=screening.SweepOptions(refine=2))  # SweepOutcome
 ```
-The command line is ``chemoscreen`` (:mod:`screening.cli`); see ``docs/screening.md``.
+:func:`sweep` is the one sweep path (``chemoscreen sweep``, ``chemoscreen demo`` and :func:`run_sweep`
+wrap it). The command line is ``chemoscreen`` (:mod:`screening.cli`); see ``docs/screening.md``. The
+MLflow names and store helpers are :mod:`chemoscreen.store`.
 
 Names are imported on first use, so that light modules (``screening.plots``, used by the plot worker
 processes) load without torch, Ray or MLflow.
@@ -19,6 +23,8 @@ _EXPORTS = {
     "run_sweep": "screening.api", "sweep": "screening.api", "prepare_items": "screening.api",
     "resolve_law": "screening.api", "pareto_ranks": "screening.ranking",
     "rank_candidates": "screening.ranking", "scores": "screening.ranking",
+    "SweepOptions": "screening.driver", "SweepOutcome": "screening.driver", "SweepItem": "screening.driver",
+    "ScreeningSettings": "mechanics.screen", "ScreeningResult": "mechanics.screen",
 }
 
 __all__ = sorted(_EXPORTS)

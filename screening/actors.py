@@ -82,7 +82,7 @@ def package_result(candidate_id: str, result, metric_fn: Callable | None, second
 class SimulatorActor:
     """Holds the eigenstrain law on one device and simulates batches of candidates.
 
-    Wrapped with ``ray.remote`` by :mod:`screening.sweep`; usable directly as a plain object too (the
+    Wrapped with ``ray.remote`` by :mod:`screening.driver`; usable directly as a plain object too (the
     benchmark times the simulator through it without Ray).
     """
 

@@ -1,22 +1,31 @@
-"""The Python facade: ``screening.run_sweep(space, law=...)`` → one row per candidate.
+"""The Python facade and THE sweep path: ``screening.sweep`` and ``screening.run_sweep``.
 
 ```python
 import candidates, screening
 space = candidates.olivine_space(metals=("Fe", "Mn"), step=0.5)
 table = screening.run_sweep(space, law="vegard")   # or law=cal.law, or "models:/lfp-chemomech@champion"
 table[["formula", "score", "pareto_rank", "peak_tensile_stress_MPa"]]
+
+outcome = screening.sweep(space, "vegard", screening.ScreeningSettings(grid_points=32),
+                          options=screening.SweepOptions(num_cpus=2, refine=1))
+outcome.sweep_id, outcome.parent_run_id, outcome.table
 ```
+:func:`sweep` is the one function that runs a sweep: ``chemoscreen sweep``, ``chemoscreen demo`` and
+:func:`run_sweep` only build its settings and options and present what it returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 
 import pandas as pd
 
+from chemoscreen import store
 from mechanics.errors import InputError
 from screening import tracking
-from screening.sweep import (
+from screening.cluster import probe_address, resolve_address
+from screening.driver import (
     DESCRIPTOR_METRICS,
     SweepItem,
     SweepOptions,
@@ -26,6 +35,7 @@ from screening.sweep import (
 )
 
 VEGARD = "vegard"
+EXPECTED_LAW = "a torch module, 'vegard' or an MLflow model URI (models:/NAME@ALIAS)"
 
 
 def descriptors_of(props) -> dict[str, float]:
@@ -45,7 +55,19 @@ def descriptors_of(props) -> dict[str, float]:
 
 
 def prepare_items(space: Iterable, source: str = "literature", *, progress: bool = False) -> list[SweepItem]:
-    """Parameters and static descriptors of every candidate (``candidates.properties``), ready to sweep."""
+    """Parameters and static descriptors of every candidate (``candidates.properties``), ready to sweep.
+
+    Args:
+        space: ``candidates.Candidate`` objects.
+        source: where end-member properties come from (``candidates.SOURCES``).
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`SweepItem` per candidate, in order.
+
+    Raises:
+        InputError: an empty ``space`` or an unknown ``source``.
+    """
     from tqdm.auto import tqdm
 
     import candidates
@@ -56,26 +78,42 @@ def prepare_items(space: Iterable, source: str = "literature", *, progress: bool
     items = []
     for candidate in tqdm(space, desc=f"properties ({source})", unit="cand", disable=not progress):
         props = candidates.properties(candidate, source)
-        items.append(SweepItem(label=candidate.id, formula=candidate.formula, fractions=candidate.fractions,
-                               params=props.params, descriptors=descriptors_of(props), source=source))
+        items.append(SweepItem(composition_id=candidate.id, formula=candidate.formula,
+                               fractions=candidate.fractions, params=props.params,
+                               descriptors=descriptors_of(props), source=source))
     return items
+
+
+def _check_law(law) -> None:
+    if not (law is None or isinstance(law, str) or hasattr(law, "state_dict")):
+        raise InputError("law", EXPECTED_LAW, law)
 
 
 def resolve_law(law, tracking_uri: str | None = None, client=None):
     """Turn ``law`` into ``(module, model_uri)``: the torch module the actors evaluate and its version label.
 
-    ``law`` is a torch module (label: a content hash), ``"vegard"`` (module None: the simulator then
-    uses Vegard's law ε⁰(X) = X·ε⁰(1) with each candidate's own misfit), or an MLflow model URI
-    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``) which is pinned to one version and
-    loaded with ``inverse.tracking.load_law``.
+    Args:
+        law: a torch module (label: a content hash), ``"vegard"`` or None (module None: the simulator
+            then uses Vegard's law ε⁰(X) = X·ε⁰(1) with each candidate's own misfit), or an MLflow model
+            URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``), which is pinned to one
+            version and loaded with ``inverse.tracking.load_law``.
+        tracking_uri: the store holding the model (default: :func:`chemoscreen.store.resolve_tracking_uri`).
+        client: an open ``MlflowClient`` on that store (default: probe and open it).
+
+    Returns:
+        ``(module or None, model_uri)``; ``model_uri`` enters every candidate's ``candidate_id``.
+
+    Raises:
+        InputError: (field ``law``) another kind of value; (field ``--model``) no such model version.
     """
+    _check_law(law)
     if law is None or (isinstance(law, str) and law.lower() == VEGARD):
         return None, VEGARD
     if isinstance(law, str):
-        uri = tracking.resolve_tracking_uri(tracking_uri)
+        uri = store.resolve_tracking_uri(tracking_uri)
         if client is None:
-            tracking.probe_tracking_uri(uri)
-            client = tracking.open_store(uri)
+            store.probe_tracking_uri(uri)
+            client = store.open_store(uri)
         pinned = tracking.resolve_model(client, law)
         import mlflow
 
@@ -84,12 +122,11 @@ def resolve_law(law, tracking_uri: str | None = None, client=None):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         return load_law(pinned), pinned
-    if hasattr(law, "state_dict"):
-        return law, model_label(law)
-    raise InputError("law", "a torch module, 'vegard' or an MLflow model URI (models:/NAME@ALIAS)", law)
+    return law, model_label(law)
 
 
 def default_settings():
+    """:class:`mechanics.screen.ScreeningSettings` with its defaults."""
     from mechanics.screen import ScreeningSettings
 
     return ScreeningSettings()
@@ -97,21 +134,60 @@ def default_settings():
 
 def sweep(
     space: Iterable,
-    law=tracking.DEFAULT_MODEL_URI,
+    law=store.DEFAULT_MODEL_URI,
     settings=None,
     metric_fn: Callable | None = None,
     *,
     source: str = "literature",
     options: SweepOptions | None = None,
-    progress: bool = False,
 ) -> SweepOutcome:
-    """Like :func:`run_sweep` but returns the whole :class:`SweepOutcome` (run ids, counts, timings)."""
-    options = options or SweepOptions(progress=progress)
-    uri = tracking.resolve_tracking_uri(options.tracking_uri)
-    tracking.probe_tracking_uri(uri)
-    client = tracking.open_store(uri)
+    """Run (or resume) the sweep of ``space``: the one path behind the CLI, the demo and :func:`run_sweep`.
+
+    In order: ``options`` were validated when built (:class:`SweepOptions`); the law's kind, the
+    space and the source are checked; the tracking store and the Ray address are probed (nothing is
+    created yet, so bad input costs no work); then the store is opened, the law resolved (a model URI
+    is pinned to one version), the candidates' properties computed and the sweep executed
+    (:func:`screening.driver.execute_sweep`).
+
+    Args:
+        space: ``candidates.Candidate`` objects (e.g. ``candidates.olivine_space(...)``).
+        law: see :func:`resolve_law`; default the ``champion`` of ``lfp-chemomech``.
+        settings: :class:`mechanics.screen.ScreeningSettings` (``screening.ScreeningSettings``;
+            default: its defaults).
+        metric_fn: ``metric_fn(result) -> dict`` of extra metrics from each
+            :class:`mechanics.screen.ScreeningResult` (runs in the Ray actor).
+        source: where end-member properties come from (``"literature"`` or ``"chgnet"``).
+        options: how to run it (default ``SweepOptions()``): experiment, store, Ray, actors, refine.
+
+    Returns:
+        The :class:`SweepOutcome`: sweep id, parent run id, the store used (absolute), the pinned
+        model URI, counts, timings and the ranked table.
+
+    Raises:
+        InputError: bad input, named by its CLI field (``--tracking-uri``, ``--address``, ``--model``,
+            ``--source``, ...), before any simulation.
+    """
+    import candidates
+
+    options = SweepOptions() if options is None else options
+    if not isinstance(options, SweepOptions):
+        raise InputError("options", "a screening.SweepOptions", options)
+    _check_law(law)
+    if source not in candidates.SOURCES:
+        raise InputError("--source", f"one of {', '.join(candidates.SOURCES)}", source)
+    space = list(space)
+    if not space:
+        raise InputError("space", "at least one candidate", space)
+    settings = default_settings() if settings is None else settings
+
+    uri = store.absolute_tracking_uri(store.resolve_tracking_uri(options.tracking_uri))
+    store.probe_tracking_uri(uri)
+    address = resolve_address(options.address)
+    probe_address(address)
+    options = dataclasses.replace(options, tracking_uri=uri, address=address)
+
+    client = store.open_store(uri)
     module, model_uri = resolve_law(law, uri, client)
-    settings = settings if settings is not None else default_settings()
     items = prepare_items(space, source, progress=options.progress)
     return execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
                          metric_fn=metric_fn, client=client)
@@ -119,12 +195,12 @@ def sweep(
 
 def run_sweep(
     space: Iterable,
-    law=tracking.DEFAULT_MODEL_URI,
+    law=store.DEFAULT_MODEL_URI,
     settings=None,
     metric_fn: Callable | None = None,
     *,
     source: str = "literature",
-    experiment: str = tracking.SCREENING_EXPERIMENT,
+    experiment: str = store.SCREENING_EXPERIMENT,
     tracking_uri: str | None = None,
     address: str | None = None,
     refine: int = 0,
@@ -136,15 +212,25 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Screen ``space`` (``list[candidates.Candidate]``) and return the ranked table, one row per candidate.
 
-    Every candidate becomes an MLflow child run of one parent run in ``experiment``; a repeated call skips
-    candidates that already finished. ``law``: a torch module (e.g. ``inverse.calibrate(...).law``),
-    ``"vegard"`` or a model URI (default: the ``champion`` of ``lfp-chemomech``). ``settings``:
-    :class:`mechanics.screen.ScreeningSettings` (default: its defaults). ``metric_fn(result) -> dict``
-    adds metrics computed from each :class:`mechanics.screen.ScreeningResult` (it runs in the Ray actor).
-    ``refine``: rerun the best K on the free-surface particle (columns ``particle_*``).
+    A thin wrapper of :func:`sweep`: the keyword arguments become a :class:`SweepOptions`. Every
+    candidate becomes an MLflow child run of one parent run in ``experiment``; a repeated call skips
+    candidates that already finished.
 
-    Columns: ``rank``, ``candidate_id``, ``formula``, ``score``, ``pareto_rank``, the metrics of
-    ARCHITECTURE.md §4.4, the user's metrics, ``status``, ``failure_reason`` and ``run_id``.
+    Args:
+        space: ``candidates.Candidate`` objects.
+        law: a torch module (e.g. ``inverse.calibrate(...).law``), ``"vegard"`` or a model URI (default:
+            the ``champion`` of ``lfp-chemomech``).
+        settings: :class:`mechanics.screen.ScreeningSettings` (default: its defaults).
+        metric_fn: ``metric_fn(result) -> dict`` adds metrics computed from each
+            :class:`mechanics.screen.ScreeningResult` (it runs in the Ray actor).
+        source: where end-member properties come from.
+        experiment, tracking_uri, address, num_cpus, gpus_per_actor, batch_size, artifacts, progress:
+            the :class:`SweepOptions` fields of the same names.
+        refine: rerun the best K on the free-surface particle (columns ``particle_*``).
+
+    Returns:
+        Columns ``rank``, ``candidate_id``, ``formula``, ``score``, ``pareto_rank``, the metrics of
+        ARCHITECTURE.md §4.4, the user's metrics, ``status``, ``failure_reason`` and ``run_id``.
     """
     options = SweepOptions(experiment=experiment, tracking_uri=tracking_uri, address=address, refine=refine,
                            num_cpus=num_cpus, gpus_per_actor=gpus_per_actor, batch_size=batch_size,

@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 2 bad input or usage (the message names the field), 1 any other failure.
 Bad inputs (metals, step, tracking URI, Ray address, model) are checked before any simulation starts.
+
+The commands are thin: ``sweep`` builds :class:`mechanics.screen.ScreeningSettings` and
+:class:`screening.SweepOptions` from the flags and calls :func:`screening.api.sweep`, the same function
+``chemoscreen demo`` and ``screening.run_sweep`` call; what they print comes from :mod:`screening.present`.
 """
 
 from __future__ import annotations
@@ -14,13 +18,9 @@ import traceback
 import typing
 from collections.abc import Sequence
 
+from chemoscreen import store
 from mechanics.errors import InputError
-from screening import tracking
-
-SUMMARY_COLUMNS = ("rank", "formula", "score", "pareto_rank", "specific_energy_Wh_kg",
-                   "peak_tensile_stress_MPa", "volume_change_pct", "particle_peak_tensile_stress_MPa",
-                   "status")
-
+from screening.present import print_table, ui_hint
 
 # ---------------------------------------------------------------------------------------------------
 # parser
@@ -40,11 +40,17 @@ def _add_space_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", default=tracking.SCREENING_EXPERIMENT,
-                        help=f"MLflow experiment (default: {tracking.SCREENING_EXPERIMENT})")
+    parser.add_argument("--experiment", default=store.SCREENING_EXPERIMENT,
+                        help=f"MLflow experiment (default: {store.SCREENING_EXPERIMENT})")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
                              "with artifacts in ./mlartifacts)")
+
+
+# Seam: chemoscreen/options.py (decision 1 of the coordination plan, being written) derives argparse
+# flags from a frozen settings dataclass and builds it back. When it lands, the three functions below
+# (_settings_fields, _add_settings_options, settings_from_args) become one call of it for
+# ScreeningSettings, with the same flags (--grid-points, ...) and dests.
 
 
 def _settings_fields() -> list[tuple[str, type, object]]:
@@ -77,11 +83,21 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
                                help=f"default: {default}")
 
 
-def settings_from_args(args: argparse.Namespace, **base):
-    """ScreeningSettings from the defaults, then ``base`` overrides, then the options given."""
+def settings_from_args(args: argparse.Namespace):
+    """ScreeningSettings from its defaults and the ``--<field>`` options given.
+
+    Args:
+        args: parsed arguments of a parser with :func:`_add_settings_options`.
+
+    Returns:
+        The :class:`mechanics.screen.ScreeningSettings`.
+
+    Raises:
+        InputError: a value the settings refuse.
+    """
     from mechanics.screen import ScreeningSettings
 
-    values = dict(base)
+    values = {}
     for key, value in vars(args).items():
         if key.startswith("settings_") and value is not None:
             values[key[len("settings_"):]] = value
@@ -117,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_options(sweep)
     law = sweep.add_mutually_exclusive_group()
     law.add_argument("--model", default=None,
-                     help=f"eigenstrain law from the MLflow registry (default: {tracking.DEFAULT_MODEL_URI})")
+                     help=f"eigenstrain law from the MLflow registry (default: {store.DEFAULT_MODEL_URI})")
     law.add_argument("--law", choices=("vegard",), default=None, help="use Vegard's law instead of a model")
     sweep.add_argument("--address", default=None,
                        help="Ray address: local, auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
@@ -175,25 +191,6 @@ def _describe_space(args) -> str:
     return f"olivine metals={','.join(args.metals)} step={args.step:g} source={args.source}"
 
 
-def _print_table(table, top: int | None = None) -> None:
-    import pandas as pd
-
-    columns = [c for c in SUMMARY_COLUMNS if c in table.columns]
-    shown = table[columns] if top is None else table[columns].head(top)
-    with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:.4g}".format):
-        print(shown.to_string(index=False))
-
-
-def ui_hint(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on loopback for this store."""
-    path = tracking.sqlite_path(tracking_uri)
-    if path is not None:
-        return (f"mlflow ui --backend-store-uri sqlite:///{path.resolve()} --host 127.0.0.1 --port 5000"
-                "   # then open http://127.0.0.1:5000")
-    return f"open {tracking_uri} in a browser"
-
-
 def cmd_candidates(args) -> int:
     import candidates
 
@@ -202,69 +199,47 @@ def cmd_candidates(args) -> int:
     if args.out:
         path = candidates.write_table(table, args.out)
         print(f"wrote {len(table)} candidates to {path}")
-    columns = [c for c in ("candidate_id", "formula", "misfit_a_pct", "misfit_b_pct", "misfit_c_pct",
+    columns = [c for c in ("composition_id", "formula", "misfit_a_pct", "misfit_b_pct", "misfit_c_pct",
                            "volume_change_pct", "coherency_B_min_GPa", "voltage_V", "capacity_mAh_g",
                            "specific_energy_Wh_kg") if c in table.columns]
     print(table[columns].to_string(index=False, float_format="{:.4g}".format))
     return 0
 
 
-def run_sweep_command(args, *, space, settings, model: str | None, out=sys.stdout):
-    """Shared by ``sweep`` and ``demo``: validate, probe, resolve the law, sweep, print the ranking."""
-    from screening.api import prepare_items, resolve_law
-    from screening.cluster import probe_address, resolve_address
-    from screening.sweep import SweepOptions, absolute_tracking_uri, execute_sweep
-
-    uri = absolute_tracking_uri(tracking.resolve_tracking_uri(args.tracking_uri))
-    tracking.probe_tracking_uri(uri)
-    address = resolve_address(getattr(args, "address", None))
-    probe_address(address)
-    if getattr(args, "refine", 0) < 0:
-        raise InputError("--refine", "a non-negative number of candidates", args.refine)
-    for flag in ("num_cpus", "actors", "batch_size"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise InputError("--" + flag.replace("_", "-"), "a positive integer", value)
-    if getattr(args, "gpus_per_actor", 1.0) <= 0:
-        raise InputError("--gpus-per-actor", "a positive GPU share such as 1 or 0.5", args.gpus_per_actor)
-    client = tracking.open_store(uri)
-    law, model_uri = resolve_law(model, uri, client)
-    items = prepare_items(space, args.source, progress=True)
-    options = SweepOptions(
-        experiment=args.experiment, tracking_uri=uri, address=address, num_cpus=args.num_cpus,
-        gpus_per_actor=getattr(args, "gpus_per_actor", 1.0), actors=getattr(args, "actors", None),
-        batch_size=getattr(args, "batch_size", None), refine=getattr(args, "refine", 0),
-        artifacts=getattr(args, "artifacts", True), space=_describe_space(args))
-    outcome = execute_sweep(items, settings, law=law, model_uri=model_uri, options=options, client=client)
-    print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
-          f"{outcome.failed} failed; model {model_uri}; parent run {outcome.parent_run_id}", file=out)
-    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()), file=out)
-    _print_table(outcome.table, top=20)
-    print(f"MLflow UI: {ui_hint(uri)}", file=out)
-    return outcome
-
-
 def cmd_sweep(args) -> int:
+    from screening.api import VEGARD, sweep
+    from screening.driver import SweepOptions
+
     space = _space(args)
     settings = settings_from_args(args)
-    model = "vegard" if args.law == "vegard" else (args.model or tracking.DEFAULT_MODEL_URI)
-    outcome = run_sweep_command(args, space=space, settings=settings, model=model)
+    law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
+    options = SweepOptions(
+        experiment=args.experiment, tracking_uri=args.tracking_uri, address=args.address,
+        num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
+        batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
+        space=_describe_space(args))
+    outcome = sweep(space, law, settings, source=args.source, options=options)
+    print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
+          f"{outcome.failed} failed; model {outcome.model_uri}; parent run {outcome.parent_run_id}")
+    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))
+    print_table(outcome.table, top=20)
+    print(f"MLflow UI: {ui_hint(outcome.tracking_uri)}")
     finished = (outcome.table["status"] == "FINISHED").sum() if not outcome.table.empty else 0
     return 0 if finished > 0 else 1
 
 
 def cmd_rank(args) -> int:
     import candidates
+    from screening import tracking
     from screening.results import log_ranking, rank_sweep
-    from screening.sweep import absolute_tracking_uri
 
     try:
         weights = tuple(float(w) for w in args.weights.split(","))
     except ValueError:
         raise InputError("--weights", "three comma-separated numbers", args.weights) from None
-    uri = absolute_tracking_uri(tracking.resolve_tracking_uri(args.tracking_uri))
-    tracking.probe_tracking_uri(uri)
-    client = tracking.open_store(uri)
+    uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
+    store.probe_tracking_uri(uri)
+    client = store.open_store(uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         expected = "an experiment with sweeps (run `chemoscreen sweep` first)"
@@ -279,7 +254,7 @@ def cmd_rank(args) -> int:
         written.append(path.with_name(path.stem + "_pareto.png"))
         pareto_png(table, written[-1])
     log_ranking(client, parent, table)
-    _print_table(table, top=args.top)
+    print_table(table, top=args.top)
     print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")
     return 0
 

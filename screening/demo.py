@@ -3,7 +3,8 @@
 1. synthesize a correlative image set of an LFP platelet with a known (bowed) eigenstrain law;
 2. calibrate the law from it, log the calibration run and register ``lfp-chemomech`` (alias champion);
 3. generate the Fe/Mn/Co/Ni olivine candidates at step 0.25 (35 compositions);
-4. sweep them with the registered law on a local Ray, one MLflow run per candidate;
+4. sweep them with the registered law on a local Ray, one MLflow run per candidate
+   (:func:`screening.api.sweep`, the path of ``chemoscreen sweep``);
 5. rank them (score and Pareto front), write the table and the Pareto plot, print how to open the UI.
 
 Sizes are chosen so the whole demo takes a few minutes on 2 CPU cores; the science is the same as with
@@ -15,7 +16,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from screening import tracking
+from chemoscreen import store
+from mechanics.errors import InputError
 
 METALS = ("Fe", "Mn", "Co", "Ni")
 STEP = 0.25
@@ -24,7 +26,6 @@ DEMO_SETTINGS = {"grid_points": 32, "observations": 6, "snapshots": 3, "soc_step
 DEMO_SYNTH = {"size_px": 64, "seed": 0, "law": "bowed"}
 # the probe PSFs the synthetic images are made with (synthesize's defaults) are modelled in the fit
 DEMO_CALIBRATION = {"n_bootstrap": 8, "n_knots": 9, "strain_psf_nm": 10.0, "composition_psf_nm": 10.0}
-MODEL_NAME = "lfp-chemomech"
 
 
 def _step(number: int, text: str) -> float:
@@ -46,33 +47,50 @@ def calibrate_and_register(out: Path, tracking_uri: str) -> str:
     images_path = inverse.save_images(images, out / "lfp_synthetic.npz")
     _done(start, str(images_path))
 
-    start = _step(2, "calibrate the eigenstrain law and register it as lfp-chemomech@champion")
+    start = _step(2, f"calibrate the eigenstrain law and register it as {store.MODEL_NAME}@{store.ALIAS}")
     calibration = inverse.calibrate(images, inverse.CalibrationSettings(**DEMO_CALIBRATION), progress=True)
     calibration_dir = out / "calibration"
     calibration = log_calibration(calibration, out_dir=calibration_dir, tracking_uri=tracking_uri,
-                                  register=MODEL_NAME, inputs=[images_path])
+                                  register=store.MODEL_NAME, inputs=[images_path])
     model_uri = calibration.mlflow["model_uri"] if isinstance(calibration.mlflow, dict) else None
     _done(start, f"{calibration_dir / 'calibration.json'}; model {model_uri}")
-    return model_uri or f"models:/{MODEL_NAME}@champion"
+    return model_uri or store.DEFAULT_MODEL_URI
 
 
 def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) -> int:
-    """Run the five steps; returns the process exit code."""
+    """Run the five steps; everything is written under ``out``.
+
+    Args:
+        out: the output folder (``--out``): the SQLite store, artifacts, calibration, ranking, plots.
+        num_cpus: CPUs of the local Ray (``--num-cpus``; None: all).
+
+    Returns:
+        The process exit code.
+
+    Raises:
+        InputError: ``out`` is a file, or ``num_cpus`` is not a positive integer (before any work).
+    """
     import candidates
     from mechanics.screen import ScreeningSettings
     from screening.api import sweep
-    from screening.cli import SUMMARY_COLUMNS, ui_hint
+    from screening.driver import SweepOptions
     from screening.plots import pareto_png
-    from screening.sweep import SweepOptions
+    from screening.present import print_table, ui_hint
 
     begin = time.perf_counter()
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out", "a folder for the demo's outputs (a file of that name exists)", str(out))
     uri = f"sqlite:///{out / 'mlflow.db'}"
+    # built first, so a bad option fails before the calibration's minutes
+    options = SweepOptions(tracking_uri=uri, num_cpus=num_cpus, progress=True,
+                           space=f"olivine metals={','.join(METALS)} step={STEP} source=literature")
+    settings = ScreeningSettings(**DEMO_SETTINGS)
+    out.mkdir(parents=True, exist_ok=True)
     # create the store and both experiments (artifacts in OUT/mlartifacts) before anything else writes
-    client = tracking.open_store(uri)
-    for name in (tracking.CALIBRATION_EXPERIMENT, tracking.SCREENING_EXPERIMENT):
-        tracking.ensure_experiment(client, name, uri)
+    client = store.open_store(uri)
+    for name in (store.CALIBRATION_EXPERIMENT, store.SCREENING_EXPERIMENT):
+        store.ensure_experiment(client, name, uri)
 
     model_uri = calibrate_and_register(out, uri)
 
@@ -81,9 +99,7 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     _done(start, f"{len(space)} candidates")
 
     start = _step(4, f"sweep {len(space)} candidates on a local Ray (model {model_uri})")
-    options = SweepOptions(tracking_uri=uri, num_cpus=num_cpus, progress=True,
-                           space=f"olivine metals={','.join(METALS)} step={STEP} source=literature")
-    outcome = sweep(space, law=model_uri, settings=ScreeningSettings(**DEMO_SETTINGS), options=options)
+    outcome = sweep(space, law=model_uri, settings=settings, options=options)
     _done(start, f"{outcome.simulated} simulated, {outcome.skipped} already finished, "
                  f"{outcome.failed} failed")
 
@@ -95,10 +111,9 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     _done(start, f"{out / 'ranking.csv'}, {out / 'ranking_pareto.png'}")
 
     print()
-    columns = [c for c in SUMMARY_COLUMNS if c in table.columns]
-    print(table[columns].head(15).to_string(index=False, float_format="{:.4g}".format))
+    print_table(table, top=15)
     print(f"\nWhole demo: {time.perf_counter() - begin:.0f} s. Everything is in {out}")
     print(f"Open the MLflow UI:\n  {ui_hint(uri)}")
-    print("  experiment chemoscreen-screening → expand the sweep's parent run → sort by the score or "
-          "pareto_rank column")
+    print(f"  experiment {store.SCREENING_EXPERIMENT} → expand the sweep's parent run → sort by the score "
+          "or pareto_rank column")
     return 0

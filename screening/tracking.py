@@ -1,104 +1,52 @@
-"""MLflow conventions of the screening: where the store is, how sweeps and candidates become runs.
+"""MLflow conventions of the screening: how sweeps and candidates become runs.
 
 Layout (ARCHITECTURE.md §4.4): experiment ``chemoscreen-screening``; one parent run per sweep tagged
-``sweep_id``; one child run per candidate tagged ``candidate_id``, ``formula``, ``status`` and
-``fidelity``. Only the driver writes to MLflow, through explicit run ids (no global active run), so Ray
-workers need no tracking configuration and a tracking server sees a handful of batched calls per
-candidate.
+``sweep_id``; one child run per candidate tagged ``candidate_id`` (the simulation key of
+:func:`screening.ids.candidate_id`), ``composition_id`` (:func:`candidates.composition_id`),
+``formula``, ``status`` and ``fidelity``. Only the driver writes to MLflow, through explicit run ids
+(no global active run), so Ray workers need no tracking configuration and a tracking server sees a
+handful of batched calls per candidate.
 
-Default store: ``sqlite:///mlflow.db`` in the working directory with artifacts in ``./mlartifacts``
-beside it. For any SQLite store the artifacts go to ``mlartifacts/`` next to the database file.
+The store itself (names, default URI, probing, opening, experiments) is :mod:`chemoscreen.store`.
 """
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
-from inverse.tracking import (  # noqa: F401  (the store conventions are shared with calibration)
-    DEFAULT_TRACKING_URI,
-    artifact_location,
-    ensure_experiment,
-    open_store,
-    resolve_tracking_uri,
-    sqlite_path,
-)
+from chemoscreen import store
 from mechanics.errors import InputError
 
-SCREENING_EXPERIMENT = "chemoscreen-screening"
-CALIBRATION_EXPERIMENT = "chemoscreen-calibration"
-DEFAULT_MODEL_URI = "models:/lfp-chemomech@champion"
 PARENT_TAG = "mlflow.parentRunId"
-PROBE_TIMEOUT_S = 5.0
 
 
+def sweep_filter(sweep_id: str, field: str = "sweep_id") -> str:
+    """The filter string of a sweep's parent run(s).
 
+    Args:
+        sweep_id: the 12 hex digits of :func:`screening.ids.sweep_id`.
+        field: the option or argument ``sweep_id`` came from, named in errors.
 
+    Returns:
+        ``tags.sweep_id = '<sweep_id>'``.
 
-
-def _tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast with :class:`InputError` (field ``--tracking-uri``) when the store cannot be reached.
-
-    HTTP(S) servers must answer ``GET /health`` within ``timeout_s``; database servers must accept a
-    TCP connection; a SQLite file must sit in an existing directory. MLflow 3 refuses plain file stores,
-    so those are rejected here with the alternative named.
+    Raises:
+        InputError: ``sweep_id`` is not 12 lower-case hex digits.
     """
-    field = "--tracking-uri"
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.split("+")[0]
-    if scheme in ("http", "https"):
-        url = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http/https only)
-                if response.status != 200:
-                    raise InputError(field, "an MLflow tracking server whose /health answers 200", uri)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise InputError(
-                field, f"a reachable MLflow tracking server (GET /health within {timeout_s:g} s; {exc})", uri
-            ) from None
-    elif scheme == "sqlite":
-        path = sqlite_path(uri)
-        if path is not None and str(path) not in ("", ":memory:") and not path.resolve().parent.is_dir():
-            raise InputError(field, "sqlite:///FILE.db in an existing directory", uri)
-    elif scheme in ("postgresql", "mysql", "mssql"):
-        default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
-        host, port = parsed.hostname or "localhost", parsed.port or default_port
-        if not _tcp_reachable(host, port, timeout_s):
-            raise InputError(field, f"a reachable database server ({host}:{port} refused or timed out)", uri)
-    elif scheme in ("", "file"):
-        expected = "sqlite:///mlflow.db or an http(s):// tracking server (MLflow 3 refuses file stores)"
-        raise InputError(field, expected, uri)
+    value = store.hex_id(sweep_id, field, store.SWEEP_ID_DIGITS)
+    return f"tags.sweep_id = {store.filter_value(value, field)}"
 
 
+def children_filter(parent_run_id: str) -> str:
+    """The filter string of the child runs of ``parent_run_id`` (an MLflow run id, 32 hex digits).
 
-
-
-
-
-
-def search_all_runs(client, experiment_id: str, filter_string: str = "") -> list:
-    """Every active run matching ``filter_string``, following pagination."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    Raises:
+        InputError: ``parent_run_id`` is not a run id.
+    """
+    value = store.hex_id(parent_run_id, "parent_run_id", store.RUN_ID_DIGITS)
+    return f"tags.{PARENT_TAG} = {store.filter_value(value, 'parent_run_id')}"
 
 
 def resolve_model(client, model_uri: str) -> str:
@@ -123,7 +71,7 @@ def resolve_model(client, model_uri: str) -> str:
             if not name or not ref:
                 raise InputError("--model", "models:/NAME@ALIAS or models:/NAME/VERSION", model_uri)
             if ref == "latest":
-                versions = client.search_model_versions(f"name = '{name}'")
+                versions = client.search_model_versions(f"name = {store.filter_value(name, '--model')}")
                 if not versions:
                     raise InputError("--model", hint, model_uri)
                 version = max(int(v.version) for v in versions)
@@ -153,7 +101,7 @@ def open_parent_run(client, experiment_id: str, sweep_id: str, run_name: str,
     """
     from mlflow.entities import Param, RunTag
 
-    existing = search_all_runs(client, experiment_id, f"tags.sweep_id = '{sweep_id}'")
+    existing = store.search_all_runs(client, experiment_id, sweep_filter(sweep_id))
     if existing:
         oldest = min(existing, key=lambda run: run.info.start_time)
         client.update_run(oldest.info.run_id, status="RUNNING")
@@ -165,7 +113,7 @@ def open_parent_run(client, experiment_id: str, sweep_id: str, run_name: str,
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list[ChildRun]:
-    runs = search_all_runs(client, experiment_id, f"tags.{PARENT_TAG} = '{parent_run_id}'")
+    runs = store.search_all_runs(client, experiment_id, children_filter(parent_run_id))
     return [
         ChildRun(run.info.run_id, run.data.tags.get("candidate_id", ""), run.info.status,
                  dict(run.data.metrics), dict(run.data.tags))
@@ -234,7 +182,7 @@ def log_metrics(client, run_id: str, metrics: Mapping[str, float]) -> None:
 
 def find_sweep(client, experiment_id: str, sweep_id: str | None = None) -> str:
     """The parent run of sweep ``sweep_id``, or of the most recently started sweep when None."""
-    where = f"tags.sweep_id = '{sweep_id}'" if sweep_id else "tags.sweep_id LIKE '%'"
+    where = sweep_filter(sweep_id, "--sweep-id") if sweep_id else "tags.sweep_id LIKE '%'"
     runs = client.search_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
                               max_results=1)
     if not runs:

@@ -9,10 +9,10 @@ import pytest
 import candidates
 from mechanics.errors import InputError
 
-REQUIRED = ["candidate_id", "formula", "x_Fe", "x_Mn", "x_Co", "x_Ni", "x_Mg", "misfit_a_pct", "misfit_b_pct",
-            "misfit_c_pct", "volume_change_pct", "coherency_B_min_GPa", "habit_normal_a", "habit_normal_b",
-            "habit_normal_c", "spinodal_suppressed", "voltage_V", "capacity_mAh_g", "specific_energy_Wh_kg",
-            "omega_eV", "source"]
+REQUIRED = ["composition_id", "formula", "x_Fe", "x_Mn", "x_Co", "x_Ni", "x_Mg", "misfit_a_pct",
+            "misfit_b_pct", "misfit_c_pct", "volume_change_pct", "coherency_B_min_GPa", "habit_normal_a",
+            "habit_normal_b", "habit_normal_c", "spinodal_suppressed", "voltage_V", "capacity_mAh_g",
+            "specific_energy_Wh_kg", "omega_eV", "source"]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,9 @@ def table():
 
 def test_one_row_per_candidate_with_the_contract_columns(table):
     space, df = table
-    assert list(df["candidate_id"]) == [c.id for c in space]
+    assert list(df["composition_id"]) == [c.id for c in space]
+    assert list(df["composition_id"]) == [candidates.composition_id(c.fractions) for c in space]
+    assert "candidate_id" not in df.columns  # the simulation key is screening's, not a property
     assert set(REQUIRED) <= set(df.columns)
     assert (df["source"] == "literature").all()
     assert df["spinodal_suppressed"].dtype == bool
@@ -64,6 +66,15 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         candidates.write_table(unserialisable, target)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["candidates.parquet"]
+
+
+def test_an_unwritable_out_is_an_input_error_naming_it(table, tmp_path):
+    _, df = table
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(InputError) as info:
+        candidates.write_table(df, tmp_path / "notes.txt" / "candidates.csv")
+    assert info.value.field == "--out" and "is a file" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_empty_space_is_an_input_error():

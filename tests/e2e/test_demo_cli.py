@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from chemoscreen import store
 from screening import tracking
 
 
@@ -17,8 +18,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path, chemoscreen):
     assert len(table) == 35 and (table["status"] == "FINISHED").all()
     assert (out / "ranking_pareto.png").exists() and (out / "calibration" / "calibration.json").exists()
     assert f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} --host 127.0.0.1" in result.stdout
-    client = tracking.open_store(f"sqlite:///{out / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
+    client = store.open_store(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)
     parent = client.get_run(tracking.find_sweep(client, experiment.experiment_id))
     # the sweep used the version the calibration registered, pinned
     assert parent.data.tags["model_uri"] == "models:/lfp-chemomech/1"

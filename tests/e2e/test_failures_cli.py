@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chemoscreen import store
 from screening import tracking
 
 
@@ -98,9 +99,9 @@ def test_killing_an_actor_mid_sweep_keeps_one_run_per_candidate(tmp_path, chemos
             process.kill()
     assert killed is not None, "no actor was caught inside run_batch; the test proved nothing"
     assert process.returncode == 0, stdout + stderr
-    client = tracking.open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
-    children = [r for r in tracking.search_all_runs(client, experiment.experiment_id)
+    client = store.open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)
+    children = [r for r in store.search_all_runs(client, experiment.experiment_id)
                 if tracking.PARENT_TAG in r.data.tags]
     counts = Counter(r.data.tags["candidate_id"] for r in children)
     assert len(counts) == 10 and set(counts.values()) == {1}
@@ -157,9 +158,9 @@ def test_killed_driver_is_recovered_by_rerunning_the_same_command(tmp_path, chem
     result = chemoscreen(args, tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{10 - done_before} simulated, {done_before} already finished" in result.stdout
-    client = tracking.open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
-    runs = tracking.search_all_runs(client, experiment.experiment_id)
+    client = store.open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)
+    runs = store.search_all_runs(client, experiment.experiment_id)
     parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
     children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
+import candidates
+from chemoscreen import store
 from screening import tracking
-from screening.sweep import CONTRACT_METRICS
+from screening.driver import CONTRACT_METRICS
 
 N_CANDIDATES = 10  # Fe, Mn, Co, Ni at step 0.5: C(2 + 3, 3) grid points
 N_REFINED = 2
@@ -16,9 +18,9 @@ N_REFINED = 2
 
 def _children(workdir):
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    client = tracking.open_store(uri)
-    experiment = client.get_experiment_by_name(tracking.SCREENING_EXPERIMENT)
-    runs = tracking.search_all_runs(client, experiment.experiment_id)
+    client = store.open_store(uri)
+    experiment = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)
+    runs = store.search_all_runs(client, experiment.experiment_id)
     parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("fidelity") == "periodic"]
     refined = [r for r in runs if r.data.tags.get("fidelity") == "particle"]
@@ -44,6 +46,8 @@ def test_every_candidate_has_one_finished_run_with_the_contract_metrics(swept):
     for run in children:
         assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
         assert run.data.tags["status"] == "FINISHED" and run.data.tags["formula"].startswith("Li")
+        fractions = {k[2:]: float(v) for k, v in run.data.params.items() if k.startswith("x_")}
+        assert run.data.tags["composition_id"] == candidates.composition_id(fractions)
         missing = set(CONTRACT_METRICS) - set(run.data.metrics)
         assert not missing, f"{run.data.tags['formula']} lacks {missing}"
     artifacts = {a.path for a in client.list_artifacts(children[0].info.run_id)}

@@ -1,21 +1,18 @@
-"""MLflow conventions on a real SQLite store: experiments, resumable parent runs, exactly-once children."""
+"""Sweep conventions on a real SQLite store: resumable parent runs, exactly-once children, safe filters.
+
+The store itself (names, URIs, probes, experiments) is tested in ``tests/chemoscreen/test_store.py``.
+"""
 
 from __future__ import annotations
 
-import socket
-import time
-from pathlib import Path
-
 import pytest
 
+from chemoscreen import store as chemoscreen_store
 from mechanics.errors import InputError
 from screening import tracking
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# sweep ids as screening.ids.sweep_id writes them: 12 hex digits
+SWEEP_A, SWEEP_B, SWEEP_C, ABSENT = "abc123abc123", "5ee000000001", "5ee000000002", "ffffffffffff"
 
 
 @pytest.fixture(scope="module")
@@ -23,60 +20,51 @@ def store(tmp_path_factory):
     """One SQLite store for the module (creating the schema takes seconds); tests use distinct ids."""
     directory = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{directory / 'mlflow.db'}"
-    client = tracking.open_store(uri)
-    return uri, client, tracking.ensure_experiment(client, "screening-test", uri)
-
-
-def test_probe_rejects_unreachable_or_unusable_stores(tmp_path):
-    start = time.perf_counter()
-    with pytest.raises(InputError, match="--tracking-uri"):
-        tracking.probe_tracking_uri(f"http://127.0.0.1:{_free_port()}", timeout_s=2.0)
-    with pytest.raises(InputError, match="--tracking-uri"):
-        tracking.probe_tracking_uri(f"postgresql://u@127.0.0.1:{_free_port()}/db", timeout_s=2.0)
-    # a refused loopback connection answers at once; the bound is the probe timeout plus slack
-    assert time.perf_counter() - start < 5.0
-    with pytest.raises(InputError, match="existing directory"):
-        tracking.probe_tracking_uri(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
-    with pytest.raises(InputError, match="file stores"):
-        tracking.probe_tracking_uri(str(tmp_path / "mlruns"))
-    # a new database file in an existing directory is fine
-    tracking.probe_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-
-
-def test_sqlite_paths_and_artifact_location(tmp_path):
-    assert tracking.sqlite_path("sqlite:///mlflow.db") == Path("mlflow.db")
-    assert tracking.sqlite_path(f"sqlite:///{tmp_path}/x.db") == tmp_path / "x.db"
-    assert tracking.sqlite_path("http://host:5000") is None
-    assert tracking.artifact_location(f"sqlite:///{tmp_path}/x.db") == (tmp_path / "mlartifacts").as_uri()
-    assert tracking.artifact_location("http://host:5000") is None
+    client = chemoscreen_store.open_store(uri)
+    return uri, client, chemoscreen_store.ensure_experiment(client, "screening-test", uri)
 
 
 def test_experiment_is_created_once_with_artifacts_beside_the_database(store):
     uri, client, experiment_id = store
-    assert tracking.ensure_experiment(client, "screening-test", uri) == experiment_id
+    assert chemoscreen_store.ensure_experiment(client, "screening-test", uri) == experiment_id
     location = client.get_experiment(experiment_id).artifact_location
-    assert location == (tracking.sqlite_path(uri).parent / "mlartifacts").as_uri()
+    assert location == (chemoscreen_store.sqlite_path(uri).parent / "mlartifacts").as_uri()
 
 
 def test_parent_run_is_reopened_by_sweep_id(store):
     _, client, experiment_id = store
-    first, resumed = tracking.open_parent_run(client, experiment_id, "abc123", "sweep-abc123",
+    first, resumed = tracking.open_parent_run(client, experiment_id, SWEEP_A, f"sweep-{SWEEP_A}",
                                               {"model_uri": "vegard"}, {"settings.grid_points": 16})
     assert not resumed
     client.set_terminated(first, "KILLED")
-    again, resumed = tracking.open_parent_run(client, experiment_id, "abc123", "sweep-abc123",
+    again, resumed = tracking.open_parent_run(client, experiment_id, SWEEP_A, f"sweep-{SWEEP_A}",
                                               {"model_uri": "vegard"}, {"settings.grid_points": 16})
     assert (again, resumed) == (first, True)
     assert client.get_run(first).info.status == "RUNNING"
     assert tracking.find_sweep(client, experiment_id) == first
-    assert tracking.find_sweep(client, experiment_id, "abc123") == first
+    assert tracking.find_sweep(client, experiment_id, SWEEP_A) == first
     with pytest.raises(InputError, match="--sweep-id"):
-        tracking.find_sweep(client, experiment_id, "nope")
+        tracking.find_sweep(client, experiment_id, ABSENT)
+
+
+INJECTION = f"{SWEEP_A}' OR tags.sweep_id LIKE '%"
+
+
+@pytest.mark.parametrize("sweep_id", ["nope", "abc123", INJECTION, SWEEP_A.upper()])
+def test_a_sweep_id_that_is_not_one_never_reaches_the_filter(store, sweep_id):
+    _, client, experiment_id = store
+    with pytest.raises(InputError, match="--sweep-id") as info:
+        tracking.find_sweep(client, experiment_id, sweep_id)
+    assert "hex digits" in str(info.value)
+    with pytest.raises(InputError, match="sweep_id"):
+        tracking.open_parent_run(client, experiment_id, sweep_id, "sweep-x", {}, {})
+    with pytest.raises(InputError, match="parent_run_id"):
+        tracking.child_runs(client, experiment_id, "run' OR tags.x = '1")
 
 
 def test_leftover_child_is_completed_in_place(store, tmp_path):
     _, client, experiment_id = store
-    parent, _ = tracking.open_parent_run(client, experiment_id, "s1", "sweep-s1", {}, {})
+    parent, _ = tracking.open_parent_run(client, experiment_id, SWEEP_B, f"sweep-{SWEEP_B}", {}, {})
     # a driver that died right after creating the child left it RUNNING without metrics
     leftover = client.create_run(experiment_id, run_name="LiFePO4",
                                  tags={tracking.PARENT_TAG: parent, "candidate_id": "c1"}).info.run_id
@@ -99,7 +87,7 @@ def test_leftover_child_is_completed_in_place(store, tmp_path):
 
 def test_failed_child_records_the_reason_and_finished_wins(store):
     _, client, experiment_id = store
-    parent, _ = tracking.open_parent_run(client, experiment_id, "s2", "sweep-s2", {}, {})
+    parent, _ = tracking.open_parent_run(client, experiment_id, SWEEP_C, f"sweep-{SWEEP_C}", {}, {})
     failed = tracking.log_child_run(client, experiment_id, parent, run_name="X", reuse_run_id=None,
                                     tags={"candidate_id": "c2", "failure_reason": "blow-up"}, params={},
                                     metrics={}, status="FAILED")
@@ -128,4 +116,6 @@ def test_model_resolution_pins_one_version_and_explains_a_missing_model(store):
     assert tracking.resolve_model(client, "models:/law-test/2") == "models:/law-test/2"
     with pytest.raises(InputError, match="--model"):
         tracking.resolve_model(client, "models:/law-test/7")
+    with pytest.raises(InputError, match="--model"):  # a quote cannot enter the registry filter
+        tracking.resolve_model(client, "models:/law-test' OR name LIKE '%/latest")
     assert tracking.resolve_model(client, "runs:/abc/model") == "runs:/abc/model"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import shutil
 import tempfile
 import time
@@ -34,6 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from chemoscreen import store
+from mechanics.errors import InputError
 from screening import ids, tracking
 from screening.actors import CandidateResult, SimulatorActor
 from screening.cluster import ray_session, resolve_address
@@ -51,11 +54,13 @@ from screening.results import (  # noqa: F401  (the metric names are part of thi
 class SweepItem:
     """One candidate ready to simulate.
 
-    params: :class:`mechanics.parameters.base.MaterialParams`; descriptors: the static metrics of
-    ``DESCRIPTOR_METRICS`` (from :func:`candidates.properties`); fractions: metal-site fractions.
+    composition_id: :func:`candidates.composition_id` of the composition (``Candidate.id``; the child
+    run's ``composition_id`` tag); params: :class:`mechanics.parameters.base.MaterialParams`;
+    descriptors: the static metrics of ``DESCRIPTOR_METRICS`` (from :func:`candidates.properties`);
+    fractions: metal-site fractions.
     """
 
-    label: str
+    composition_id: str
     formula: str
     fractions: Mapping[str, float]
     params: object
@@ -76,9 +81,13 @@ class SweepOptions:
     restarts/task retries, and driver resubmissions of a batch whose actor died for good. simulator:
     ``module:function`` of the batched simulator, same signature as
     :func:`mechanics.screen.simulate_candidates`. space: a description of the candidate space (parent tag).
+
+    Every field is checked when the options are built; a bad value is an :class:`InputError` naming
+    the ``chemoscreen sweep`` option it comes from (``--refine``, ``--num-cpus``, ...), or the field
+    itself where the command line has no such option.
     """
 
-    experiment: str = tracking.SCREENING_EXPERIMENT
+    experiment: str = store.SCREENING_EXPERIMENT
     tracking_uri: str | None = None
     address: str | None = None
     num_cpus: int | None = None
@@ -93,10 +102,52 @@ class SweepOptions:
     space: str = ""
     simulator: str = "mechanics.screen:simulate_candidates"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.experiment, str) or not self.experiment.strip():
+            raise InputError("--experiment", "an MLflow experiment name", self.experiment)
+        for name, flag in (("tracking_uri", "--tracking-uri"), ("address", "--address")):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InputError(flag, "a URI or address (or None for the default)", value)
+        counts = (("num_cpus", "--num-cpus"), ("actors", "--actors"), ("batch_size", "--batch-size"))
+        for name, flag in counts:
+            value = getattr(self, name)
+            if value is not None and not _is_int(value, minimum=1):
+                raise InputError(flag, "a positive integer (or None for the default)", value)
+        if not _is_number(self.gpus_per_actor) or self.gpus_per_actor <= 0:
+            raise InputError("--gpus-per-actor", "a positive GPU share such as 1 or 0.5", self.gpus_per_actor)
+        if not _is_number(self.cpus_per_actor) or self.cpus_per_actor <= 0:
+            raise InputError("cpus_per_actor", "a positive number of CPUs", self.cpus_per_actor)
+        if not _is_int(self.refine, minimum=0):
+            raise InputError("--refine", "a non-negative number of candidates", self.refine)
+        if not _is_int(self.max_retries, minimum=0):
+            raise InputError("max_retries", "a non-negative integer", self.max_retries)
+        for name, flag in (("artifacts", "--no-artifacts"), ("progress", "progress")):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(flag, "True or False", getattr(self, name))
+        if not isinstance(self.space, str):
+            raise InputError("space", "a description of the candidate space (str)", self.space)
+        module, _, function = (self.simulator if isinstance(self.simulator, str) else "").partition(":")
+        if not (module and function):
+            raise InputError("simulator", "module:function of a batched simulator", self.simulator)
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
 
 @dataclass
 class SweepOutcome:
-    """What a finished sweep returns: its identity and the ranked table (one row per candidate)."""
+    """What a finished sweep returns: its identity and the ranked table (one row per candidate).
+
+    ``tracking_uri`` is the store it logged to (a SQLite path made absolute); ``model_uri`` the law's
+    version that entered every ``candidate_id`` (a pinned ``models:/NAME/VERSION``, ``vegard`` or a
+    content hash).
+    """
 
     sweep_id: str
     parent_run_id: str
@@ -107,14 +158,7 @@ class SweepOutcome:
     skipped: int = 0
     failed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """A SQLite URI with an absolute path, so workers and later commands find the same file."""
-    path = tracking.sqlite_path(uri)
-    if path is None or str(path) in ("", ":memory:") or path.is_absolute():
-        return uri
-    return "sqlite:///" + str(path.resolve())
+    model_uri: str = ""
 
 
 def _settings_dict(settings) -> dict:
@@ -124,7 +168,7 @@ def _settings_dict(settings) -> dict:
 def _child_params(item: SweepItem, settings: dict, model_uri: str) -> dict[str, object]:
     params = {f"x_{el}": round(float(x), 9) for el, x in sorted(item.fractions.items())}
     params.update({f"settings.{k}": v for k, v in settings.items()})
-    params.update(source=item.source, model=model_uri, candidate_label=item.label)
+    params.update(source=item.source, model=model_uri, composition_id=item.composition_id)
     return params
 
 
@@ -190,7 +234,7 @@ class _RunLogger:
             metrics[f"sim_{key}" if key in DESCRIPTOR_METRICS else key] = value
         metrics["sim_seconds"] = result.seconds
         tags = {"candidate_id": result.candidate_id, "formula": item.formula, "fidelity": fidelity,
-                "candidate_label": item.label, **extra_tags}
+                "composition_id": item.composition_id, **extra_tags}
         if result.status != "FINISHED":
             tags["failure_reason"] = result.reason[:5000]
         run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
@@ -412,23 +456,34 @@ def execute_sweep(
     metric_fn: Callable | None = None,
     client=None,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep of ``items`` and return its ranked table.
+    """Run (or resume) the sweep of prepared ``items`` and return its ranked table.
 
-    ``model_uri`` names the law's version (a pinned ``models:/NAME/VERSION``, ``vegard`` or a content
-    hash of an unregistered module); it enters every ``candidate_id``.
+    The engine under :func:`screening.api.sweep`, which checks the input, probes the store and the Ray
+    address, resolves the law and prepares the items first; call that unless you hold prepared items.
+
+    Args:
+        items: the candidates (:func:`screening.api.prepare_items`).
+        settings: :class:`mechanics.screen.ScreeningSettings`.
+        law: the torch module the actors evaluate, or None for Vegard's law.
+        model_uri: the law's version (a pinned ``models:/NAME/VERSION``, ``vegard`` or a content hash of
+            an unregistered module); it enters every ``candidate_id``.
+        options: how to run it.
+        metric_fn: user metrics from each simulation result (runs in the actor).
+        client: an open ``MlflowClient`` on ``options.tracking_uri`` (default: probe and open it).
+
+    Returns:
+        The :class:`SweepOutcome`.
     """
     started = time.perf_counter()
-    uri = absolute_tracking_uri(tracking.resolve_tracking_uri(options.tracking_uri))
+    uri = store.absolute_tracking_uri(store.resolve_tracking_uri(options.tracking_uri))
     if client is None:
-        tracking.probe_tracking_uri(uri)
-        client = tracking.open_store(uri)
-    experiment_id = tracking.ensure_experiment(client, options.experiment, uri)
+        store.probe_tracking_uri(uri)
+        client = store.open_store(uri)
+    experiment_id = store.ensure_experiment(client, options.experiment, uri)
     settings_dict = _settings_dict(settings)
     work = [(ids.candidate_id(it.fractions, settings_dict, model_uri, it.source), it) for it in items]
     unique = dict(work)
     if len(unique) != len(work):
-        from mechanics.errors import InputError
-
         raise InputError("space", "distinct candidates (two entries have the same composition)",
                          len(work) - len(unique))
     sweep = ids.sweep_id(unique, settings_dict, model_uri)
@@ -441,7 +496,7 @@ def execute_sweep(
     existing = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
     todo = [(cid, it) for cid, it in work if getattr(existing.get(cid), "status", None) != "FINISHED"]
     outcome = SweepOutcome(sweep, parent_id, experiment_id, uri, pd.DataFrame(),
-                           skipped=len(work) - len(todo))
+                           skipped=len(work) - len(todo), model_uri=model_uri)
     client.set_tag(parent_id, "status", "RUNNING")
 
     address = resolve_address(options.address)

@@ -1,0 +1,276 @@
+"""The MLflow store: the project's names (ARCHITECTURE.md §4.4) and the helpers every command uses.
+
+This module is the one home of the tracking conventions that calibration (``inverse.tracking``) and
+screening (``screening.tracking``) share: experiment and registered-model names, the alias, where
+the default store is, how a tracking URI is resolved and probed, how the store and an experiment are
+opened, and how a value enters an MLflow filter string.
+
+Default store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+working directory. For any SQLite store the artifacts go to ``mlartifacts/`` beside the database file.
+
+MLflow is imported inside the functions that need it, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mechanics.errors import InputError
+
+CALIBRATION_EXPERIMENT = "chemoscreen-calibration"
+SCREENING_EXPERIMENT = "chemoscreen-screening"
+MODEL_NAME = "lfp-chemomech"
+ALIAS = "champion"
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PROBE_TIMEOUT_S = 5.0
+
+TRACKING_FIELD = "--tracking-uri"
+# hex digits of the ids this project writes: screening.ids.sweep_id / candidate_id, MLflow run ids
+SWEEP_ID_DIGITS = 12
+CANDIDATE_ID_DIGITS = 16
+RUN_ID_DIGITS = 32
+
+
+# ---------------------------------------------------------------------------------------------------
+# where the store is
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """The tracking URI to use.
+
+    Args:
+        explicit: ``--tracking-uri`` (or the ``tracking_uri`` argument of a Python call), or None.
+
+    Returns:
+        ``explicit``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`.
+    """
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI.
+
+    Args:
+        uri: a tracking URI.
+
+    Returns:
+        The path as written in the URI (relative or absolute), or None for other stores.
+    """
+    if not uri.startswith("sqlite:"):
+        return None
+    path = urlparse(uri).path
+    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
+    return Path(path[1:]) if path.startswith("/") else Path(path)
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A SQLite URI with an absolute path, so workers and later commands find the same file.
+
+    Args:
+        uri: a tracking URI.
+
+    Returns:
+        ``uri`` with its SQLite path made absolute; other URIs (and in-memory SQLite) unchanged.
+    """
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:") or path.is_absolute():
+        return uri
+    return "sqlite:///" + str(path.resolve())
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of the store ``uri`` keeps its artifacts.
+
+    Args:
+        uri: a tracking URI.
+
+    Returns:
+        The ``file://`` URI of ``mlartifacts/`` beside a SQLite database; None (the server's choice)
+        for other stores.
+    """
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:"):
+        return None
+    return (path.resolve().parent / "mlartifacts").as_uri()
+
+
+def _tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when the store ``uri`` cannot be reached or cannot be used.
+
+    HTTP(S) servers must answer ``GET /health`` within ``timeout_s``; database servers must accept a
+    TCP connection; a SQLite file must sit in an existing directory. MLflow 3 refuses plain file
+    stores, so those are rejected here with the alternative named. Nothing is created.
+
+    Args:
+        uri: a tracking URI.
+        timeout_s: how long a server may take to answer (s).
+
+    Raises:
+        InputError: (field ``--tracking-uri``) the store is unreachable or of an unusable kind.
+    """
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http/https only)
+                if response.status != 200:
+                    expected = "an MLflow tracking server whose /health answers 200"
+                    raise InputError(TRACKING_FIELD, expected, uri)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            expected = f"a reachable MLflow tracking server (GET /health within {timeout_s:g} s; {exc})"
+            raise InputError(TRACKING_FIELD, expected, uri) from None
+    elif scheme == "sqlite":
+        path = sqlite_path(uri)
+        if path is not None and str(path) not in ("", ":memory:") and not path.resolve().parent.is_dir():
+            raise InputError(TRACKING_FIELD, "sqlite:///FILE.db in an existing directory", uri)
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
+        host, port = parsed.hostname or "localhost", parsed.port or default_port
+        if not _tcp_reachable(host, port, timeout_s):
+            expected = f"a reachable database server ({host}:{port} refused or timed out)"
+            raise InputError(TRACKING_FIELD, expected, uri)
+    elif scheme in ("", "file"):
+        expected = "sqlite:///mlflow.db or an http(s):// tracking server (MLflow 3 refuses file stores)"
+        raise InputError(TRACKING_FIELD, expected, uri)
+
+
+# ---------------------------------------------------------------------------------------------------
+# opening the store
+
+
+def open_store(uri: str):
+    """An :class:`mlflow.MlflowClient` on ``uri`` whose store (schema included) exists.
+
+    Called by a driver before any worker starts: creating a fresh SQLite schema from several
+    processes at once races.
+
+    Args:
+        uri: a tracking URI (also used as the registry URI).
+
+    Returns:
+        The client.
+    """
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)
+    return client
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (with the store's artifact location) when missing.
+
+    Args:
+        client: an :class:`mlflow.MlflowClient` on ``uri``.
+        name: the experiment name (``--experiment``).
+        uri: the tracking URI (decides :func:`artifact_location`).
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        InputError: (field ``--experiment``) the experiment exists but is deleted.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            expected = "an active experiment (this one is deleted; restore or rename it)"
+            raise InputError("--experiment", expected, name)
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException:
+        # another process created it between our lookup and create
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def search_all_runs(client, experiment_id: str, filter_string: str = "") -> list:
+    """Every active run of an experiment matching ``filter_string``, following pagination.
+
+    Args:
+        client: an :class:`mlflow.MlflowClient`.
+        experiment_id: the experiment to search.
+        filter_string: an MLflow filter; build values into it with :func:`filter_value`.
+
+    Returns:
+        The runs (``mlflow.entities.Run``).
+    """
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# ---------------------------------------------------------------------------------------------------
+# values in filter strings
+
+_UNQUOTABLE = re.compile(r"['\\\x00-\x1f\x7f]")
+
+
+def filter_value(value: object, field: str) -> str:
+    """``value`` as a quoted literal for an MLflow filter string (``tags.k = <literal>``).
+
+    MLflow's filter parser strips the outer quotes of a literal and does not unescape what is inside,
+    so a value holding a single quote, a backslash or a control character cannot be matched exactly;
+    such a value is refused instead of being spliced into the filter.
+
+    Args:
+        value: the value to compare with (turned into ``str``).
+        field: the option or argument it came from, named in the error.
+
+    Returns:
+        ``'value'``.
+
+    Raises:
+        InputError: ``value`` holds a character a filter literal cannot carry.
+    """
+    text = str(value)
+    if _UNQUOTABLE.search(text):
+        raise InputError(field, "a value without quotes, backslashes or control characters", text)
+    return f"'{text}'"
+
+
+def hex_id(value: object, field: str, digits: int) -> str:
+    """Check that ``value`` is an id of ``digits`` lower-case hex digits (a sweep, candidate or run id).
+
+    Args:
+        value: the id, e.g. from ``--sweep-id``.
+        field: the option or argument it came from, named in the error.
+        digits: its length (:data:`SWEEP_ID_DIGITS`, :data:`CANDIDATE_ID_DIGITS`, :data:`RUN_ID_DIGITS`).
+
+    Returns:
+        ``value`` (a ``str``), safe to put in a filter with :func:`filter_value`.
+
+    Raises:
+        InputError: ``value`` is not such an id.
+    """
+    if not isinstance(value, str) or re.fullmatch(f"[0-9a-f]{{{digits}}}", value) is None:
+        raise InputError(field, f"an id of {digits} lower-case hex digits", value)
+    return value
