@@ -111,3 +111,15 @@ def test_noflux_cosine_mode_grows_at_linear_rate():
     # and the mode stays a pure cosine: the residual after projection is round-off
     residual = (c[0] - c[0].mean()) - amp(c) / float((basis**2).sum()) * basis
     assert float(residual.abs().max()) < 1e-10
+
+
+def test_a_stalled_time_loop_is_a_solver_error():
+    """run_to_times gives up after max_steps with a SolverError (CLI exit 1) naming itself and the
+    output time it did not reach."""
+    from mechanics.errors import SolverError
+
+    model = CahnHilliard(shape=(8, 8), spacing=1.0, free_energy=DoubleWell(), mobility=1.0, kappa=1.0,
+                         dt_max=1e-3)
+    init_fn, step_fn = cahn_hilliard(model)
+    with pytest.raises(SolverError, match=r"^run_to_times: more than 3 steps before t = 1"):
+        run_to_times(step_fn, init_fn(_random_field((1, 8, 8), torch.float64), 1e-3), [1.0], max_steps=3)
