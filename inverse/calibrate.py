@@ -66,7 +66,7 @@ class Particle:
     responses: np.ndarray  # (2, K−1, H, W, 2, 2)
     strain: np.ndarray  # (H, W, 2, 2) measured, grid frame
     weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
-    solver: object  # the platelet solver (factorised PlateletSolver, or PlateletPCG on a GPU)
+    solver: object  # the mechanics.elasticity.PlateletOperator (sparse LU on a CPU, PCG on a GPU)
     sigma_x_grid: float  # composition noise after registration (σ_eff)
     strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (None: no PSF)
     composition_blur: object = None  # the same for the composition map on the strain grid
@@ -422,9 +422,9 @@ def calibrate(
                  "rim": "partial coverage" if use_coverage and any(p.images.coverage is not None
                                                                    for p in particles) else "pixel staircase",
                  "device": f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)}
-    if solver_kind == "pcg":  # the GPU path's work, for benchmarks (all particles, all stages)
-        fit_stats["pcg_solves"] = int(sum(p.solver.n_solves for p in particles))
-        fit_stats["pcg_iterations"] = int(sum(p.solver.n_iterations for p in particles))
+    for p in particles:  # the solvers' work, for benchmarks (all particles, all stages; PCG counts CG)
+        for key, count in p.solver.work().items():
+            fit_stats[key] = int(fit_stats.get(key, 0) + count)
     clock.append(("report_s", time.perf_counter()))
     fit_stats["timings_s"] = {name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])}
     return Calibration(
@@ -444,7 +444,7 @@ def _linear_fit(particles, knots, n_law, n_robust, fit_dislocations):
     """
     a_law, y, w, block, n_off = _design(particles, n_law)
     n_base = a_law.shape[1]
-    dev = getattr(particles[0].solver, "device", None)
+    dev = particles[0].solver.device
     defects = (np.zeros((y.size, 0)), np.ones_like(y), [[] for _ in particles])
     first = _robust_fit(a_law, y, w, block, knots, n_robust, dev)
     if fit_dislocations:
