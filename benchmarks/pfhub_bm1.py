@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mechanics.grid import Grid  # noqa: E402
 from mechanics.parameters.pfhub import benchmark1  # noqa: E402
 from mechanics.phasefield.cahn_hilliard import CahnHilliard, cahn_hilliard, total_free_energy  # noqa: E402
 from mechanics.phasefield.free_energy import DoubleWell  # noqa: E402
@@ -45,9 +46,9 @@ def initial_condition(n: int = SIZE, spacing: float = 1.0, *, dtype=torch.float6
 
 
 def model(case: str, n: int = SIZE, dc_tol: float = 0.002) -> CahnHilliard:
+    # the benchmark is dimensionless: the grid's length unit (spacing_nm) is its unit length
     return CahnHilliard(
-        shape=(n, n),
-        spacing=SIZE / n,
+        grid=Grid((n, n), spacing_nm=SIZE / n),
         free_energy=DoubleWell(rho=SPEC.rho_s, c_alpha=SPEC.c_alpha, c_beta=SPEC.c_beta),
         mobility=SPEC.mobility,
         kappa=SPEC.kappa,

@@ -95,9 +95,9 @@ def initial_condition(spec, n: int, dtype, device) -> torch.Tensor:
 def report(spec, model: CahnHilliard, elastic: Bm4Elastic, eta: torch.Tensor) -> dict:
     """The benchmark's quantities for one field η (n, n)."""
     n = eta.shape[-1]
-    h = spec.box_length_nm / n
+    h = model.grid.spacing_nm
     d = 2
-    ks = spectral.wavevectors((n, n), h, dtype=eta.dtype, device=eta.device)
+    ks = model.grid.axis_wavevectors(dtype=eta.dtype, device=eta.device)
     grads = spectral.spectral_gradient(spectral.rfft(eta, d), ks, (n, n))
     gradient = 0.5 * spec.kappa_aJ_per_nm * float(sum((g**2).sum() for g in grads)) * h * h
     bulk = float(model.free_energy.density(eta).sum()) * h * h
@@ -135,7 +135,7 @@ def run(variant: str, t_end: float, n: int, dtype=torch.float64, device="cpu", d
     grid = Grid((n, n), spacing_nm=spec.box_length_nm / n)
     elastic = Bm4Elastic(spec, grid, dtype, device)
     model = CahnHilliard(
-        shape=(n, n), spacing=grid.spacing_nm,
+        grid=grid,
         free_energy=Polynomial(w=spec.w_aJ_per_nm3, coefficients=spec.bulk_coefficients),
         mobility=spec.mobility, kappa=spec.kappa_aJ_per_nm, explicit_potential=elastic.potential,
         dc_tol=dc_tol,

@@ -27,7 +27,7 @@ from mechanics.grid import Grid  # noqa: E402
 from mechanics.parameters.lfp import lfp_params  # noqa: E402
 from mechanics.phasefield import spectral  # noqa: E402
 from mechanics.phasefield.adjoint import ch_fixed_step, saved_bytes_per_step  # noqa: E402
-from mechanics.phasefield.cahn_hilliard import CahnHilliard, _symbols, ch_increment  # noqa: E402
+from mechanics.phasefield.cahn_hilliard import CahnHilliard, CahnHilliardAux, _symbols, ch_increment  # noqa: E402
 from mechanics.phasefield.free_energy import RegularSolution  # noqa: E402
 from mechanics.phasefield.reaction import AllenCahnReaction, ButlerVolmer, allen_cahn_reaction  # noqa: E402
 from mechanics.stiffness import Stiffness  # noqa: E402
@@ -58,17 +58,18 @@ def _setup(batch: int, shape: tuple[int, ...], dtype, device):
     free = RegularSolution(rho, kT, p.omega_eV * units.AJ_PER_EV)
     C = Stiffness.from_voigt(torch.tensor(p.stiffness_voigt(), dtype=torch.float64))
     misfit = torch.diag(torch.tensor(p.misfit, dtype=torch.float64))
-    kernel = coherency_kernel(Grid(shape, spacing), C, misfit, "stress", (0, 2))
+    grid = Grid(shape, spacing)
+    kernel = coherency_kernel(grid, C, misfit, "stress", (0, 2))
     kernel = kernel.to(dtype=dtype, device=device)
     gen = torch.Generator().manual_seed(0)
     c = 0.5 + 0.05 * torch.randn((batch, *shape), generator=gen, dtype=torch.float64)
     c = c.to(dtype=dtype, device=device)
     kappa = torch.full((d,), p.kappa_aJ_per_nm[0], dtype=dtype, device=device)
-    return p, free, kernel, c, kappa, spacing, rho, kT
+    return p, free, kernel, c, kappa, grid, rho, kT
 
 
 def bench_case(batch: int, shape: tuple[int, ...], dtype, device, repeats: int, compile_step: bool) -> dict:
-    p, free, kernel, c, kappa, spacing, rho, kT = _setup(batch, shape, dtype, device)
+    p, free, kernel, c, kappa, grid, rho, kT = _setup(batch, shape, dtype, device)
     d = len(shape)
     cells = batch * c[0].numel()
 
@@ -76,20 +77,19 @@ def bench_case(batch: int, shape: tuple[int, ...], dtype, device, repeats: int, 
         return spectral.irfft(spectral.rfft(c, d), shape)
 
     t_fft = _time(roundtrip, device, repeats)
-    ch = CahnHilliard(shape=shape, spacing=spacing, free_energy=free, mobility=1.0, kappa=kappa,
-                      linear_kernel=kernel)
+    ch = CahnHilliard(grid=grid, free_energy=free, mobility=1.0, kappa=kappa, linear_kernel=kernel)
     sym = _symbols(ch, c)
     dt = torch.full((batch,), 1e-3, dtype=dtype, device=device)
 
     def ch_step():
-        return ch_increment(ch, c, dt, None, sym)[0]
+        return ch_increment(ch, c, dt, CahnHilliardAux(), sym)[0]
 
     step = torch.compile(ch_step) if compile_step else ch_step
     t_ch = _time(step, device, repeats)
     rate = 2 * p.exchange_rate_A_m2 / units.ELEMENTARY_CHARGE_C * 1e-18 / (rho * 20.0)
     acr = AllenCahnReaction(
-        shape=shape, spacing_nm=spacing, free_energy=free, kappa_aJ_per_nm=kappa, site_density_per_nm3=rho,
-        kT_aJ=kT, rate_law=ButlerVolmer(rate, 0.5), linear_kernel=kernel,
+        grid=grid, free_energy=free, kappa_aJ_per_nm=kappa, site_density_per_nm3=rho,
+        kT_aJ=kT, rate_law=ButlerVolmer(rate, 0.5), linear_kernel_GPa=kernel,
         current_per_s=torch.full((batch,), 1 / 3600, dtype=dtype, device=device),
     )
     init_fn, step_fn = allen_cahn_reaction(acr)
@@ -147,9 +147,9 @@ def main(argv=None) -> int:
           f"batched {many['case']}: {many['ch_ms']:.3f} ms/step -> batching speed-up "
           f"{many['ch_Gcell_steps_s'] / one['ch_Gcell_steps_s']:.1f}x in cell-steps/s")
     # memory autograd keeps per step (differentiating through time), in grid-sized tensors
-    _, free, kernel, c, kappa, spacing, _, _ = _setup(1, single, torch.float64, device)
+    _, free, kernel, c, kappa, grid, _, _ = _setup(1, single, torch.float64, device)
     mob = torch.tensor(1.0, dtype=torch.float64, device=device, requires_grad=True)
-    ch = CahnHilliard(shape=single, spacing=spacing, free_energy=free, mobility=mob, kappa=kappa.double(),
+    ch = CahnHilliard(grid=grid, free_energy=free, mobility=mob, kappa=kappa.double(),
                       linear_kernel=kernel.double())
     saved = saved_bytes_per_step(ch_fixed_step(ch, 1e-3), c.requires_grad_(True))
     grid_bytes = c.numel() * c.element_size()

@@ -1,5 +1,5 @@
-"""Cost of one PCG iteration of the matrix-free free-platelet solver (:mod:`mechanics.fem_pcg`, the
-calibration's GPU path) for its two forms of the element operators: array slices and 2×2 convolutions.
+"""Cost of one PCG iteration of the matrix-free free-platelet solver (``mechanics.elasticity.PlateletPCG``,
+the calibration's GPU path) for its two forms of the element operators: array slices and 2×2 convolutions.
 
 A single-particle solve is bound by the number of torch operations it dispatches (Python and kernel-launch
 latency) on a GPU at every size here, and on a CPU below about 100²; the table therefore counts the
@@ -26,7 +26,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from inverse.forward import platelet_solver  # noqa: E402
+from inverse.images import stiffness_to_grid  # noqa: E402
+from mechanics.elasticity import PlateletPCG  # noqa: E402
+from mechanics.parameters.lfp import lfp_params  # noqa: E402
+from mechanics.stiffness import Stiffness  # noqa: E402
 
 
 class _Count(TorchDispatchMode):
@@ -51,15 +54,11 @@ def ops_per_iteration(pcg, eig: torch.Tensor) -> tuple[float, float]:
     """(all, kernel-launching) torch operations per CG iteration: the difference of a short and a long
     solve of the same load divided by their difference in iterations (set-up cancels; the residual
     check every 4 iterations is included)."""
-    rtol, counts = pcg.rtol, []
-    try:
-        for tol in (1e-3, rtol):
-            pcg.rtol = tol
-            with _Count() as c:
-                pcg.apply_torch(eig)
-            counts.append((c.ops, c.kernels, int(pcg.iterations[0])))
-    finally:
-        pcg.rtol = rtol
+    counts = []
+    for tol in (1e-3, pcg.rtol):
+        with _Count() as c:
+            pcg.solve(eig, rtol=tol)
+        counts.append((c.ops, c.kernels, int(pcg.iterations[0])))
     (o0, k0, i0), (o1, k1, i1) = counts
     return (o1 - o0) / (i1 - i0), (k1 - k0) / (i1 - i0)
 
@@ -77,6 +76,10 @@ def main() -> None:
               f"{'ops/iter':>9} {'kernels/iter':>13}")
     print(header)
     print("-" * len(header), flush=True)
+    # the calibration's LFP platelet: generalized plane stress in the a-c plane, crystal a at 20° (as
+    # inverse.forward.platelet_solver builds it)
+    c_ac = Stiffness.from_voigt(lfp_params().stiffness_voigt()).reduced(axes=(0, 2), plane="stress")
+    c_grid = stiffness_to_grid(c_ac.numpy(), 20.0)
     for n in (int(s) for s in args.sizes.split(",")):
         y, x = np.mgrid[:n, :n] - n / 2 + 0.5
         mask = (x / (0.4 * n)) ** 2 + (y / (0.3 * n)) ** 2 < 1
@@ -84,14 +87,13 @@ def main() -> None:
         eig[0, :, : n // 2, 0, 0] = 0.05
         eig[0, : n // 2, :, 1, 1] = -0.02
         for conv in (False, True):
-            pcg = platelet_solver(mask, 20.0, 10.0, device=device, solver="pcg")  # LFP, crystal at 20°
-            pcg.use_conv = conv
-            pcg.apply_torch(eig)
+            pcg = PlateletPCG(mask, c_grid, 10.0, device=device, conv=conv)
+            pcg.solve(eig)
             times = []
             for _ in range(args.repeats):
                 _sync(device)
                 start = time.perf_counter()
-                pcg.apply_torch(eig)
+                pcg.solve(eig)
                 _sync(device)
                 times.append(time.perf_counter() - start)
             per_solve = min(times)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mechanics.errors import InputError
+from mechanics.parameters import bazant_lfp, conditions
 from mechanics.parameters.base import MaterialParams, OrthorhombicLattice, misfit_from_lattices
 from mechanics.units import AJ_PER_NM_PER_J_PER_M, EV_PER_AJ, J_PER_AJ, K_B_EV_PER_K, kT_eV
 
@@ -191,7 +192,7 @@ def properties(
     candidate: Candidate,
     source: str = "literature",
     *,
-    temperature_K: float = 298.15,
+    temperature_K: float = conditions.STANDARD_TEMPERATURE_K,
     cache_dir: str | os.PathLike | None = None,
 ) -> CandidateProperties:
     """Parameters and descriptors of ``candidate`` from ``source`` ('literature' or 'chgnet').
@@ -256,6 +257,7 @@ def properties(
         notes.append("stiffness, omega and kappa: LiFePO4 values used (no composition-resolved data)")
 
     site_density = li_site_density_per_nm3(lithiated.lattice)
+    kinetics = bazant_lfp.bazant_lfp()  # LiFePO4 rate constants for every candidate (no composition data)
     params = MaterialParams(
         name=candidate.formula,
         lithiated=lithiated.lattice,
@@ -266,6 +268,9 @@ def properties(
         site_density_per_nm3=site_density,
         voltage_V=voltage,
         capacity_mAh_g=capacity,
+        exchange_rate_A_m2=kinetics.exchange_rate_A_m2,
+        charge_transfer_alpha=kinetics.charge_transfer_alpha,
+        reorganization_energy_kT=kinetics.reorganization_energy_kT,
         temperature_K=float(temperature_K),
         citations=tuple(dict.fromkeys(citations)),
     )

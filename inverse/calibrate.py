@@ -115,8 +115,8 @@ def calibrate(images, settings: CalibrationSettings | None = None, *, progress: 
         rim="partial coverage" if settings.use_coverage and any(p.images.coverage is not None
                                                                 for p in particles) else "pixel staircase",
         timings_s={name: t - clock[i][1] for i, (name, t) in enumerate(clock[1:])},
-        pcg_solves=int(sum(p.solver.n_solves for p in particles)) if pcg else None,
-        pcg_iterations=int(sum(p.solver.n_iterations for p in particles)) if pcg else None,
+        pcg_solves=sum(p.solver.work()["pcg_solves"] for p in particles) if pcg else None,
+        pcg_iterations=sum(p.solver.work()["pcg_iterations"] for p in particles) if pcg else None,
     )
     return Calibration(
         law=law, knots_X=knots, values=values, std=std, std_laplace=std_l, std_bootstrap=std_b,

@@ -6,8 +6,8 @@ the measured total strain is linear in the law:
 
     ε(r) = Σ_i Σ_k θ_ik · S[φ_k(X(r)) · e_i ⊗ e_i](r) + ε_ref,
 
-with S the (linear) eigenstrain → strain operator of the traction-free body (Q1 finite elements: the
-sparse LU of :mod:`mechanics.fem` on a CPU, the matrix-free PCG of :mod:`mechanics.fem_pcg` on a GPU),
+with S the (linear) eigenstrain → strain operator of the traction-free body (Q1 finite elements, a
+:class:`mechanics.elasticity.PlateletOperator`: the sparse LU on a CPU, the matrix-free PCG on a GPU),
 φ_k the piecewise-linear hat functions on the knots, e_i the crystal axes in the grid frame, and ε_ref a
 uniform offset of the strain reference. The columns S[φ_k e_i e_i] are computed with one factorisation.
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from inverse.images import crystal_rotation, stiffness_to_grid
-from mechanics.fem import PlateletSolver
+from mechanics.elasticity import PlateletLU, PlateletOperator, PlateletPCG
 
 
 def lfp_material():
@@ -121,14 +121,14 @@ def extend_to_elements(field: np.ndarray, mask: np.ndarray, elements: np.ndarray
 
 
 def platelet_solver(mask: np.ndarray, angle_deg: float, pixel_nm: float, voigt_GPa=None,
-                    plane: str = "stress", device=None, solver: str = "auto", coverage=None):
-    """Free-platelet solver on the image grid for a crystal rotated by ``angle_deg``: a factorised
-    :class:`mechanics.fem.PlateletSolver` or a :class:`mechanics.fem_pcg.PlateletPCG` on ``device``
-    (see :func:`resolve_device`). Both have ``apply``/``apply_adjoint`` (numpy) and the same
-    discretisation. ``coverage`` (H, W), optional: the covered area fraction of each pixel; the
-    solver's elements and weights are then :func:`rim_elements` (``solver.mask`` is the element set,
-    which may extend one pixel beyond ``mask``)."""
-    from mechanics.fem_pcg import PlateletPCG
+                    plane: str = "stress", device=None, solver: str = "auto",
+                    coverage=None) -> PlateletOperator:
+    """Free-platelet operator on the image grid for a crystal rotated by ``angle_deg``: a factorised
+    :class:`mechanics.elasticity.PlateletLU` or a :class:`mechanics.elasticity.PlateletPCG` on ``device``
+    (see :func:`resolve_device`); the same discretisation and contract
+    (:class:`mechanics.elasticity.PlateletOperator`). ``coverage`` (H, W), optional: the covered area
+    fraction of each pixel; the solver's elements and weights are then :func:`rim_elements`
+    (``solver.mask`` is the element set, which may extend one pixel beyond ``mask``)."""
     from mechanics.stiffness import Stiffness
 
     dev, kind = resolve_device(device, solver)
@@ -138,23 +138,8 @@ def platelet_solver(mask: np.ndarray, angle_deg: float, pixel_nm: float, voigt_G
     c_ac = Stiffness.from_voigt(np.asarray(voigt_GPa, dtype=float)).reduced(axes=(0, 2), plane=plane)
     c_grid = stiffness_to_grid(c_ac.numpy(), angle_deg)
     if kind == "pcg":
-        pcg = PlateletPCG(elements, c_grid, pixel_nm, device=dev)
-        if weights is not None:
-            pcg.set_stiffness_scale(weights)
-        return pcg
-    return PlateletSolver(elements, c_grid, pixel_nm, weights=weights)
-
-
-def strain_function(solver):
-    """The differentiable ``(eigenstrain) -> strain`` of either solver kind (autograd through the
-    implicit adjoint), and the device its tensors should live on."""
-    from mechanics.fem import platelet_strain as lu_strain
-    from mechanics.fem_pcg import PlateletPCG
-    from mechanics.fem_pcg import platelet_strain as pcg_strain
-
-    if isinstance(solver, PlateletPCG):
-        return (lambda eig: pcg_strain(solver, eig)), solver.device
-    return (lambda eig: lu_strain(solver, eig)), torch.device("cpu")
+        return PlateletPCG(elements, c_grid, pixel_nm, weights=weights, device=dev)
+    return PlateletLU(elements, c_grid, pixel_nm, weights=weights)
 
 
 def axis_tensors(angle_deg: float) -> np.ndarray:
@@ -177,32 +162,25 @@ def eigenstrain_grid(values_ac: np.ndarray, angle_deg: float) -> np.ndarray:
     return np.einsum("...i,ipq->...pq", values_ac, axis_tensors(angle_deg))
 
 
-def basis_responses(solver, phi: np.ndarray, angle_deg: float, chunk: int = 16, blur=None) -> np.ndarray:
+def basis_responses(solver: PlateletOperator, phi: np.ndarray, angle_deg: float, chunk: int = 16,
+                    blur=None) -> np.ndarray:
     """Strain responses to each law coefficient: (2, K−1, H, W, 2, 2), the grid-frame strain of
     φ_k(X)·e_i⊗e_i for i = a, c and k = 1..K−1 (the knot at X = 0 is fixed to ε⁰ = 0), passed through
     ``blur`` (an :class:`inverse.psf.MaskedGaussian`, or None) when given.
 
     phi: (H, W, K) hat values per pixel (φ_k(X), or their posterior mean under composition noise), on
     the solver's elements (rim elements outside the data mask: :func:`extend_to_elements`).
-    With the PCG solver the fields are built, solved and blurred on its device and copied back once.
+    The fields are built, solved and blurred on the solver's device and copied back once.
     """
-    from mechanics.fem_pcg import PlateletPCG
-
     phi = np.where(solver.mask[..., None], np.nan_to_num(phi[..., 1:]), 0.0)
-    if isinstance(solver, PlateletPCG):
-        kw = {"dtype": solver.dtype, "device": solver.device}
-        phi_t = torch.as_tensor(phi, **kw)
-        axes_t = torch.as_tensor(axis_tensors(angle_deg), **kw)
-        fields = torch.einsum("hwk,ipq->ikhwpq", phi_t, axes_t).reshape(-1, *solver.shape, 2, 2)
-        parts = []
-        for i in range(0, fields.shape[0], chunk):
-            strain = solver.apply_torch(fields[i:i + chunk])
-            if blur is not None:
-                strain = blur(strain.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)
-            parts.append(strain.double().cpu().numpy())
-        return np.concatenate(parts).reshape(2, phi.shape[-1], *solver.shape, 2, 2)
-    axes = axis_tensors(angle_deg)  # (2, 2, 2)
-    fields = np.einsum("hwk,ipq->ikhwpq", phi, axes).reshape(-1, *solver.shape, 2, 2)
-    out = np.concatenate([solver.apply(fields[i:i + chunk]) for i in range(0, fields.shape[0], chunk)])
-    out = out.reshape(2, phi.shape[-1], *solver.shape, 2, 2)
-    return blur.apply_numpy(out, (2, 3)) if blur is not None else out
+    kw = {"dtype": solver.dtype, "device": solver.device}
+    phi_t = torch.as_tensor(phi, **kw)
+    axes_t = torch.as_tensor(axis_tensors(angle_deg), **kw)
+    fields = torch.einsum("hwk,ipq->ikhwpq", phi_t, axes_t).reshape(-1, *solver.shape, 2, 2)
+    parts = []
+    for i in range(0, fields.shape[0], chunk):
+        strain = solver.solve(fields[i:i + chunk])
+        if blur is not None:
+            strain = blur(strain.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)
+        parts.append(strain.double().cpu().numpy())
+    return np.concatenate(parts).reshape(2, phi.shape[-1], *solver.shape, 2, 2)

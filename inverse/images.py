@@ -72,10 +72,6 @@ class ImageSet:
         """(H, W, 2, 2) strain on the solver grid axes (0 = y = rows, 1 = x = columns)."""
         return image_to_grid(self.strain_xx, self.strain_yy, self.strain_xy)
 
-    def strain_crystal(self) -> np.ndarray:
-        """(H, W, 2, 2) strain in the crystal frame (a, c)."""
-        return grid_to_crystal(self.strain_grid(), self.crystal_angle_deg)
-
 
 # -- frames ---------------------------------------------------------------------------------------------
 def crystal_rotation(angle_deg: float) -> np.ndarray:

@@ -12,9 +12,9 @@ X-step = minimise over X (mask pixels), with θ, offsets and defect fields fixed
 
     J(X) = ½ Σ_r w_r ‖S[ε⁰_θ(X)](r) + ε_other(r) − ε_obs(r)‖²_rows + ½ Σ_r (X_r − x_obs,r)² / σ_eff²,
 
-by L-BFGS through the differentiable free-platelet operator (:func:`inverse.forward.strain_function`:
-the sparse LU, whose backward pass is one more solve with the same factor, or the PCG on a GPU, whose
-solves warm-start from the previous evaluation). σ_eff is the composition noise after
+by L-BFGS through the differentiable free-platelet operator (``PlateletOperator.strain``: the sparse LU,
+whose backward pass is one more solve with the same factor, or the PCG on a GPU, whose solves
+warm-start from the previous evaluation). σ_eff is the composition noise after
 registration (interpolation averages neighbours and shrinks it; propagated exactly for white noise).
 """
 
@@ -25,10 +25,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from inverse.forward import axis_tensors, strain_function
+from inverse.forward import axis_tensors
 
 _ROWS = ((0, 0), (1, 1), (0, 1))
-INNER_RTOL = 1e-7  # CG tolerance of the X-step's solves (PCG path)
+INNER_RTOL = 1e-7  # CG tolerance of the X-step's solves (an iterative operator's; the LU ignores it)
 
 
 def refine_composition(
@@ -62,7 +62,7 @@ def refine_composition(
 
     mask = solver.mask if mask is None else mask
     rows, cols = np.nonzero(mask)
-    strain_of, dev = strain_function(solver)
+    dev = solver.device
     kw = {"dtype": torch.float64, "device": dev}
     law = PiecewiseLinearLaw(knots, np.zeros((3, knots.size)))
     vals = torch.as_tensor(values_ac, **kw)
@@ -82,7 +82,9 @@ def refine_composition(
         eig_px = torch.einsum("ni,ipq->npq", f, axes)[source]
         eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
         eig = eig.index_put((torch.zeros_like(el_r), el_r, el_c), eig_px)
-        strain_map = strain_of(eig)[0]
+        # an iterative operator's inner solves only need the strain to ~1e-7 of its load (the misfit
+        # resolves σ_ε ~ 1e-2 of the strain); warm starts then take a handful of iterations per evaluation
+        strain_map = solver.strain(eig, rtol=INNER_RTOL)[0]
         if strain_blur is not None:
             strain_map = strain_blur(strain_map.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
         r = strain_map[ri, ci] - target
@@ -95,17 +97,7 @@ def refine_composition(
 
     opt = torch.optim.LBFGS([x], max_iter=n_iter, history_size=20, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-9, tolerance_change=1e-12)
-
-    # the PCG's inner solves only need the strain to ~1e-7 of its load (the misfit resolves σ_ε ~ 1e-2
-    # of the strain); warm starts then take a handful of iterations per evaluation
-    rtol = getattr(solver, "rtol", None)
-    if rtol is not None:
-        solver.rtol = max(rtol, INNER_RTOL)
-    try:
-        _run_lbfgs(opt, objective)
-    finally:
-        if rtol is not None:
-            solver.rtol = rtol
+    _run_lbfgs(opt, objective)
     out = np.full(mask.shape, np.nan)
     out[rows, cols] = x.detach().cpu().numpy()
     return out
@@ -142,7 +134,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
         x = default_composition(images)
     solver = platelet_solver(mask, images.crystal_angle_deg, images.pixel_size_nm,
                              material.stiffness_voigt(), plane, device=device, coverage=images.coverage)
-    strain_of, dev = strain_function(solver)
+    dev = solver.device
     kw = {"dtype": torch.float64, "device": dev}
     law.to(dev)
     rows, cols = np.nonzero(mask)
@@ -161,7 +153,7 @@ def fit_law_autograd(images, law: torch.nn.Module, *, x=None, n_iter: int = 100,
         f = law(xt)[:, [0, 2]].to(torch.float64)[source]
         eig = torch.zeros((1, *mask.shape, 2, 2), **kw)
         eig = eig.index_put((torch.zeros_like(el_r), el_r, el_c), torch.einsum("ni,ipq->npq", f, axes))
-        strain = strain_of(eig)[0, ri, ci]
+        strain = solver.strain(eig)[0, ri, ci]
         off = torch.stack([torch.stack([offset[0], offset[2]]), torch.stack([offset[2], offset[1]])])
         r = strain + off - target
         return scale * 0.5 * sum((w * r[:, i, j] ** 2).sum() for i, j in _ROWS)

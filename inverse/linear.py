@@ -92,7 +92,7 @@ def linear_fit(particles: list[Particle], knots: np.ndarray, n_law: int, n_robus
     rows = design(particles, n_law)
     y, w = rows.y, rows.w
     n_base = rows.a.shape[1]
-    dev = getattr(particles[0].solver, "device", None)
+    dev = particles[0].solver.device
     defects = Defects(np.zeros((y.size, 0)), np.ones_like(y), [[] for _ in particles])
     first = robust_fit(rows.a, y, w, rows.block, knots, n_robust, dev)
     if fit_dislocations:

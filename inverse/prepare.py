@@ -41,7 +41,7 @@ class Particle:
     responses: np.ndarray  # (2, K−1, H, W, 2, 2)
     strain: np.ndarray  # (H, W, 2, 2) measured, grid frame
     weight: np.ndarray  # (H, W) 1/σ_ε² (1 where σ is unknown)
-    solver: object  # the platelet solver (factorised PlateletSolver, or PlateletPCG on a GPU)
+    solver: object  # the mechanics.elasticity.PlateletOperator (sparse LU on a CPU, PCG on a GPU)
     sigma_x_grid: float  # composition noise after registration (σ_eff)
     strain_blur: object = None  # inverse.psf.MaskedGaussian of the strain probe (None: no PSF)
     composition_blur: object = None  # the same for the composition map on the strain grid

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mechanics.errors import InputError
-from mechanics.fem_pcg import next_fast_size
+from mechanics.grid import next_fast_size
 
 
 class MaskedGaussian:

@@ -30,7 +30,7 @@ Objective (mask pixels, rows ε00, ε11, ε01 of the grid frame, as :func:`inver
 
 minimised jointly over log r, the knot values (piecewise linear, :class:`mechanics.laws.PiecewiseLinearLaw`
 basis) and ε_ref (3 free components when ``strain_reference`` is "unknown", −ε⁰(1) for "LiMPO4", 0 for
-"MPO4") by L-BFGS (strong Wolfe) through the matrix-free solver :class:`mechanics.fem_pcg.PlateletPCG`
+"MPO4") by L-BFGS (strong Wolfe) through the matrix-free solver :class:`mechanics.elasticity.PlateletPCG`
 with two materials and per-pixel weights (X, (1 − X)·r), whose implicit adjoint gives the gradient in r.
 D_di: the Volterra field of a unit edge dislocation at a given position with Burgers vector along
 crystal axis i (:func:`inverse.dislocations.unit_fields`), b_di its Burgers components (nm), free nuisance
@@ -97,7 +97,7 @@ class StiffnessFit:
 def contrast_stiffness(angle_deg: float, plane: str = "stress", lfp_voigt_GPa=None,
                        fp_voigt_GPa=None) -> np.ndarray:
     """(2, 2, 2, 2, 2) GPa: the in-plane grid-frame stiffness of [C_LFP, C_FP] (the two materials of
-    :class:`mechanics.fem_pcg.PlateletPCG`). Defaults: Maxisch & Ceder (2006) LiFePO4 and FePO4."""
+    :class:`mechanics.elasticity.PlateletPCG`). Defaults: Maxisch & Ceder (2006) LiFePO4 and FePO4."""
     from inverse.images import stiffness_to_grid
     from mechanics.parameters.maxisch_ceder2006 import FEPO4, LIFEPO4
     from mechanics.stiffness import Stiffness
@@ -197,7 +197,7 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
         rim_elements,
     )
     from inverse.images import crystal_rotation, grid_to_crystal
-    from mechanics.fem_pcg import PlateletPCG, platelet_strain
+    from mechanics.elasticity import PlateletPCG
 
     if plane not in ("stress", "strain"):
         raise InputError("plane", "'stress' or 'strain'", plane)
@@ -259,7 +259,7 @@ def _fit(images, knots, n_knots, law_values, x, r0, dislocations, n_iter, plane,
         scale = contrast_weights(x_map, torch.exp(log_r))
         if cover_t is not None:
             scale = scale * cover_t
-        out = platelet_strain(solver, eig, scale)[:, ri, ci]
+        out = solver.strain(eig, stiffness_scale=scale)[:, ri, ci]
         return out.reshape(eig_px.shape)
 
     def chi2_half(theta):

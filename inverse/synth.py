@@ -4,7 +4,8 @@ A free-standing platelet is rendered on a fine grid (``oversample`` sub-pixels p
 analytic shape and composition field X(r): two phases (X ≈ 0.03 and 0.97) separated by curved, diffuse
 phase boundaries, plus solid-solution patches with graded intermediate X. The eigenstrain
 ε⁰(X) = diag(f_a(X), f_c(X)) (crystal frame; Vegard, bowed or a table) is converted to total strain by the
-finite-element free-platelet model (:mod:`mechanics.fem`, generalized plane stress, LFP stiffness; or,
+finite-element free-platelet model (:mod:`mechanics.elasticity.platelet`, generalized plane stress, LFP
+stiffness; or,
 with ``stiffness_ratio``, the composition-dependent stiffness of :mod:`inverse.stiffness`) on the fine
 grid. Added to it: the Volterra strain of edge dislocations sitting on phase boundaries (isotropic,
 infinite body, Hirth & Lothe, *Theory of Dislocations* (1982) eq. 3-43, core-regularised), a uniform
@@ -201,11 +202,10 @@ def synthesize(settings: SynthSettings | None = None, **overrides) -> ImageSet:
     else:  # C(X) = X·C_LFP + (1 − X)·r·C_FP (inverse.stiffness), matrix-free solver with two materials
         from inverse.joint import single_thread
         from inverse.stiffness import contrast_stiffness, contrast_weights
-        from mechanics.fem_pcg import PlateletPCG
+        from mechanics.elasticity import PlateletPCG
 
         pcg = PlateletPCG(mask_f, contrast_stiffness(crystal_angle_deg, "stress", material.stiffness_voigt()),
-                          h_f, rtol=1e-10)
-        pcg.set_stiffness_scale(contrast_weights(x_f, float(stiffness_ratio)))
+                          h_f, weights=contrast_weights(x_f, float(stiffness_ratio)), rtol=1e-10)
         with single_thread():
             strain_f = pcg.apply(eig_f)[0]
 

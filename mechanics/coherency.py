@@ -104,6 +104,8 @@ def coherency_kernel(grid: Grid, C, misfit, plane: str = "stress", axes=(0, 1)) 
     """
     if not isinstance(grid, Grid):
         raise InputError("grid", "a mechanics.Grid", type(grid).__name__)
+    if grid.ndim not in (2, 3):
+        raise InputError("grid", "a 2-D or 3-D mechanics.Grid (elasticity needs 2 or 3 axes)", grid.shape)
     C = _as_stiffness(C)
     dtype, device = C.dtype, C.device
     eps = _check_misfit(_as_float_tensor(misfit, "misfit", "a (..., 3, 3) real tensor", dtype, device))

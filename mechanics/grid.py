@@ -1,9 +1,17 @@
-"""Regular periodic grids and their discrete wavevectors.
+"""Regular periodic grids and their discrete wavevectors: the one place that turns a shape and a
+spacing into Fourier modes.
 
-A :class:`Grid` is ``shape`` cells of edge ``spacing_nm`` (nm) along every axis; fields live at cell
-centres. The box is periodic with edge L_i = N_i h. Discrete Fourier transforms follow
+A :class:`Grid` is ``shape`` cells of edge ``spacing_nm`` (nm) along every axis (1, 2 or 3 axes); fields
+live at cell centres. The box is periodic with edge L_i = N_i h. Discrete Fourier transforms follow
 ``torch.fft``: the mode with integer index m_i along axis i has wavevector k_i = 2π m_i / L_i (rad/nm),
 m_i in ``fftfreq`` order (the real-to-complex ``rfftn`` keeps m ≥ 0 along the last axis).
+
+Two forms of the same modes are offered, each computed the way its users always have (they agree to
+one unit in the last place; merging them would change every result at round-off):
+:meth:`Grid.frequencies` (the phase per cell q_i = k_i h, for the lattice operators of the elastic
+solvers) with :meth:`Grid.wavevectors` (k = q/h stacked, for the coherency kernel), and
+:meth:`Grid.axis_wavevectors` (k_i = 2π·fftfreq(N_i, h) per axis, for the spectral phase-field steppers).
+Elastic solvers need 2 or 3 axes and say so; the phase-field steppers also run on 1-D grids.
 """
 
 from __future__ import annotations
@@ -16,13 +24,27 @@ import torch
 from mechanics.errors import InputError
 
 
+def next_fast_size(n: int) -> int:
+    """Smallest integer ≥ n whose prime factors are 2, 3 and 5 (a fast FFT length)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
 @dataclass(frozen=True)
 class Grid:
-    """A periodic box of ``shape`` cells with edge ``spacing_nm`` (nm), 2-D or 3-D.
+    """A periodic box of ``shape`` cells with edge ``spacing_nm`` (nm), 1-D, 2-D or 3-D.
 
     Fields:
-      shape: cells per axis, 2 or 3 positive integers.
-      spacing_nm: cell edge h in nm (> 0), the same along every axis.
+      shape: cells per axis, 1 to 3 positive integers.
+      spacing_nm: cell edge h in nm (> 0), the same along every axis. (A model in other length units,
+        e.g. the dimensionless PFHub benchmarks, reads it as its own length unit.)
     """
 
     shape: tuple[int, ...]
@@ -32,11 +54,11 @@ class Grid:
         try:
             shape = tuple(int(n) for n in self.shape)
         except (TypeError, ValueError):
-            raise InputError("shape", "a tuple of 2 or 3 positive integers", self.shape) from None
-        if len(shape) not in (2, 3) or any(n < 1 for n in shape) or any(
+            raise InputError("shape", "a tuple of 1 to 3 positive integers", self.shape) from None
+        if len(shape) not in (1, 2, 3) or any(n < 1 for n in shape) or any(
             int(n) != n for n in self.shape
         ):
-            raise InputError("shape", "a tuple of 2 or 3 positive integers", self.shape)
+            raise InputError("shape", "a tuple of 1 to 3 positive integers", self.shape)
         object.__setattr__(self, "shape", shape)
         try:
             h = float(self.spacing_nm)
@@ -56,17 +78,13 @@ class Grid:
 
     @property
     def cell_volume(self) -> float:
-        """h^d: nm³ in 3-D, nm² (area per nm of thickness) in 2-D."""
+        """h^d: nm³ in 3-D, nm² (area per nm of thickness) in 2-D, nm in 1-D."""
         return self.spacing_nm**self.ndim
 
     @property
     def volume(self) -> float:
         """Box volume N_cells h^d (nm^d)."""
         return self.n_cells * self.cell_volume
-
-    @property
-    def lengths_nm(self) -> tuple[float, ...]:
-        return tuple(n * self.spacing_nm for n in self.shape)
 
     @property
     def rfft_shape(self) -> tuple[int, ...]:
@@ -104,6 +122,27 @@ class Grid:
         q = self.frequencies(dtype=dtype, device=device, rfft=rfft)
         fft_shape = self.rfft_shape if rfft else self.shape
         return torch.stack([qi.expand(fft_shape) / self.spacing_nm for qi in q], dim=-1)
+
+    def axis_wavevectors(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None, rfft: bool = True
+    ) -> list[torch.Tensor]:
+        """Wavevector components k_i = 2π·fftfreq(N_i, h) (rad/nm), one tensor per axis, shaped to broadcast.
+
+        Tensor i has shape (1, ..., n_i, ..., 1) with n_i = N_i (or N_last//2+1 for the last axis when
+        ``rfft``, from ``rfftfreq``); the Nyquist mode of an even axis carries k = -π/h except on the
+        rfft axis (+π/h).
+        """
+        d = self.ndim
+        out = []
+        for i, n in enumerate(self.shape):
+            if rfft and i == d - 1:
+                k = torch.fft.rfftfreq(n, d=self.spacing_nm, dtype=dtype, device=device) * (2 * math.pi)
+            else:
+                k = torch.fft.fftfreq(n, d=self.spacing_nm, dtype=dtype, device=device) * (2 * math.pi)
+            view = [1] * d
+            view[i] = k.numel()
+            out.append(k.reshape(view))
+        return out
 
     def coordinates_nm(
         self,

@@ -41,10 +41,6 @@ class EigenstrainLaw(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def end_point(self) -> torch.Tensor:
-        """ε⁰(1), shape (3,), float64 on the CPU."""
-        return self.forward(torch.ones((), dtype=torch.float64)).detach().to("cpu", torch.float64)
-
     def derivative(self, X: torch.Tensor) -> torch.Tensor:
         """dε⁰/dX, shape (..., 3), by autograd (subclasses override with the analytic form)."""
         with torch.enable_grad():

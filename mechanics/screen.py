@@ -34,6 +34,7 @@ import torch
 
 from mechanics import units
 from mechanics.errors import InputError
+from mechanics.grid import Grid
 from mechanics.parameters.base import MaterialParams
 from mechanics.phasefield import elastic as pf_elastic
 from mechanics.phasefield import metrics as pf_metrics
@@ -172,13 +173,14 @@ class _Recorder:
     """Observers of one screening run: voltage per accepted step, stresses at observation times,
     snapshots at snapshot times, failure reasons."""
 
-    def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times, spacing):
+    def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times,
+                 grid: Grid):
         self.n = n
         self.coupling = coupling
         self.batch = batch
         self.settings = settings
         self.snapshot_times = list(snapshot_times)
-        self.spacing = spacing
+        self.grid = grid
         self.curve: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_steps = None
         self.peak_stress = torch.full((n,), -math.inf, dtype=torch.float64)
@@ -202,13 +204,13 @@ class _Recorder:
         self.last_steps = state.steps.clone()
         x = state.c.mean(dim=(-2, -1))
         kT_eV = self.batch.kT / units.AJ_PER_EV
-        v = self.batch.voltage - state.aux["nu"] * kT_eV
+        v = self.batch.voltage - state.aux.nu * kT_eV
         self.curve.append((moved.cpu(), x.detach().cpu(), v.detach().cpu()))
 
     def health(self, state) -> torch.Tensor:
         aux = state.aux
-        self.fail(aux["saturated"].cpu(), "overpotential beyond ±60 kT: the rate law cannot carry the C-rate")
-        self.fail((aux["nonfinite"] & (state.dt < 1e-6)).cpu(),
+        self.fail(aux.saturated.cpu(), "overpotential beyond ±60 kT: the rate law cannot carry the C-rate")
+        self.fail((aux.nonfinite & (state.dt < 1e-6)).cpu(),
                   "non-finite composition or potential (NaN/inf) even at Δt < 1 µs")
         c = state.c
         wild = (c.amin(dim=(-2, -1)) < -0.5) | (c.amax(dim=(-2, -1)) > 1.5)
@@ -233,7 +235,7 @@ class _Recorder:
         mean_w = w.mean(dim=(-2, -1)).double().cpu()
         self.peak_mean_energy = torch.where(okc, torch.maximum(self.peak_mean_energy, mean_w),
                                             self.peak_mean_energy)
-        angle = pf_metrics.interface_normal_angle_deg(c, self.spacing).double().cpu()
+        angle = pf_metrics.interface_normal_angle_deg(c, self.grid).double().cpu()
         better = okc & (std > self.separation)
         self.angle = torch.where(better, angle, self.angle)
         self.separation = torch.where(better, std, self.separation)
@@ -273,10 +275,10 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
     b = _batch(params, settings, dtype, device)
     n_el = len(params)
     n = settings.grid_points
-    spacing = settings.particle_size_nm / n
+    grid = Grid((n, n), spacing_nm=settings.particle_size_nm / n)
     current = settings.c_rate / 3600.0
 
-    coupling, boundary, linear_kernel, potential = _elastic_setup(b, settings, law, n, spacing, dtype, device)
+    coupling, boundary, linear_kernel, potential = _elastic_setup(b, settings, law, grid, dtype, device)
     d = 2
     free_energy = RegularSolution(
         spectral.per_element(b.site_density, d, like=b.kT),
@@ -300,8 +302,7 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
         return settings.noise_per_sqrt_s * torch.sqrt(dt.clamp_min(0)).reshape(-1, 1, 1) * xi
 
     model = AllenCahnReaction(
-        shape=(n, n),
-        spacing_nm=spacing,
+        grid=grid,
         free_energy=free_energy,
         kappa_aJ_per_nm=b.kappa,
         site_density_per_nm3=b.site_density,
@@ -309,11 +310,11 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
         rate_law=rate_law,
         current_per_s=torch.full((n_el,), current, dtype=dtype, device=device),
         boundary=boundary,
-        linear_kernel=linear_kernel,
+        linear_kernel_GPa=linear_kernel,
         explicit_potential=potential,
         noise=noise,
         dc_tol=settings.composition_tol,
-        dt_max=settings.soc_step_max / current,
+        dt_max_s=settings.soc_step_max / current,
     )
     init_fn, step_fn = allen_cahn_reaction(model)
     c0 = torch.full((n_el, n, n), settings.soc_start, dtype=dtype, device=device)
@@ -323,24 +324,22 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
     obs_times = [t_end * (j + 1) / settings.observations for j in range(settings.observations)]
     snap_times = [t_end * (s + 1) / (settings.snapshots + 1) for s in range(settings.snapshots)]
     times = sorted(set(obs_times) | set(snap_times))
-    recorder = _Recorder(n_el, coupling, b, settings, snap_times, spacing)
+    recorder = _Recorder(n_el, coupling, b, settings, snap_times, grid)
     recorder.on_step(state)
 
     state = run_to_times(
         step_fn, state, times, [recorder.observe], on_step=recorder.on_step, stop=recorder.health,
         max_steps=10 * settings.max_steps,
     )
-    return _results(recorder, state, b, settings)
+    return _results(recorder, state, b)
 
 
-def _elastic_setup(b: _Batch, settings, law, n, spacing, dtype, device):
-    from mechanics.grid import Grid
+def _elastic_setup(b: _Batch, settings, law, grid: Grid, dtype, device):
     from mechanics.stiffness import Stiffness
 
     stiffness = Stiffness.from_voigt(b.voigt.to(torch.float64))
     shape_fn = pf_elastic.law_shape(law)
     if settings.fidelity == "periodic":
-        grid = Grid((n, n), spacing_nm=spacing)
         coupling = pf_elastic.ElasticCoupling(grid, stiffness, b.misfit.to(torch.float64), shape_fn,
                                               PLATELET_AXES, "stress", None)
         kernel = coupling.kernel(dtype).to(device)
@@ -350,13 +349,13 @@ def _elastic_setup(b: _Batch, settings, law, n, spacing, dtype, device):
             potential = pf_elastic.law_potential(coupling, q, subtract_kernel=kernel)
         return coupling, "periodic", kernel, potential
     coupling = pf_elastic.ParticleCoupling.square(
-        n, settings.particle_padding_cells, spacing, stiffness, b.misfit.to(torch.float64), shape_fn,
-        PLATELET_AXES, "stress", device=device,
+        grid.shape[0], settings.particle_padding_cells, grid.spacing_nm, stiffness,
+        b.misfit.to(torch.float64), shape_fn, PLATELET_AXES, "stress", device=device,
     )
     return coupling, "noflux", None, pf_elastic.explicit_potential(coupling)
 
 
-def _results(rec: _Recorder, state, b: _Batch, settings: ScreeningSettings) -> list[ScreeningResult]:
+def _results(rec: _Recorder, state, b: _Batch) -> list[ScreeningResult]:
     moved = torch.stack([m for m, _, _ in rec.curve])  # (T, B)
     xs = torch.stack([x for _, x, _ in rec.curve]).double()
     vs = torch.stack([v for _, _, v in rec.curve]).double()

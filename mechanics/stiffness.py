@@ -31,10 +31,6 @@ PAIRS = {2: ((0, 0), (1, 1), (0, 1)), 3: ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2)
 PLANES = ("strain", "stress")
 
 
-def n_mandel(d: int) -> int:
-    return d * (d + 1) // 2
-
-
 def mandel_weights(d: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """w_a = 1 for normal, √2 for shear components (Mandel order of :data:`PAIRS`)."""
     return torch.tensor([1.0 if i == j else math.sqrt(2.0) for i, j in PAIRS[d]], dtype=dtype, device=device)

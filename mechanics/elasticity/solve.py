@@ -61,6 +61,8 @@ def _as_tensor(x, field: str, expected: str) -> torch.Tensor:
 def _check_grid(grid) -> Grid:
     if not isinstance(grid, Grid):
         raise InputError("grid", "a mechanics.Grid", type(grid).__name__)
+    if grid.ndim not in (2, 3):
+        raise InputError("grid", "a 2-D or 3-D mechanics.Grid (elasticity needs 2 or 3 axes)", grid.shape)
     return grid
 
 

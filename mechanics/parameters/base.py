@@ -65,9 +65,12 @@ class MaterialParams:
       exchange_rate_A_m2: Butler-Volmer exchange current density k0 (A/m²).
       charge_transfer_alpha: Butler-Volmer symmetry factor.
       reorganization_energy_kT: CIET reorganisation energy λ in units of k_B T.
-      diffusivity_m2_s: chemical diffusivity of Li along b (m²/s), used by Cahn-Hilliard runs.
       temperature_K: temperature (K).
       citations: where each number came from.
+
+    Every number is required: the values come from the cited modules of :mod:`mechanics.parameters`
+    (e.g. :func:`mechanics.parameters.lfp.lfp_params`; kinetics in
+    :mod:`mechanics.parameters.bazant_lfp`, temperature in :mod:`mechanics.parameters.conditions`).
     """
 
     name: str
@@ -79,11 +82,10 @@ class MaterialParams:
     site_density_per_nm3: float
     voltage_V: float
     capacity_mAh_g: float
-    exchange_rate_A_m2: float = 0.16
-    charge_transfer_alpha: float = 0.5
-    reorganization_energy_kT: float = 8.3
-    diffusivity_m2_s: float = 1.0e-14
-    temperature_K: float = 298.15
+    exchange_rate_A_m2: float
+    charge_transfer_alpha: float
+    reorganization_energy_kT: float
+    temperature_K: float
     citations: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -3,13 +3,14 @@
 - lattices: Padhi et al. (1997) → misfit (+5.20 %, +3.76 %, −2.01 %) along (a, b, c);
 - stiffness: Maxisch & Ceder (2006), the LiFePO4 row (DFT GGA+U), taken composition independent;
 - Ω, κ (isotropic), ρ_s, k0, α: Bai, Cogswell & Bazant (2011); λ: Fraggedakis et al. (2021);
+- temperature 298.15 K (IUPAC standard temperature, :mod:`mechanics.parameters.conditions`);
 - voltage 3.43 V (middle of the 3.42–3.45 V plateau vs Li/Li⁺, lfp.md);
 - capacity F/(3.6 M) = 26801.4 / 157.757 = 169.89 mAh/g, M(LiFePO4) = 157.757 g/mol.
 """
 
 from __future__ import annotations
 
-from mechanics.parameters import bazant_lfp, maxisch_ceder2006, padhi1997
+from mechanics.parameters import bazant_lfp, conditions, maxisch_ceder2006, padhi1997
 from mechanics.parameters.base import MaterialParams
 from mechanics.units import FARADAY_C_PER_MOL
 
@@ -39,6 +40,7 @@ def lfp_params() -> MaterialParams:
         exchange_rate_A_m2=b.exchange_rate_A_m2,
         charge_transfer_alpha=b.charge_transfer_alpha,
         reorganization_energy_kT=b.reorganization_energy_kT,
+        temperature_K=conditions.STANDARD_TEMPERATURE_K,
         citations=(padhi1997.CITATION, maxisch_ceder2006.CITATION, *bazant_lfp.CITATIONS,
                    "voltage 3.43 V: plateau 3.42-3.45 V vs Li/Li+ (lfp.md)"),
     )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from mechanics.phasefield.cahn_hilliard import CahnHilliard, _symbols, ch_increment
+from mechanics.phasefield.cahn_hilliard import CahnHilliard, CahnHilliardAux, _symbols, ch_increment
 
 
 def rollout(step: Callable[[torch.Tensor], torch.Tensor], c0: torch.Tensor, n_steps: int,
@@ -54,7 +54,7 @@ def ch_fixed_step(model: CahnHilliard, dt: float | torch.Tensor) -> Callable[[to
             cache[key] = _symbols(model, c)
         batch = c.shape[: c.ndim - model.d]
         dt_b = torch.as_tensor(dt, dtype=c.dtype, device=c.device).expand(batch)
-        return ch_increment(model, c, dt_b, None, cache[key])[0]
+        return ch_increment(model, c, dt_b, CahnHilliardAux(), cache[key])[0]
 
     return step
 

@@ -19,46 +19,94 @@ mirror extension (a DCT): the field is reflected to 2n per axis, stepped periodi
 
 Symbols → code: c ``state.c`` (*batch, *grid), M ``mobility`` ((*batch,) or scalar; volume/(energy·time)),
 κ ``kappa`` (*batch, d) or scalar (energy/length), f ``free_energy`` (energy/volume), B ``linear_kernel``
-(*batch, *rfft_shape of the stepped grid), Δt ``state.dt`` (*batch,). Units are those of the inputs
-(internal: nm, aJ, GPa, s; the PFHub benchmarks use their dimensionless units).
+(*batch, *rfft_shape of the stepped grid), Δt ``state.dt`` (*batch,), the grid ``grid``
+(:class:`mechanics.Grid`, 1-D to 3-D). Units: the model has none of its own, so its fields carry no
+unit suffix; they are those of the inputs, with lengths in the unit of ``grid.spacing_nm`` (the
+project's internal system nm, aJ, GPa, s, e.g. PFHub benchmark 4; or the dimensionless units of PFHub
+benchmark 1, whose unit cell edge is then read as ``spacing_nm = 1``). Time (``dt_max``, ``dt_min``,
+``state.time``) is in the model's time unit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from mechanics.errors import InputError
+from mechanics.grid import Grid
 from mechanics.phasefield import spectral
+
+if TYPE_CHECKING:
+    from mechanics.elasticity import ElasticityResult
+    from mechanics.phasefield.reaction import ReactionAux
+
+
+@dataclass(frozen=True)
+class CahnHilliardAux:
+    """What the Cahn-Hilliard stepper carries from one step to the next.
+
+    Fields:
+      elastic: the last value the explicit potential returned for itself (for the project's elastic
+        potentials the :class:`mechanics.ElasticityResult` that warm-starts the next free-particle
+        solve); None before the first step or without an explicit potential.
+    """
+
+    elastic: ElasticityResult | None = None
 
 
 @dataclass(frozen=True)
 class PhaseFieldState:
-    """c: (*batch, *grid); time, dt: (*batch,) in the model's time unit; steps: (*batch,) accepted steps;
-    rejected: (*batch,) rejected tries; aux: solver state carried between steps (e.g. a warm start)."""
+    """State of a batch of phase-field runs.
+
+    Fields:
+      c: (*batch, *grid) field (composition or order parameter).
+      time, dt: (*batch,) elapsed time and the next proposed step, in the model's time unit (s for
+        :class:`mechanics.phasefield.reaction.AllenCahnReaction`).
+      steps, rejected: (*batch,) accepted steps and rejected tries (int64).
+      aux: the stepper's carried state: :class:`CahnHilliardAux` for Cahn-Hilliard,
+        :class:`mechanics.phasefield.reaction.ReactionAux` for Allen-Cahn-reaction.
+    """
 
     c: torch.Tensor
     time: torch.Tensor
     dt: torch.Tensor
     steps: torch.Tensor
     rejected: torch.Tensor
-    aux: object = None
+    aux: CahnHilliardAux | ReactionAux = CahnHilliardAux()
+
+
+def stepped_grid(grid: Grid, boundary: str) -> Grid:
+    """The grid the FFTs run on: ``grid`` itself, or twice it per axis for no-flux (the mirror)."""
+    if boundary == "noflux":
+        return Grid(tuple(2 * n for n in grid.shape), grid.spacing_nm)
+    return grid
 
 
 @dataclass(frozen=True)
 class CahnHilliard:
-    """A Cahn-Hilliard model on a regular grid (see the module docstring for the equations).
+    """A Cahn-Hilliard model on a regular grid (see the module docstring for the equations and units).
 
-    shape, spacing: the grid (spacing in the length unit). boundary: ``"periodic"`` or ``"noflux"``.
-    explicit_potential: optional ``(c, aux) -> (μ_ex, aux)`` added to μ (e.g. −σ:dε⁰/dc of a nonlinear law
-    or a heterogeneous body); it sees the unextended field. variable_mobility: optional ``c -> M(c)`` with
-    ``mobility`` then the bound M₀ ≥ max M. dc_tol: target max |Δc| per step for the adaptive step.
+    Fields:
+      grid: :class:`mechanics.Grid` of the field (1-D to 3-D, at least 2 cells per axis).
+      free_energy: bulk f(c) (``density``, ``derivative``, ``stabilization``), energy/volume.
+      mobility: M, (*batch,) or scalar; with ``variable_mobility`` the bound M₀ ≥ max M.
+      kappa: κ, (*batch, d) or scalar, energy/length.
+      boundary: ``"periodic"`` or ``"noflux"``.
+      linear_kernel: optional implicit B(k) on the rfft grid of :attr:`stepped_grid` (energy/volume).
+      explicit_potential: optional ``(c, elastic) -> (μ_ex, elastic)`` added to μ (e.g. −σ:dε⁰/dc of a
+        nonlinear law or a heterogeneous body); it sees the unextended field, and ``elastic`` is what it
+        returned at the previous step (:attr:`CahnHilliardAux.elastic`, None at first).
+      variable_mobility: optional ``c -> M(c)``.
+      stabilization: S of the splitting (default: the free energy's).
+      dc_tol: target max |Δc| per step of the adaptive step (dimensionless).
+      dt_max, dt_min: bounds of the adaptive step, in the model's time unit.
+      growth_limit: largest factor by which the step grows after an accepted step.
     """
 
-    shape: tuple[int, ...]
-    spacing: float | tuple[float, ...]
+    grid: Grid
     free_energy: object
     mobility: torch.Tensor | float
     kappa: torch.Tensor | float
@@ -73,31 +121,34 @@ class CahnHilliard:
     growth_limit: float = 1.5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grid, Grid):
+            raise InputError("grid", "a mechanics.Grid", type(self.grid).__name__)
         if self.boundary not in ("periodic", "noflux"):
             raise InputError("boundary", "'periodic' or 'noflux'", self.boundary)
-        if len(self.shape) not in (1, 2, 3) or min(self.shape) < 2:
-            raise InputError("shape", "1 to 3 grid sizes ≥ 2", self.shape)
+        if min(self.grid.shape) < 2:
+            raise InputError("grid", "at least 2 cells along every axis", self.grid.shape)
 
     @property
     def d(self) -> int:
-        return len(self.shape)
+        return self.grid.ndim
 
     @property
-    def stepped_shape(self) -> tuple[int, ...]:
+    def stepped_grid(self) -> Grid:
         """The grid the FFTs run on: the grid itself, or twice it per axis for no-flux."""
-        return tuple(2 * n for n in self.shape) if self.boundary == "noflux" else tuple(self.shape)
+        return stepped_grid(self.grid, self.boundary)
 
     @property
     def cell_volume(self) -> float:
-        h = [self.spacing] * self.d if isinstance(self.spacing, (int, float)) else list(self.spacing)
+        """h^d as the product h·h·… (the energies have always been summed with it; ``h**d`` differs from
+        it at round-off)."""
         out = 1.0
-        for x in h:
-            out *= float(x)
+        for _ in range(self.d):
+            out *= self.grid.spacing_nm
         return out
 
 
 def _symbols(model: CahnHilliard, like: torch.Tensor) -> dict:
-    ks = spectral.wavevectors(model.stepped_shape, model.spacing, dtype=like.dtype, device=like.device)
+    ks = model.stepped_grid.axis_wavevectors(dtype=like.dtype, device=like.device)
     k2 = spectral.k_squared(ks)
     gradient = spectral.gradient_symbol(ks, model.kappa)
     s = model.stabilization
@@ -115,19 +166,20 @@ def _extend(model: CahnHilliard, c: torch.Tensor) -> torch.Tensor:
 
 
 def _restrict(model: CahnHilliard, c: torch.Tensor) -> torch.Tensor:
-    return spectral.crop(c, model.shape) if model.boundary == "noflux" else c
+    return spectral.crop(c, model.grid.shape) if model.boundary == "noflux" else c
 
 
 def _per_element(x: torch.Tensor | float, d: int, like: torch.Tensor) -> torch.Tensor:
     return spectral.per_element(x, d, like=like)
 
 
-def ch_increment(model: CahnHilliard, c: torch.Tensor, dt: torch.Tensor, aux: object, sym: dict):
+def ch_increment(model: CahnHilliard, c: torch.Tensor, dt: torch.Tensor, aux: CahnHilliardAux, sym: dict):
     """One semi-implicit step of size dt ((*batch,)) from c; returns (c', aux'). Pure function."""
     d = model.d
-    mu_ex, aux = (None, aux)
+    mu_ex = None
     if model.explicit_potential is not None:
-        mu_ex, aux = model.explicit_potential(c, aux)
+        mu_ex, elastic = model.explicit_potential(c, aux.elastic)
+        aux = CahnHilliardAux(elastic=elastic)
     ce = _extend(model, c)
     c_hat = spectral.rfft(ce, d)
     mu_local = model.free_energy.derivative(ce)
@@ -141,13 +193,13 @@ def ch_increment(model: CahnHilliard, c: torch.Tensor, dt: torch.Tensor, aux: ob
         new_hat = rhs / (1 + dt_b * m0 * k2 * sym["linear"])
     else:
         mu_hat = spectral.rfft(mu_local, d) + (sym["linear"] - sym["S"]) * c_hat
-        grads = spectral.spectral_gradient(mu_hat, sym["ks"], model.stepped_shape)
+        grads = spectral.spectral_gradient(mu_hat, sym["ks"], model.stepped_grid.shape)
         m = model.variable_mobility(ce)
         div_hat = 0
         for k, g in zip(sym["ks"], grads):
             div_hat = div_hat + 1j * k * spectral.rfft(m * g, d)
         new_hat = c_hat + dt_b * div_hat / (1 + dt_b * m0 * k2 * sym["linear"])
-    new = spectral.irfft(new_hat, model.stepped_shape)
+    new = spectral.irfft(new_hat, model.stepped_grid.shape)
     return _restrict(model, new), aux
 
 
@@ -173,33 +225,45 @@ def cahn_hilliard(model: CahnHilliard):
         z = torch.zeros(batch, dtype=c0.dtype, device=c0.device)
         dt = torch.as_tensor(dt0, dtype=c0.dtype, device=c0.device).expand(batch).clone()
         zi = torch.zeros(batch, dtype=torch.long, device=c0.device)
-        return PhaseFieldState(c=c0, time=z, dt=dt, steps=zi, rejected=zi.clone())
+        return PhaseFieldState(c=c0, time=z, dt=dt, steps=zi, rejected=zi.clone(), aux=CahnHilliardAux())
 
     def step_fn(state: PhaseFieldState, dt_cap: torch.Tensor | None = None) -> PhaseFieldState:
         dt = state.dt if dt_cap is None else torch.minimum(state.dt, dt_cap)
         new, aux = ch_increment(model, state.c, dt, state.aux, symbols(state.c))
-        return adapt(model, state, new, dt, aux)
+        return adapt(state, new, dt, aux, d=model.d, dc_tol=model.dc_tol, dt_min=model.dt_min,
+                     dt_max=model.dt_max, growth_limit=model.growth_limit)
 
     return init_fn, step_fn
 
 
-def adapt(model, state: PhaseFieldState, new: torch.Tensor, dt: torch.Tensor, aux: object) -> PhaseFieldState:
-    """Accept/reject per element and propose the next dt (shared by the CH and ACR steppers)."""
-    d = model.d
+def adapt(state: PhaseFieldState, new: torch.Tensor, dt: torch.Tensor, aux, *, d: int, dc_tol: float,
+          dt_min: float, dt_max, growth_limit: float) -> PhaseFieldState:
+    """Accept/reject per element and propose the next dt (shared by the CH and ACR steppers).
+
+    Args:
+      state: the state the step started from; new: the tried field; dt: the tried step (*batch,);
+      aux: the stepper's carried state after the try (stored as is).
+      d: spatial dimensions; dc_tol, dt_min, dt_max, growth_limit: the model's step control (dt in the
+        model's time unit; dt_max a scalar or (*batch,)).
+
+    Returns:
+      The next state: accepted elements move to ``new``, rejected ones keep their field and get a
+      smaller step.
+    """
     axes = spectral.spatial_axes(d)
     change = (new - state.c).abs().amax(dim=axes)
     finite = torch.isfinite(new).all(dim=tuple(range(-d, 0)))
     moving = dt > 0
-    accept = finite & (change <= 2 * model.dc_tol) & moving
-    accept = accept | (finite & moving & (dt <= model.dt_min))
+    accept = finite & (change <= 2 * dc_tol) & moving
+    accept = accept | (finite & moving & (dt <= dt_min))
     mask = _per_element(accept, d, new).bool()
     c = torch.where(mask, torch.nan_to_num(new), state.c)
-    ratio = 0.9 * model.dc_tol / change.clamp_min(1e-30)
-    grown = dt * torch.clamp(ratio, max=model.growth_limit)
+    ratio = 0.9 * dc_tol / change.clamp_min(1e-30)
+    grown = dt * torch.clamp(ratio, max=growth_limit)
     grown = torch.where(dt < state.dt, torch.maximum(grown, state.dt), grown)  # a cap keeps the proposal
     shrunk = torch.where(finite, dt * torch.clamp(ratio, max=0.5), dt * 0.25)
-    dt_max = torch.as_tensor(model.dt_max, dtype=dt.dtype, device=dt.device)
-    next_dt = torch.minimum(torch.clamp(torch.where(accept, grown, shrunk), min=model.dt_min), dt_max)
+    dt_max = torch.as_tensor(dt_max, dtype=dt.dtype, device=dt.device)
+    next_dt = torch.minimum(torch.clamp(torch.where(accept, grown, shrunk), min=dt_min), dt_max)
     next_dt = torch.where(moving, next_dt, state.dt)
     return replace(
         state,
@@ -239,7 +303,7 @@ def total_free_energy(model: CahnHilliard, c: torch.Tensor, elastic_energy: torc
     d = model.d
     ce = _extend(model, c)
     sym = _symbols(model, ce)
-    shape = model.stepped_shape
+    shape = model.stepped_grid.shape
     fraction = 1.0 / (2**d) if model.boundary == "noflux" else 1.0
     dv = model.cell_volume
     bulk = model.free_energy.density(ce).sum(dim=spectral.spatial_axes(d))

@@ -167,13 +167,14 @@ class ElasticCoupling:
 
 
 def explicit_potential(coupling: ElasticCoupling, subtract_kernel: torch.Tensor | None = None):
-    """``(c, aux) -> (μ_el, aux)`` for the steppers: the stress-based μ_el, minus the part B(k̂)ĉ that the
-    stepper already treats implicitly (``subtract_kernel``, on the grid's rfft). aux carries the warm
-    start of the free-particle solver."""
+    """``(c, elastic) -> (μ_el, elastic)`` for the steppers: the stress-based μ_el, minus the part B(k̂)ĉ
+    that the stepper already treats implicitly (``subtract_kernel``, on the grid's rfft). ``elastic`` is
+    the previous step's :class:`mechanics.ElasticityResult` (None at first): the warm start of the
+    free-particle solver; the new solution is returned in its place."""
     d = coupling.d
 
-    def potential(c: torch.Tensor, aux):
-        x0 = aux if getattr(aux, "displacement", None) is not None else None
+    def potential(c: torch.Tensor, elastic):
+        x0 = elastic if getattr(elastic, "displacement", None) is not None else None
         mu, result = coupling.potential_from_stress(c, x0)
         if subtract_kernel is not None:
             shape = c.shape[-d:]
@@ -216,17 +217,18 @@ class ParticleCoupling(ElasticCoupling):
 
 def law_potential(coupling: ElasticCoupling, kernel_matrix: torch.Tensor,
                   subtract_kernel: torch.Tensor | None = None):
-    """``(c, aux) -> (μ_el, aux)`` for any diagonal eigenstrain law ε⁰_i(c) = m_i g_i(c) in a homogeneous
-    periodic body: E = ½ Σ_k Σ_ij Q_ij(k̂) ε̂⁰_i* ε̂⁰_j (per volume, k = 0 excluded), so
+    """``(c, elastic) -> (μ_el, elastic)`` for any diagonal eigenstrain law ε⁰_i(c) = m_i g_i(c) in a
+    homogeneous periodic body: E = ½ Σ_k Σ_ij Q_ij(k̂) ε̂⁰_i* ε̂⁰_j (per volume, k = 0 excluded), so
 
         μ_el = δE/δc = Σ_i m_i g_i'(c) · IFFT[Σ_j Q_ij FFT(m_j g_j(c))]     (= −σ:dε⁰/dc),
 
     2n FFTs per evaluation (n = 2 in-plane axes, 3 in 3-D) instead of an elastic solve. Minus the part
-    B(k̂)ĉ the stepper treats implicitly (``subtract_kernel``)."""
+    B(k̂)ĉ the stepper treats implicitly (``subtract_kernel``). Nothing to warm-start: ``elastic`` passes
+    through unchanged."""
     d = coupling.d
     axes = coupling.eigen_axes
 
-    def potential(c: torch.Tensor, aux):
+    def potential(c: torch.Tensor, elastic):
         shape = c.shape[-d:]
         g, dg = coupling.shape(c)
         batch = coupling.misfit.shape[:-1]
@@ -238,6 +240,6 @@ def law_potential(coupling: ElasticCoupling, kernel_matrix: torch.Tensor,
             mu = mu + m[..., a] * dg[..., a] * spectral.irfft(q_eps, shape)
         if subtract_kernel is not None:
             mu = mu - spectral.irfft(subtract_kernel * spectral.rfft(c, d), shape)
-        return mu, aux
+        return mu, elastic
 
     return potential

@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from mechanics.errors import InputError
+from mechanics.grid import Grid
 from mechanics.phasefield import spectral
 
 
@@ -43,31 +45,29 @@ def phase_separation_index(c: torch.Tensor, d: int, mask: torch.Tensor | None = 
     return torch.sqrt((((c - mean) ** 2) * w).sum(dim=axes) / n)
 
 
-def interface_normal_angle_deg(c: torch.Tensor, spacing_nm: float) -> torch.Tensor:
+def interface_normal_angle_deg(c: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Mean angle (degrees, [0, 90]) between the interface normal and grid axis 0, (*batch,).
 
     Per cell the normal is ∇c (spectral gradient of the periodic field), folded into the first quadrant,
     θ = atan2(|∂₁c|, |∂₀c|), and averaged with weight |∇c|² (the interfaces dominate). Folding makes the
     mirror-related families ±θ (both present in an orthorhombic crystal) count alike. For the a–c
     platelet: 0° = interfaces normal to a, 90° = normal to c. Meaningful once the field phase separates.
+
+    Args:
+      c: (*batch, *grid.shape) field on ``grid``.
+      grid: a 2-D :class:`mechanics.Grid`.
     """
     d = 2
-    shape = c.shape[-2:]
-    ks = spectral.wavevectors(shape, spacing_nm, dtype=c.dtype, device=c.device)
+    if grid.ndim != d or tuple(c.shape[-d:]) != grid.shape:
+        raise InputError("c", f"a (*batch, {', '.join(map(str, grid.shape))}) field on a 2-D grid",
+                         tuple(c.shape))
+    shape = grid.shape
+    ks = grid.axis_wavevectors(dtype=c.dtype, device=c.device)
     g0, g1 = spectral.spectral_gradient(spectral.rfft(c, d), ks, shape)
     weight = g0**2 + g1**2
     theta = torch.rad2deg(torch.atan2(g1.abs(), g0.abs()))
     axes = spectral.spatial_axes(d)
     return (theta * weight).sum(dim=axes) / weight.sum(dim=axes).clamp_min(1e-30)
-
-
-def growth_rate(
-    k2: torch.Tensor, mobility: float, curvature: float, kappa_k2: torch.Tensor,
-    kernel: torch.Tensor | float = 0.0,
-) -> torch.Tensor:
-    """Linear-stability growth rate of a Fourier mode about a uniform state (Cahn-Hilliard):
-    ω(k) = −M k² (f''(c₀) + κ k² + B(k̂)), with κk² passed as ``kappa_k2`` (the gradient symbol)."""
-    return -mobility * k2 * (curvature + kappa_k2 + kernel)
 
 
 def critical_size_nm(curvature: float, kappa: float, kernel: float = 0.0) -> float:

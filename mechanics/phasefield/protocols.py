@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from mechanics.errors import SolverError
 from mechanics.phasefield.cahn_hilliard import PhaseFieldState
 
 
@@ -29,6 +30,9 @@ def run_to_times(
     Elements that reached the current output time wait (dt cap 0) for the others. ``on_step(state)`` is
     called after every step (progress bars live at the caller's edge). ``stop(state) -> (*batch,) bool``
     freezes the elements it flags (e.g. failed ones): they count as done from then on.
+
+    Raises:
+      SolverError: more than ``max_steps`` steps before an output time (the steppers stalled).
     """
     steps = 0
     for t_out in output_times:
@@ -47,7 +51,7 @@ def run_to_times(
             if on_step is not None:
                 on_step(state)
             if steps >= max_steps:
-                raise RuntimeError(f"run_to_times: more than {max_steps} steps before t = {t_out}")
+                raise SolverError("run_to_times", f"more than {max_steps} steps before t = {t_out}")
         for observe in observers:
             observe(state)
     return state

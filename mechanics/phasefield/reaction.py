@@ -30,8 +30,10 @@ Time step: the explicit rate with a linear stabiliser that is implicit in Fourie
 and at k = 0: nothing when galvanostatic, so the mean moves by exactly Δt⟨R⟩ = Δt I (exact charge
 counting); S = ⟨f''(c)⟩ when potentiostatic (the mean mode's own stiffness).
 Symbols → code: ρ_s ``site_density_per_nm3``, k_BT ``kT_aJ``, κ ``kappa_aJ_per_nm`` (*batch, d),
-B ``linear_kernel`` (GPa on the rfft grid), S the bulk free energy's stabilisation constant (GPa),
-I ``current_per_s`` (*batch,), k ``rate_per_s`` (*batch,).
+B ``linear_kernel_GPa`` (on the rfft grid), S the bulk free energy's stabilisation constant (GPa),
+I ``current_per_s`` (*batch,), k ``rate_per_s`` (*batch,), the in-plane grid ``grid`` (1-D or 2-D
+:class:`mechanics.Grid`, spacing in nm). The units are the project's internal system (nm, aJ, GPa, s)
+and are written into the field names.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from mechanics.errors import InputError
+from mechanics.grid import Grid
 from mechanics.phasefield import spectral
-from mechanics.phasefield.cahn_hilliard import PhaseFieldState, adapt
+from mechanics.phasefield.cahn_hilliard import PhaseFieldState, adapt, stepped_grid
+
+if TYPE_CHECKING:
+    from mechanics.elasticity import ElasticityResult
 
 _ETA_CLIP = 60.0  # exp(60) ~ 1e26 stays finite in float32; larger |η| is a blow-up anyway
 
@@ -159,20 +166,51 @@ def solve_reservoir(
 
 
 @dataclass(frozen=True)
+class ReactionAux:
+    """What the Allen-Cahn-reaction stepper carries from one step to the next (all (*batch,)).
+
+    Fields:
+      nu: μ_res/k_BT, the reservoir potential of the last accepted step (a rejected element keeps its
+        previous value); 0 before the first step.
+      current_per_s: the mean reaction rate ⟨R⟩ that step produced (s⁻¹ per site).
+      saturated: bool, |η| reached the clip in the last try (the law cannot carry the current in
+        floating point).
+      nonfinite: bool, the last try produced NaN/inf (field or potential).
+      elastic: what the explicit potential returned for itself at the last try (the elastic solution
+        that warm-starts the next free-particle solve), or None.
+    """
+
+    nu: torch.Tensor
+    current_per_s: torch.Tensor
+    saturated: torch.Tensor
+    nonfinite: torch.Tensor
+    elastic: ElasticityResult | None = None
+
+
+@dataclass(frozen=True)
 class AllenCahnReaction:
     """A depth-averaged ACR platelet model (equations in the module docstring).
 
-    shape, spacing_nm: the in-plane grid. free_energy: bulk f(c) per volume (GPa), parameters broadcast on
-    c. kappa_aJ_per_nm: (*batch, d) or scalar. site_density_per_nm3, kT_aJ: (*batch,) or scalars.
-    rate_law: :class:`ButlerVolmer` or :class:`CoupledIonElectron` (rates broadcast on c).
-    current_per_s: (*batch,) galvanostatic ⟨∂c/∂t⟩; ``None`` → potentiostatic at
-    ``reservoir_potential_kT`` (*batch,). linear_kernel: B(k) on the rfft grid of the stepped grid (GPa).
-    explicit_potential: ``(c, aux) -> (μ_el per volume, aux)``. noise: optional ``(state) -> ξ`` zero-mean
-    fluctuation added to c each accepted step (seeded by the caller). dt bounds in s (scalars or (*batch,)).
+    Fields:
+      grid: the in-plane :class:`mechanics.Grid` (spacing in nm; 1-D or 2-D).
+      free_energy: bulk f(c) per volume (GPa), parameters broadcast on c.
+      kappa_aJ_per_nm: κ, (*batch, d) or scalar.
+      site_density_per_nm3, kT_aJ: ρ_s and k_BT, (*batch,) or scalars.
+      rate_law: :class:`ButlerVolmer` or :class:`CoupledIonElectron` (rates broadcast on c).
+      current_per_s: (*batch,) galvanostatic ⟨∂c/∂t⟩; ``None`` → potentiostatic at
+        ``reservoir_potential_kT`` (*batch,).
+      boundary: ``"periodic"`` or ``"noflux"``.
+      linear_kernel_GPa: optional implicit B(k) on the rfft grid of :attr:`stepped_grid`.
+      explicit_potential: optional ``(c, elastic) -> (μ_el per volume in GPa, elastic)``; ``elastic`` is
+        what it returned at the previous step (:attr:`ReactionAux.elastic`, None at first).
+      noise: optional ``(state, dt) -> ξ`` zero-mean fluctuation added to c each step (seeded by the
+        caller).
+      dc_tol: target max |Δc| per step (dimensionless).
+      dt_max_s, dt_min_s: bounds of the adaptive step in s (``dt_max_s`` a scalar or (*batch,)).
+      growth_limit: largest factor by which the step grows after an accepted step.
     """
 
-    shape: tuple[int, ...]
-    spacing_nm: float
+    grid: Grid
     free_energy: object
     kappa_aJ_per_nm: torch.Tensor | float
     site_density_per_nm3: torch.Tensor | float
@@ -181,15 +219,17 @@ class AllenCahnReaction:
     current_per_s: torch.Tensor | None = None
     reservoir_potential_kT: torch.Tensor | None = None
     boundary: str = "periodic"
-    linear_kernel: torch.Tensor | None = None
+    linear_kernel_GPa: torch.Tensor | None = None
     explicit_potential: Callable | None = None
     noise: Callable | None = None
     dc_tol: float = 0.02
-    dt_max: torch.Tensor | float = float("inf")
-    dt_min: float = 0.0
+    dt_max_s: torch.Tensor | float = float("inf")
+    dt_min_s: float = 0.0
     growth_limit: float = 1.5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grid, Grid):
+            raise InputError("grid", "a mechanics.Grid", type(self.grid).__name__)
         if self.boundary not in ("periodic", "noflux"):
             raise InputError("boundary", "'periodic' or 'noflux'", self.boundary)
         if (self.current_per_s is None) == (self.reservoir_potential_kT is None):
@@ -198,33 +238,36 @@ class AllenCahnReaction:
 
     @property
     def d(self) -> int:
-        return len(self.shape)
+        return self.grid.ndim
 
     @property
-    def stepped_shape(self) -> tuple[int, ...]:
-        return tuple(2 * n for n in self.shape) if self.boundary == "noflux" else tuple(self.shape)
+    def stepped_grid(self) -> Grid:
+        """The grid the FFTs run on: the grid itself, or twice it per axis for no-flux."""
+        return stepped_grid(self.grid, self.boundary)
 
 
-def chemical_potential(model: AllenCahnReaction, c: torch.Tensor, aux: object, sym: dict):
-    """μ per site in units of k_BT, (*batch, *grid); also returns aux from the explicit elastic part."""
+def chemical_potential(model: AllenCahnReaction, c: torch.Tensor, elastic, sym: dict):
+    """μ per site in units of k_BT, (*batch, *grid); also returns the explicit potential's carry
+    (``elastic``, see :class:`ReactionAux`)."""
     d = model.d
     ce = spectral.mirror(c, d) if model.boundary == "noflux" else c
     c_hat = spectral.rfft(ce, d)
-    mu = model.free_energy.derivative(ce) + spectral.irfft(sym["quadratic"] * c_hat, model.stepped_shape)
+    mu = model.free_energy.derivative(ce) + spectral.irfft(sym["quadratic"] * c_hat,
+                                                           model.stepped_grid.shape)
     if model.boundary == "noflux":
-        mu = spectral.crop(mu, model.shape)
+        mu = spectral.crop(mu, model.grid.shape)
     if model.explicit_potential is not None:
-        mu_el, aux = model.explicit_potential(c, aux)
+        mu_el, elastic = model.explicit_potential(c, elastic)
         mu = mu + mu_el
     scale = _pe(model.site_density_per_nm3, d, c) * _pe(model.kT_aJ, d, c)
-    return mu / scale, aux
+    return mu / scale, elastic
 
 
 def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
-    ks = spectral.wavevectors(model.stepped_shape, model.spacing_nm, dtype=like.dtype, device=like.device)
+    ks = model.stepped_grid.axis_wavevectors(dtype=like.dtype, device=like.device)
     quadratic = spectral.gradient_symbol(ks, model.kappa_aJ_per_nm)
-    if model.linear_kernel is not None:
-        quadratic = quadratic + model.linear_kernel.to(like.dtype)
+    if model.linear_kernel_GPa is not None:
+        quadratic = quadratic + model.linear_kernel_GPa.to(like.dtype)
     # the free energy's parameters broadcast on c, and so does its stabilisation constant
     s = torch.as_tensor(model.free_energy.stabilization(), dtype=like.dtype, device=like.device)
     k2 = spectral.k_squared(ks)
@@ -232,15 +275,16 @@ def _symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
     return {"quadratic": quadratic, "S": s, "mean_mode": mean_mode}
 
 
-def acr_increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, aux: dict, sym: dict):
+def acr_increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, aux: ReactionAux, sym: dict):
     """One stabilised step of size dt ((*batch,), s) from c; returns (c', aux'). Pure function; the
-    stabiliser is part of the discrete map and is differentiated with it."""
+    stabiliser is part of the discrete map and is differentiated with it. ``aux'`` holds this try's
+    potential, current, carry and ``saturated`` flag; ``nonfinite`` is the stepper's to set."""
     d = model.d
-    m, elastic = chemical_potential(model, c, aux["elastic"], sym)
+    m, elastic = chemical_potential(model, c, aux.elastic, sym)
     if model.current_per_s is not None:
         current = torch.as_tensor(model.current_per_s, dtype=c.dtype, device=c.device)
         current = current.expand(dt.shape)
-        nu = solve_reservoir(model.rate_law, c, m, current, d, aux["nu"])
+        nu = solve_reservoir(model.rate_law, c, m, current, d, aux.nu)
     else:
         nu = torch.as_tensor(model.reservoir_potential_kT, dtype=c.dtype, device=c.device)
         nu = nu.expand(dt.shape)
@@ -260,22 +304,21 @@ def acr_increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, a
     re = spectral.mirror(r, d) if model.boundary == "noflux" else r
     dt_b, k_b = _pe(dt, d, c), _pe(k_stab, d, c)
     denom = 1 + dt_b * k_b * s / scale
-    delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_shape)
+    delta = spectral.irfft(spectral.rfft(re, d) * dt_b / denom, model.stepped_grid.shape)
     if model.boundary == "noflux":
-        delta = spectral.crop(delta, model.shape)
+        delta = spectral.crop(delta, model.grid.shape)
     saturated = (eta.abs() >= _ETA_CLIP).flatten(start_dim=eta.ndim - d).any(dim=-1)
-    new_aux = {"nu": nu, "current": r.mean(dim=spectral.spatial_axes(d)), "elastic": elastic,
-               "saturated": saturated}
+    new_aux = ReactionAux(nu=nu, current_per_s=r.mean(dim=spectral.spatial_axes(d)), saturated=saturated,
+                          nonfinite=aux.nonfinite, elastic=elastic)
     return c + delta, new_aux
 
 
 def allen_cahn_reaction(model: AllenCahnReaction):
     """Factory: ``init_fn(c0, dt0) -> state`` and ``step_fn(state, dt_cap=None) -> state``.
 
-    ``state.aux`` is a dict: ``nu`` = μ_res/k_BT used by the last step (*batch,), ``current`` = the mean
-    rate it produced (s⁻¹), ``elastic`` = whatever the explicit potential carries (a warm start), and the
-    per-element flags ``saturated`` (|η| reached the clip: the law cannot carry the current in floating
-    point) and ``nonfinite`` (the tried step produced NaN/inf).
+    ``state.aux`` is a :class:`ReactionAux`: the reservoir potential and mean rate of the last accepted
+    step, the explicit potential's warm start, and the per-element flags ``saturated`` and ``nonfinite``
+    of the last try (both False for elements that did not move).
     """
     d = model.d
     cache: dict = {}
@@ -292,7 +335,7 @@ def allen_cahn_reaction(model: AllenCahnReaction):
         dt = torch.as_tensor(dt0, dtype=c0.dtype, device=c0.device).expand(batch).clone()
         zi = torch.zeros(batch, dtype=torch.long, device=c0.device)
         no = torch.zeros(batch, dtype=torch.bool, device=c0.device)
-        aux = {"nu": z.clone(), "current": z.clone(), "elastic": None, "saturated": no, "nonfinite": no}
+        aux = ReactionAux(nu=z.clone(), current_per_s=z.clone(), saturated=no, nonfinite=no)
         return PhaseFieldState(c=c0, time=z, dt=dt, steps=zi, rejected=zi.clone(), aux=aux)
 
     def step_fn(state: PhaseFieldState, dt_cap: torch.Tensor | None = None) -> PhaseFieldState:
@@ -300,15 +343,18 @@ def allen_cahn_reaction(model: AllenCahnReaction):
         new, aux = acr_increment(model, state.c, dt, state.aux, symbols(state.c))
         if model.noise is not None:
             new = new + model.noise(state, dt)
-        nonfinite = ~torch.isfinite(new).all(dim=spectral.spatial_axes(d)) | ~torch.isfinite(aux["nu"])
-        out = adapt(model, state, new, dt, aux)
+        nonfinite = ~torch.isfinite(new).all(dim=spectral.spatial_axes(d)) | ~torch.isfinite(aux.nu)
+        out = adapt(state, new, dt, aux, d=d, dc_tol=model.dc_tol, dt_min=model.dt_min_s,
+                    dt_max=model.dt_max_s, growth_limit=model.growth_limit)
         # a rejected element keeps the reservoir potential it had, so observers see a consistent state
         moved = out.steps > state.steps
-        aux = dict(out.aux)
-        for key in ("nu", "current"):
-            aux[key] = torch.where(moved, aux[key], state.aux[key])
-        aux["nonfinite"] = nonfinite & (dt > 0)
-        aux["saturated"] = aux["saturated"] & (dt > 0)
+        aux = replace(
+            out.aux,
+            nu=torch.where(moved, out.aux.nu, state.aux.nu),
+            current_per_s=torch.where(moved, out.aux.current_per_s, state.aux.current_per_s),
+            nonfinite=nonfinite & (dt > 0),
+            saturated=out.aux.saturated & (dt > 0),
+        )
         return replace(out, aux=aux)
 
     return init_fn, step_fn
@@ -325,7 +371,9 @@ def acr_fixed_step(model: AllenCahnReaction, dt: float | torch.Tensor):
             cache[key] = _symbols(model, c)
         batch = c.shape[: c.ndim - model.d]
         dt_b = torch.as_tensor(dt, dtype=c.dtype, device=c.device).expand(batch)
-        aux = {"nu": torch.zeros(batch, dtype=c.dtype, device=c.device), "elastic": None}
+        zero = torch.zeros(batch, dtype=c.dtype, device=c.device)
+        no = torch.zeros(batch, dtype=torch.bool, device=c.device)
+        aux = ReactionAux(nu=zero, current_per_s=zero, saturated=no, nonfinite=no)
         return acr_increment(model, c, dt_b, aux, cache[key])[0]
 
     return step

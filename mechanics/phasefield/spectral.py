@@ -1,5 +1,6 @@
-"""Spectral helpers of the phase-field steppers: wavevectors, the anisotropic gradient symbol and the
-mirror (even) extension that turns a periodic FFT into a cosine transform for no-flux boundaries.
+"""Spectral helpers of the phase-field steppers: the anisotropic gradient symbol and the mirror (even)
+extension that turns a periodic FFT into a cosine transform for no-flux boundaries. The wavevectors
+come from the grid (:meth:`mechanics.grid.Grid.axis_wavevectors`).
 
 Fields have shape ``(*batch, *grid)`` with ``d = len(grid)`` spatial axes last; spectra use the real
 FFT over those axes, shape ``(*batch, *rfft_shape)`` with ``rfft_shape = (*grid[:-1], grid[-1]//2 + 1)``.
@@ -8,7 +9,6 @@ Units: lengths in nm, wavenumbers in rad/nm.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -16,25 +16,6 @@ import torch
 
 def spatial_axes(d: int) -> tuple[int, ...]:
     return tuple(range(-d, 0))
-
-
-def wavevectors(
-    shape: Sequence[int], spacing_nm: float | Sequence[float], *, dtype: torch.dtype,
-    device: torch.device | str,
-) -> list[torch.Tensor]:
-    """k_i = 2π·fftfreq(n_i, h_i) (last axis rfftfreq), each shaped to broadcast on the rfft grid (rad/nm)."""
-    d = len(shape)
-    h = [float(spacing_nm)] * d if isinstance(spacing_nm, (int, float)) else [float(s) for s in spacing_nm]
-    ks = []
-    for i, (n, hi) in enumerate(zip(shape, h)):
-        if i == d - 1:
-            k = torch.fft.rfftfreq(n, d=hi, dtype=dtype, device=device) * (2 * math.pi)
-        else:
-            k = torch.fft.fftfreq(n, d=hi, dtype=dtype, device=device) * (2 * math.pi)
-        view = [1] * d
-        view[i] = k.numel()
-        ks.append(k.reshape(view))
-    return ks
 
 
 def gradient_symbol(ks: Sequence[torch.Tensor], kappa: torch.Tensor) -> torch.Tensor:

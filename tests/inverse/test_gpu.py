@@ -21,10 +21,17 @@ def images():
 
 @pytest.mark.parametrize("conv", [True, False], ids=["conv", "slices"])
 def test_platelet_pcg_on_cuda_matches_sparse_lu(images, conv):
+    from inverse.images import stiffness_to_grid
+    from mechanics.elasticity import PlateletPCG
+    from mechanics.parameters.lfp import lfp_params
+    from mechanics.stiffness import Stiffness
+
     lu = platelet_solver(images.mask, -20.0, images.pixel_size_nm, device="cpu")
-    pcg = platelet_solver(images.mask, -20.0, images.pixel_size_nm, device="cuda")
-    assert pcg.device.type == "cuda" and pcg.use_conv  # convolutions by default on a GPU
-    pcg.use_conv = conv
+    default = platelet_solver(images.mask, -20.0, images.pixel_size_nm, device="cuda")
+    assert default.device.type == "cuda" and default.use_conv  # convolutions by default on a GPU
+    c_ac = Stiffness.from_voigt(lfp_params().stiffness_voigt()).reduced(axes=(0, 2), plane="stress")
+    pcg = PlateletPCG(images.mask, stiffness_to_grid(c_ac.numpy(), -20.0), images.pixel_size_nm,
+                      device="cuda", conv=conv)
     rng = np.random.default_rng(0)
     eig = rng.normal(size=(3, *images.mask.shape, 2, 2)) * 0.01
     eig = eig + np.swapaxes(eig, -1, -2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mechanics import Grid, InputError, Stiffness
+from mechanics import Grid, InputError, Stiffness, coherency_kernel, solve_elasticity
 from mechanics.parameters.lfp import lfp_params
 from mechanics.stiffness import mandel_to_tensor, tensor_to_mandel, voigt_to_mandel
 
@@ -32,12 +32,40 @@ def test_grid_properties_and_wavevectors():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(shape=(4,)), dict(shape=(4, 4, 4, 4)), dict(shape=(0, 4)), dict(shape=(4, 4), spacing_nm=0.0),
+    [dict(shape=()), dict(shape=(4, 4, 4, 4)), dict(shape=(0, 4)), dict(shape=(4, 4), spacing_nm=0.0),
      dict(shape=(4, 4), spacing_nm=-1.0), dict(shape=(4, 4), spacing_nm=float("nan")), dict(shape=(2.5, 4))],
 )
 def test_grid_rejects_bad_input(kwargs):
     with pytest.raises(InputError):
         Grid(**kwargs)
+
+
+def test_one_dimensional_grid_for_the_steppers_and_refused_by_elasticity():
+    """A 1-D grid (a line of cells, e.g. a 40 nm particle for the phase-field steppers) has its modes;
+    the elastic solvers need 2 or 3 axes and refuse it naming the grid."""
+    g = Grid((40,), spacing_nm=1.0)
+    assert g.ndim == 1 and g.cell_volume == 1.0 and g.rfft_shape == (21,) and g.volume == 40.0
+    (k,) = g.axis_wavevectors(dtype=torch.float64)
+    assert k.shape == (21,) and float(k[1]) == pytest.approx(2 * math.pi / 40.0)
+    assert torch.allclose(g.wavevectors()[..., 0], k)
+    assert g.coordinates_nm().shape == (40, 1)
+    with pytest.raises(InputError) as err:
+        solve_elasticity(g, lfp_stiffness(), torch.zeros(40, 1, 1))
+    assert err.value.field == "grid"
+    with pytest.raises(InputError) as err:
+        coherency_kernel(g, lfp_stiffness(), torch.eye(3) * 0.01)
+    assert err.value.field == "grid"
+
+
+def test_the_two_wavevector_forms_agree():
+    """axis_wavevectors (the steppers') and wavevectors (k = q/h, the coherency kernel's) are the same
+    modes to round-off, on the rfft and the full grid."""
+    g = Grid((6, 5, 8), spacing_nm=200.0 / 48)
+    for rfft in (True, False):
+        stacked = g.wavevectors(rfft=rfft)
+        shape = g.rfft_shape if rfft else g.shape
+        axes = torch.stack([k.expand(shape) for k in g.axis_wavevectors(rfft=rfft)], dim=-1)
+        torch.testing.assert_close(axes, stacked, rtol=1e-15, atol=1e-15)
 
 
 def test_isotropic_constants_and_tensor_symmetries():

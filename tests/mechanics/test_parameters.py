@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from mechanics import Stiffness, minimum_B
-from mechanics.parameters import bazant_lfp, maxisch_ceder2006, padhi1997, pfhub
+from mechanics import MaterialParams, Stiffness, minimum_B
+from mechanics.parameters import bazant_lfp, conditions, maxisch_ceder2006, padhi1997, pfhub
 from mechanics.parameters.lfp import lfp_params
 
 
@@ -35,6 +37,24 @@ def test_lfp_stiffness_is_the_lifepo4_row_and_feeds_stiffness():
 def test_source_records():
     b = bazant_lfp.bazant_lfp()
     assert b.coherency_B_GPa == 0.1916 and b.reorganization_energy_kT == 8.3
+    assert (b.exchange_rate_A_m2, b.charge_transfer_alpha) == (0.16, 0.5)  # lfp.md, Bai et al. (2011)
+    assert conditions.STANDARD_TEMPERATURE_K == 298.15
     b4 = pfhub.benchmark4("c")
     assert b4.precipitate_stiffness_factor == 1.1 and len(b4.bulk_coefficients) == 11
     assert pfhub.benchmark1().c_alpha == 0.3
+
+
+def test_material_params_has_no_unsourced_defaults():
+    """Every number of MaterialParams is passed in: only the citations have a default, and the LFP
+    record takes its kinetics and temperature from the cited modules."""
+    defaulted = {f.name for f in dataclasses.fields(MaterialParams)
+                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    assert defaulted == {"citations"}
+    p, b = lfp_params(), bazant_lfp.bazant_lfp()
+    assert (p.exchange_rate_A_m2, p.charge_transfer_alpha, p.reorganization_energy_kT) == (
+        b.exchange_rate_A_m2, b.charge_transfer_alpha, b.reorganization_energy_kT)
+    assert p.temperature_K == conditions.STANDARD_TEMPERATURE_K
+    kwargs = {f.name: getattr(p, f.name) for f in dataclasses.fields(MaterialParams)}
+    del kwargs["temperature_K"]
+    with pytest.raises(TypeError, match="temperature_K"):
+        MaterialParams(**kwargs)

@@ -239,11 +239,12 @@ def test_cg_stays_at_the_solution_past_the_round_off_floor(dtype):
 
 
 def test_agrees_with_independent_finite_elements_on_lfp_platelet():
-    """Cross-check with mechanics.fem (Q1 elements, 2×2 Gauss, pinned rigid modes, no void: a different
-    discretisation written independently): LFP ellipse in plane stress with a lithiation front. Cells
-    ≥ 3 from the surface agree to 0.26 % of the peak strain (measured), all cells to 2.1 % (the two
-    schemes differ at O(h) on the staircase surface), rms 0.23 %. Tolerances 1 %, 4 %, 0.5 %."""
-    from mechanics.fem import PlateletSolver
+    """Cross-check with mechanics.elasticity.PlateletLU (Q1 elements, 2×2 Gauss, pinned rigid modes, no
+    void: a different discretisation written independently): LFP ellipse in plane stress with a
+    lithiation front. Cells ≥ 3 from the surface agree to 0.26 % of the peak strain (measured), all
+    cells to 2.1 % (the two schemes differ at O(h) on the staircase surface), rms 0.23 %. Tolerances 1 %,
+    4 %, 0.5 %."""
+    from mechanics.elasticity import PlateletLU
 
     N = 48
     g = Grid((N, N), 1.0)
@@ -252,7 +253,7 @@ def test_agrees_with_independent_finite_elements_on_lfp_platelet():
     mis = torch.tensor([[0.052, 0.0], [0.0, -0.02]], dtype=F64)
     eps0 = torch.sigmoid(x[..., 0] / 2)[..., None, None] * mis
     ours = solve_elasticity(g, lfp(), eps0, mask=mask, plane="stress", axes=(0, 2), void_stiffness=1e-5)
-    fe = PlateletSolver(mask.numpy(), lfp().reduced((0, 2), "stress").numpy(), 1.0)
+    fe = PlateletLU(mask.numpy(), lfp().reduced((0, 2), "stress").numpy(), 1.0)
     theirs = fe.solve(eps0[None])[0]
     interior = -torch.nn.functional.max_pool2d(-mask.double()[None, None], 7, 1, 3)[0, 0] > 0.5
     peak = float(theirs[mask].abs().max())

@@ -2,6 +2,7 @@
 
 import torch
 
+from mechanics.grid import Grid
 from mechanics.phasefield.adjoint import ch_fixed_step, rollout, saved_bytes_per_step
 from mechanics.phasefield.cahn_hilliard import CahnHilliard
 from mechanics.phasefield.free_energy import RegularSolution
@@ -15,12 +16,12 @@ def _c0(shape=(1, 16, 16), seed=0):
 
 def _ch(mobility):
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=3.0)
-    return CahnHilliard(shape=(16, 16), spacing=1.0, free_energy=free, mobility=mobility, kappa=1.0)
+    return CahnHilliard(grid=Grid((16, 16), 1.0), free_energy=free, mobility=mobility, kappa=1.0)
 
 
 def _acr(rate):
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=3.0)
-    return AllenCahnReaction(shape=(16, 16), spacing_nm=1.0, free_energy=free, kappa_aJ_per_nm=1.0,
+    return AllenCahnReaction(grid=Grid((16, 16), 1.0), free_energy=free, kappa_aJ_per_nm=1.0,
                              site_density_per_nm3=1.0, kT_aJ=1.0, rate_law=ButlerVolmer(rate, 0.5),
                              current_per_s=torch.tensor([0.01], dtype=torch.float64))
 
@@ -64,7 +65,7 @@ def test_checkpointing_cuts_saved_memory():
     its input."""
     m = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
     c0 = _c0(shape=(1, 64, 64)).requires_grad_(True)
-    model = CahnHilliard(shape=(64, 64), spacing=1.0, free_energy=RegularSolution(1.0, 1.0, 3.0),
+    model = CahnHilliard(grid=Grid((64, 64), 1.0), free_energy=RegularSolution(1.0, 1.0, 3.0),
                          mobility=m, kappa=1.0)
     step = ch_fixed_step(model, 0.05)
     per_step = saved_bytes_per_step(step, c0)

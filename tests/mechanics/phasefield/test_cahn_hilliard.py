@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
+from mechanics.grid import Grid
 from mechanics.phasefield import spectral
 from mechanics.phasefield.cahn_hilliard import (
     CahnHilliard,
+    CahnHilliardAux,
     _symbols,
     cahn_hilliard,
     ch_increment,
@@ -25,7 +27,7 @@ def _random_field(shape, dtype, seed=0, mean=0.5, amp=0.05):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("boundary", ["periodic", "noflux"])
 def test_mass_conserved_and_energy_decreases(dtype, boundary):
-    model = CahnHilliard(shape=(32, 32), spacing=1.0, free_energy=DoubleWell(), mobility=5.0, kappa=2.0,
+    model = CahnHilliard(grid=Grid((32, 32), 1.0), free_energy=DoubleWell(), mobility=5.0, kappa=2.0,
                          boundary=boundary)
     init_fn, step_fn = cahn_hilliard(model)
     state = init_fn(_random_field((2, 32, 32), dtype), 0.05)
@@ -51,7 +53,7 @@ def test_growth_rate_matches_linear_stability(dtype):
     the cubic correction to the rate is ~ f''''δ²/(8|f''|) ≈ 2e-4 relative."""
     n, h = 64, 1.0
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=3.0)  # f''(0.5) = 4 − 6 = −2
-    model = CahnHilliard(shape=(n, n), spacing=h, free_energy=free, mobility=1.0, kappa=2.0)
+    model = CahnHilliard(grid=Grid((n, n), h), free_energy=free, mobility=1.0, kappa=2.0)
     x = torch.arange(n, dtype=torch.float64) * h
     rates = []
     for mode in (2, 4, 6, 12):  # k = 2π m / L; κk² < 2 for the first three (growing), the last decays
@@ -64,7 +66,7 @@ def test_growth_rate_matches_linear_stability(dtype):
         sym = _symbols(model, c)
         steps = 200
         for _ in range(steps):
-            c, _ = ch_increment(model, c, torch.tensor([dt], dtype=dtype), None, sym)
+            c, _ = ch_increment(model, c, torch.tensor([dt], dtype=dtype), CahnHilliardAux(), sym)
         amp = [float(spectral.rfft(f - f.mean(), 2)[0, mode, 0].abs()) for f in (c0, c)]
         measured = math.log(amp[1] / amp[0]) / (steps * dt)
         expected = -1.0 * k**2 * (-2.0 + 2.0 * k**2)
@@ -75,7 +77,7 @@ def test_growth_rate_matches_linear_stability(dtype):
 
 def test_variable_mobility_conserves_mass_and_decreases_energy():
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=3.0)
-    model = CahnHilliard(shape=(32, 32), spacing=1.0, free_energy=free, mobility=0.25, kappa=1.0,
+    model = CahnHilliard(grid=Grid((32, 32), 1.0), free_energy=free, mobility=0.25, kappa=1.0,
                          variable_mobility=lambda c: c.clamp(0, 1) * (1 - c.clamp(0, 1)))
     init_fn, step_fn = cahn_hilliard(model)
     state = init_fn(_random_field((1, 32, 32), torch.float64, amp=0.1), 0.01)
@@ -91,7 +93,7 @@ def test_noflux_cosine_mode_grows_at_linear_rate():
     half a period across the box). Such a mode grows at the closed-form ω(k = π m / L) within 1 %."""
     n = 64
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=3.0)
-    model = CahnHilliard(shape=(n, 4), spacing=1.0, free_energy=free, mobility=1.0, kappa=2.0,
+    model = CahnHilliard(grid=Grid((n, 4), 1.0), free_energy=free, mobility=1.0, kappa=2.0,
                          boundary="noflux")
     mode = 3
     k = math.pi * mode / n
@@ -102,7 +104,7 @@ def test_noflux_cosine_mode_grows_at_linear_rate():
     dt = 2e-4 / (k**2 * (float(free.stabilization()) + 2.0 * k**2))
     steps = 200
     for _ in range(steps):
-        c, _ = ch_increment(model, c, torch.tensor([dt], dtype=torch.float64), None, sym)
+        c, _ = ch_increment(model, c, torch.tensor([dt], dtype=torch.float64), CahnHilliardAux(), sym)
     basis = torch.cos(k * x)[:, None].expand(n, 4)
     amp = lambda f: float(((f[0] - f.mean()) * basis).sum())  # noqa: E731
     measured = math.log(amp(c) / amp(c0)) / (steps * dt)
@@ -111,3 +113,15 @@ def test_noflux_cosine_mode_grows_at_linear_rate():
     # and the mode stays a pure cosine: the residual after projection is round-off
     residual = (c[0] - c[0].mean()) - amp(c) / float((basis**2).sum()) * basis
     assert float(residual.abs().max()) < 1e-10
+
+
+def test_a_stalled_time_loop_is_a_solver_error():
+    """run_to_times gives up after max_steps with a SolverError (CLI exit 1) naming itself and the
+    output time it did not reach."""
+    from mechanics.errors import SolverError
+
+    model = CahnHilliard(grid=Grid((8, 8), 1.0), free_energy=DoubleWell(), mobility=1.0, kappa=1.0,
+                         dt_max=1e-3)
+    init_fn, step_fn = cahn_hilliard(model)
+    with pytest.raises(SolverError, match=r"^run_to_times: more than 3 steps before t = 1"):
+        run_to_times(step_fn, init_fn(_random_field((1, 8, 8), torch.float64), 1e-3), [1.0], max_steps=3)

@@ -10,7 +10,13 @@ from mechanics.grid import Grid
 from mechanics.parameters.lfp import lfp_params
 from mechanics.phasefield import elastic as pf_elastic
 from mechanics.phasefield import spectral
-from mechanics.phasefield.cahn_hilliard import CahnHilliard, _symbols, cahn_hilliard, ch_increment
+from mechanics.phasefield.cahn_hilliard import (
+    CahnHilliard,
+    CahnHilliardAux,
+    _symbols,
+    cahn_hilliard,
+    ch_increment,
+)
 from mechanics.phasefield.free_energy import RegularSolution
 from mechanics.phasefield.metrics import critical_size_nm
 from mechanics.phasefield.protocols import run_to_times
@@ -72,8 +78,7 @@ def test_growth_rate_with_coherency_matches_closed_form():
     kernel = coupling.kernel(torch.float64)
     B = E * eps**2  # 0.16 GPa > −f'' = 0.1: every mode decays
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=0.05, omega_aJ=0.15)  # f''(½) = 0.2 − 0.3 = −0.1
-    model = CahnHilliard(shape=(n, n), spacing=h, free_energy=free, mobility=1.0, kappa=0.5,
-                         linear_kernel=kernel)
+    model = CahnHilliard(grid=grid, free_energy=free, mobility=1.0, kappa=0.5, linear_kernel=kernel)
     sym = _symbols(model, torch.zeros(1, n, n, dtype=torch.float64))
     x = torch.arange(n, dtype=torch.float64) * h
     X, Y = torch.meshgrid(x, x, indexing="ij")
@@ -85,7 +90,7 @@ def test_growth_rate_with_coherency_matches_closed_form():
         dt = 2e-4 / (k2 * (float(free.stabilization()) + 0.5 * k2 + B))
         c = c0
         for _ in range(200):
-            c, _ = ch_increment(model, c, torch.tensor([dt], dtype=torch.float64), None, sym)
+            c, _ = ch_increment(model, c, torch.tensor([dt], dtype=torch.float64), CahnHilliardAux(), sym)
         proj = [float(((f[0] - 0.5) * torch.cos(kx * X + ky * Y)).sum()) for f in (c0, c)]
         measured = math.log(proj[1] / proj[0]) / (200 * dt)
         expected = -k2 * (-0.1 + 0.5 * k2 + B)
@@ -128,7 +133,7 @@ def test_coherency_suppresses_phase_separation_below_critical_size():
     c0 = 0.5 + 0.01 * (torch.rand((1, n, n, n), generator=gen, dtype=torch.float64) - 0.5)
     spread = {}
     for name, k in (("free", None), ("coherent", kernel)):
-        model = CahnHilliard(shape=(n, n, n), spacing=L / n, free_energy=free, mobility=1.0,
+        model = CahnHilliard(grid=grid, free_energy=free, mobility=1.0,
                              kappa=kappa, linear_kernel=k, dc_tol=0.02, dt_max=2.0)
         # dt_max resolves the slowest growth (ω ≈ 0.04, ωΔt ≤ 0.08): max|Δc| alone is blind to the
         # relative growth of a small perturbation

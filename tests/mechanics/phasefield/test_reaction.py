@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from mechanics.grid import Grid
 from mechanics.phasefield.free_energy import RegularSolution
 from mechanics.phasefield.protocols import run_to_times
 from mechanics.phasefield.reaction import (
@@ -19,7 +20,7 @@ from mechanics.phasefield.reaction import (
 def _model(n=16, omega=1.0, current=None, reservoir=None, law=None, noise=None, dtype=torch.float64):
     free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=omega)
     return AllenCahnReaction(
-        shape=(n, n), spacing_nm=1.0, free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
+        grid=Grid((n, n), spacing_nm=1.0), free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
         kT_aJ=1.0, rate_law=law or ButlerVolmer(rate_per_s=1.0, alpha=0.5),
         current_per_s=None if current is None else torch.tensor([current], dtype=dtype),
         reservoir_potential_kT=None if reservoir is None else torch.tensor([reservoir], dtype=dtype),
@@ -77,7 +78,7 @@ def test_uniform_voltage_follows_closed_form():
         state = step_fn(init_fn(torch.full((1, 16, 16), x, dtype=torch.float64), 0.01))
         mu = math.log(x / (1 - x)) + 1.0 * (1 - 2 * x)
         expected = mu + 2 * math.asinh(current / (2 * math.sqrt(x * (1 - x))))
-        assert float(state.aux["nu"][0]) == pytest.approx(expected, abs=1e-9)
+        assert float(state.aux.nu[0]) == pytest.approx(expected, abs=1e-9)
         # and the uniform state stays uniform, moving by exactly I Δt
         assert float(state.c.std()) < 1e-12
         assert float(state.c.mean()) == pytest.approx(x + current * 0.01, abs=1e-12)
@@ -90,3 +91,53 @@ def test_potentiostatic_relaxes_to_equilibrium_composition():
     init_fn, step_fn = allen_cahn_reaction(model)
     state = run_to_times(step_fn, init_fn(torch.full((1, 16, 16), 0.2, dtype=torch.float64), 0.1), [200.0])
     assert float(state.c.mean()) == pytest.approx(1 / (1 + math.exp(-nu)), abs=1e-6)
+
+
+def test_one_dimensional_particle_counts_charge_and_carries_typed_state():
+    """A 1-D 40 nm LFP-like particle (no-flux ends, Ω = 4.5 kT, zero-mean noise) on a 1-D Grid:
+    galvanostatic filling is exact (X = X0 + I t), the carried state is a frozen ReactionAux of (*batch,)
+    tensors, and the particle phase separates on the way (so the run is not trivially uniform)."""
+    import dataclasses
+
+    from mechanics.phasefield.reaction import ReactionAux
+
+    free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=4.5)
+    bank = torch.randn((40,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bank -= bank.mean()
+    model = AllenCahnReaction(
+        grid=Grid((40,), spacing_nm=1.0), free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
+        kT_aJ=1.0, rate_law=ButlerVolmer(1.0, 0.5), boundary="noflux",
+        current_per_s=torch.tensor([1e-3, 2e-3], dtype=torch.float64), dt_max_s=5.0,
+        noise=lambda s, dt: 1e-3 * torch.sqrt(dt)[:, None] * bank,
+    )
+    init_fn, step_fn = allen_cahn_reaction(model)
+    gen = torch.Generator().manual_seed(2)
+    c0 = 0.05 + 1e-3 * torch.rand((2, 40), generator=gen, dtype=torch.float64)
+    spread = []
+    state = run_to_times(step_fn, init_fn(c0, 0.1), [100.0, 200.0, 300.0],
+                         [lambda s: spread.append(float(s.c.std(dim=-1).max()))])
+    filled = torch.tensor([0.3, 0.6], dtype=torch.float64)  # I·t at t = 300 s
+    torch.testing.assert_close(state.c.mean(dim=-1), c0.mean(dim=-1) + filled, rtol=0, atol=1e-9)
+    assert isinstance(state.aux, ReactionAux)
+    assert state.aux.nu.shape == state.aux.current_per_s.shape == (2,)
+    assert state.aux.saturated.dtype == torch.bool and not bool(state.aux.nonfinite.any())
+    current = torch.tensor([1e-3, 2e-3], dtype=torch.float64)
+    torch.testing.assert_close(state.aux.current_per_s, current, rtol=1e-8, atol=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.aux.nu = state.aux.nu
+    assert max(spread) > 0.1
+
+
+def test_models_take_a_grid_and_name_it_when_wrong():
+    from mechanics.errors import InputError
+    from mechanics.phasefield.cahn_hilliard import CahnHilliard
+
+    free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=1.0)
+    for bad in ((16, 16), Grid((16, 1), 1.0)):
+        with pytest.raises(InputError) as err:
+            CahnHilliard(grid=bad, free_energy=free, mobility=1.0, kappa=1.0)
+        assert err.value.field == "grid"
+    with pytest.raises(InputError) as err:
+        AllenCahnReaction(grid=(16, 16), free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
+                          kT_aJ=1.0, rate_law=ButlerVolmer(1.0, 0.5), current_per_s=torch.tensor([0.01]))
+    assert err.value.field == "grid"

@@ -1,12 +1,13 @@
 """Matrix-free Q1 platelet solver (PCG) against the factorised sparse one: same discretisation, so the
-strains agree to the CG tolerance; its adjoint and stiffness gradients against finite differences."""
+strains agree to the CG tolerance; its adjoint and stiffness gradients against finite differences; the
+operator contract both share."""
 
 import numpy as np
 import pytest
 import torch
 
-from mechanics.fem import PlateletSolver
-from mechanics.fem_pcg import PlateletPCG, platelet_strain
+from mechanics.elasticity import PlateletLU, PlateletOperator, PlateletPCG
+from mechanics.errors import InputError, SolverError
 
 
 def _stiffness(c11=150.0, c22=120.0, c12=50.0, c66=45.0, angle_deg=0.0):
@@ -45,7 +46,7 @@ def test_pcg_matches_sparse_lu(name, angle, conv):
     mask = _masks(n)[name]
     c = _stiffness(angle_deg=angle)
     eig = _eigenstrain(n, 3)
-    ref = PlateletSolver(mask, c, 12.0).apply(eig)
+    ref = PlateletLU(mask, c, 12.0).apply(eig)
     pcg = PlateletPCG(mask, c, 12.0, rtol=1e-11, conv=conv)
     out = pcg.apply(eig)
     # same linear system; the tolerance is the CG stopping rule times the conditioning of the strain map
@@ -92,7 +93,7 @@ def test_gradients_of_eigenstrain_and_material_weights(conv):
     probe = torch.tensor(rng.normal(size=(2, n, n, 2, 2)))
 
     def loss(e, s):
-        return (platelet_strain(pcg, e, s) * probe).sum()
+        return (pcg.strain(e, stiffness_scale=s) * probe).sum()
 
     loss(eig, w).backward()
     for tensor, grad in ((eig, eig.grad), (w, w.grad)):
@@ -114,28 +115,89 @@ def test_material_weights_select_and_scale_the_stiffness():
     eig = torch.as_tensor(_eigenstrain(n, 1))
     pcg = PlateletPCG(mask, np.stack([c_a, c_b]), 8.0, rtol=1e-12)
     only_b = torch.stack([torch.zeros(n, n), torch.ones(n, n)]).double()
-    ref_b = PlateletSolver(mask, c_b, 8.0).apply(eig.numpy())
-    assert np.abs(platelet_strain(pcg, eig, only_b).numpy() - ref_b).max() < 1e-9
+    ref_b = PlateletLU(mask, c_b, 8.0).apply(eig.numpy())
+    assert np.abs(pcg.strain(eig, stiffness_scale=only_b).numpy() - ref_b).max() < 1e-9
     # a free body with uniform stiffness: the strain does not depend on the stiffness scale
-    ref_a = PlateletSolver(mask, c_a, 8.0).apply(eig.numpy())
+    ref_a = PlateletLU(mask, c_a, 8.0).apply(eig.numpy())
     scaled = torch.stack([torch.full((n, n), 3.0), torch.zeros(n, n)]).double()
-    assert np.abs(platelet_strain(pcg, eig, scaled).numpy() - ref_a).max() < 1e-9
+    assert np.abs(pcg.strain(eig, stiffness_scale=scaled).numpy() - ref_a).max() < 1e-9
 
 
-def test_bad_inputs_are_refused():
+@pytest.mark.parametrize("solver", [PlateletLU, PlateletPCG], ids=["lu", "pcg"])
+def test_bad_inputs_are_refused_naming_the_field(solver):
+    """Every malformed argument is an InputError (CLI exit 2) that names it, for both operators."""
     mask = _masks(16)["ellipse"]
-    with pytest.raises(ValueError, match="stiffness_2d"):
-        PlateletPCG(mask, np.zeros((3, 3)), 1.0)
-    with pytest.raises(ValueError, match="mask"):
-        PlateletPCG(np.zeros((4, 4), bool), _stiffness(), 1.0)
-    pcg = PlateletPCG(mask, _stiffness(), 1.0)
-    with pytest.raises(ValueError, match="shape"):
-        pcg.set_stiffness_scale(np.ones((3, 3)))
-    with pytest.raises(ValueError, match="> 0"):
-        pcg.set_stiffness_scale(np.zeros((16, 16)))
+    cases = [
+        ("stiffness_2d", lambda: solver(mask, np.zeros((3, 3)), 1.0)),
+        ("stiffness_2d", lambda: solver(mask, np.full((2, 2, 2, 2), np.nan), 1.0)),
+        ("mask", lambda: solver(np.zeros((4, 4), bool), _stiffness(), 1.0)),
+        ("mask", lambda: solver(np.ones((2, 4, 4), bool), _stiffness(), 1.0)),
+        ("spacing_nm", lambda: solver(mask, _stiffness(), 0.0)),
+        ("spacing_nm", lambda: solver(mask, _stiffness(), "wide")),
+        ("weights", lambda: solver(mask, _stiffness(), 1.0, weights=np.ones((3, 3)))),
+        ("weights", lambda: solver(mask, _stiffness(), 1.0, weights=np.zeros((16, 16)))),
+        ("eigenstrain", lambda: solver(mask, _stiffness(), 1.0).solve(torch.zeros(16, 16, 2, 2))),
+        ("eigenstrain", lambda: solver(mask, _stiffness(), 1.0).strain(torch.zeros(1, 15, 16, 2, 2))),
+    ]
+    if solver is PlateletPCG:
+        cases += [
+            ("rtol", lambda: PlateletPCG(mask, _stiffness(), 1.0, rtol=0.0)),
+            ("rtol", lambda: PlateletPCG(mask, _stiffness(), 1.0).solve(torch.zeros(1, 16, 16, 2, 2),
+                                                                        rtol=-1.0)),
+            ("max_iter", lambda: PlateletPCG(mask, _stiffness(), 1.0, max_iter=0)),
+            ("dtype", lambda: PlateletPCG(mask, _stiffness(), 1.0, dtype=torch.int64)),
+            ("device", lambda: PlateletPCG(mask, _stiffness(), 1.0, device="no-such-device")),
+            ("stiffness_scale", lambda: PlateletPCG(mask, _stiffness(), 1.0).strain(
+                torch.zeros(1, 16, 16, 2, 2), stiffness_scale=torch.ones(3, 3))),
+        ]
+    for field, make in cases:
+        with pytest.raises(InputError) as err:
+            make()
+        assert err.value.field == field, (field, str(err.value))
+
+
+def test_non_convergence_is_a_solver_error():
+    """A solve that reaches max_iter raises SolverError (CLI exit 1), a RuntimeError, with one line that
+    names the solver, the tolerance and the residual reached."""
+    mask = _masks(16)["ellipse"]
     slow = PlateletPCG(mask, _stiffness(), 1.0, rtol=1e-12, max_iter=2)
-    with pytest.raises(RuntimeError, match="did not reach"):
-        slow.apply(_eigenstrain(16, 1))
+    for solve in (lambda: slow.apply(_eigenstrain(16, 1)), lambda: slow.apply(_eigenstrain(16, 2))):
+        expected = r"PlateletPCG: .*did not reach rtol=1e-12 in 2 iterations"
+        with pytest.raises(SolverError, match=expected) as err:
+            solve()
+        assert isinstance(err.value, RuntimeError) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("solver", [PlateletLU, PlateletPCG], ids=["lu", "pcg"])
+def test_operator_contract(solver):
+    """Both implementations satisfy PlateletOperator the same way: attributes, tensors in and out on the
+    input's dtype and device (``solve``), autograd through ``strain`` equal to ``apply_adjoint``, and the
+    construction weights used by every entry point (also by ``strain``, which once dropped them on
+    the PCG path)."""
+    n = 24
+    mask = _masks(n)["holed_notched"]
+    rng = np.random.default_rng(5)
+    weights = np.where(mask, rng.uniform(0.1, 1.0, mask.shape), 0.0)
+    op: PlateletOperator = solver(mask, _stiffness(angle_deg=15.0), 4.0, weights=weights,
+                                  **({"rtol": 1e-12} if solver is PlateletPCG else {}))
+    ref = PlateletLU(mask, _stiffness(angle_deg=15.0), 4.0, weights=weights).apply(_eigenstrain(n, 2))
+    assert op.mask.dtype == bool and op.shape == (n, n) and op.spacing_nm == 4.0
+    assert op.device.type == "cpu" and op.dtype == torch.float64
+    eig = torch.as_tensor(_eigenstrain(n, 2))
+    for _ in range(2):  # the second pass checks that nothing was reconfigured by the first
+        out = op.solve(eig.float())
+        assert out.dtype == torch.float32 and out.shape == eig.shape
+        x = eig[:1].clone().requires_grad_(True)
+        strain = op.strain(x)
+        probe = torch.as_tensor(rng.normal(size=(1, n, n, 2, 2)))
+        (strain * probe).sum().backward()
+        assert np.abs(strain.detach().numpy() - ref[:1]).max() <= 1e-8 * np.abs(ref).max()
+        assert np.abs(op.apply(eig.numpy()) - ref).max() <= 1e-8 * np.abs(ref).max()
+        np.testing.assert_allclose(x.grad.numpy(), op.apply_adjoint(probe.numpy()), rtol=0,
+                                   atol=1e-8 * np.abs(x.grad.numpy()).max())
+    work = op.work()
+    assert all(isinstance(v, int) for v in work.values())
+    assert (work["pcg_solves"] > 0) if solver is PlateletPCG else work == {}
 
 
 def test_convolution_and_slice_forms_of_the_operator_agree():
@@ -145,16 +207,16 @@ def test_convolution_and_slice_forms_of_the_operator_agree():
     mask = _masks(n)["holed_notched"]
     c = np.stack([_stiffness(angle_deg=15.0), _stiffness(c11=210.0, c22=95.0, angle_deg=15.0)])
     rng = np.random.default_rng(7)
-    pcg = PlateletPCG(mask, c, 4.0, rtol=1e-12)
-    pcg.set_stiffness_scale(rng.random((2, n, n)) + 0.05)
-    hh, ww = pcg._crop_shape
+    weights = rng.random((2, n, n)) + 0.05
+    pcgs = {conv: PlateletPCG(mask, c, 4.0, rtol=1e-12, weights=weights, conv=conv) for conv in (False, True)}
+    hh, ww = pcgs[True]._crop_shape
     u = torch.tensor(rng.normal(size=(3, 2, hh + 1, ww + 1)))
     fe = torch.tensor(rng.normal(size=(3, 8, hh, ww)))
     eig = _eigenstrain(n, 2, seed=2)
     out = {}
-    for conv in (False, True):
-        pcg.use_conv = conv
-        out[conv] = (pcg._gather(u), pcg._scatter(fe), pcg._matvec(u), pcg.apply(eig))
+    for conv, pcg in pcgs.items():
+        assert pcg.use_conv == conv
+        out[conv] = (pcg._gather(u), pcg._scatter(fe), pcg._matvec(u, pcg._escale), pcg.apply(eig))
     for a, b in zip(out[False], out[True]):
         a, b = np.asarray(a), np.asarray(b)
         assert np.abs(a - b).max() <= 1e-12 * np.abs(a).max()
@@ -187,9 +249,8 @@ def test_one_cg_iteration_launches_few_kernels():
         pcg = PlateletPCG(mask, _stiffness(angle_deg=30.0), 5.0, rtol=1e-10, conv=conv)
         counts = []
         for rtol in (1e-3, 1e-10):  # two solves of different length: the difference is iterations only
-            pcg.rtol = rtol
             with Count() as c:
-                pcg.apply_torch(eig)
+                pcg.solve(eig, rtol=rtol)
             counts.append((c.kernels, int(pcg.iterations[0])))
         (k0, i0), (k1, i1) = counts
         assert i1 >= i0 + 8
@@ -210,8 +271,8 @@ def test_single_rhs_recurrences_match_the_batched_loop():
 
 
 def test_element_weights_match_between_solvers_and_keep_closed_forms():
-    """Per-element stiffness weights (partial-coverage rim elements): the sparse LU's ``weights`` and
-    the PCG's ``set_stiffness_scale`` assemble the same system. Closed forms that hold for any weights:
+    """Per-element stiffness weights (partial-coverage rim elements): the ``weights`` of the sparse LU
+    and of the PCG assemble the same system. Closed forms that hold for any weights:
     a uniform eigenstrain is compatible, so the free body takes it as its strain with zero stress; and
     scaling every weight by one factor leaves the strain unchanged (it is homogeneous of degree 0 in C)."""
     n = 40
@@ -220,19 +281,18 @@ def test_element_weights_match_between_solvers_and_keep_closed_forms():
     rng = np.random.default_rng(3)
     weights = np.where(mask, rng.uniform(0.05, 1.0, mask.shape), 0.0)
     eig = _eigenstrain(n, 2)
-    lu = PlateletSolver(mask, c, 9.0, weights=weights)
-    pcg = PlateletPCG(mask, c, 9.0, rtol=1e-12)
-    pcg.set_stiffness_scale(weights)
+    lu = PlateletLU(mask, c, 9.0, weights=weights)
+    pcg = PlateletPCG(mask, c, 9.0, rtol=1e-12, weights=weights)
     ref = lu.apply(eig)
     assert np.abs(pcg.apply(eig) - ref).max() <= 1e-8 * np.abs(ref).max()
-    scaled = PlateletSolver(mask, c, 9.0, weights=3.7 * weights).apply(eig)
+    scaled = PlateletLU(mask, c, 9.0, weights=3.7 * weights).apply(eig)
     assert np.abs(scaled - ref).max() <= 1e-10 * np.abs(ref).max()  # round-off of the factorisation
     uniform = np.zeros((1, n, n, 2, 2))
     uniform[..., :, :] = [[0.031, -0.004], [-0.004, -0.017]]
     strain = lu.apply(uniform)[0]
     assert np.abs(strain[mask] - uniform[0][mask]).max() < 1e-12
     assert np.abs(lu.stress(torch.as_tensor(strain), torch.as_tensor(uniform[0])).numpy()).max() < 1e-9
-    with pytest.raises(ValueError, match="weights must have shape"):
-        PlateletSolver(mask, c, 9.0, weights=weights[:-1])
-    with pytest.raises(ValueError, match="> 0 on every mask pixel"):
-        PlateletSolver(mask, c, 9.0, weights=np.where(mask, 0.0, 1.0))
+    with pytest.raises(InputError, match="weights: expected shape"):
+        PlateletLU(mask, c, 9.0, weights=weights[:-1])
+    with pytest.raises(InputError, match="> 0 on every mask pixel"):
+        PlateletLU(mask, c, 9.0, weights=np.where(mask, 0.0, 1.0))

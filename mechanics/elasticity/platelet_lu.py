@@ -1,28 +1,22 @@
-"""Sparse finite elements for a traction-free platelet with eigenstrain, factorised once.
+"""Sparse finite elements for a traction-free platelet with eigenstrain, factorised once:
+:class:`PlateletLU`, the CPU implementation of :class:`~mechanics.elasticity.platelet.PlateletOperator`.
 
-The platelet is the set of mask pixels; every pixel is one bilinear quadrilateral (Q1) element of side
-``h`` (``spacing_nm``), its corners are the nodes. Each element carries a uniform eigenstrain ε⁰ and the
-in-plane stiffness ``C`` (2×2×2×2, GPa, grid axes 0 and 1; generalized plane stress or plane strain is
-chosen by whoever reduces the 3-D stiffness). With no tractions on the boundary and no body force, the
-displacement u minimises
+The discretisation is the one of :mod:`mechanics.elasticity.platelet` (one Q1 element per mask pixel).
+The discrete equations are ``K u = L e⁰``::
 
-    Π(u) = ½ ∫_M (ε(u) − ε⁰) : C : (ε(u) − ε⁰) dA,        ε(u) = sym ∇u,
+    K = Σ_e w_e ∫_e Bᵀ D B dA   (2×2 Gauss; exact for Q1 on squares),
+    L = Σ_e w_e h² B(centre)ᵀ D (the load of a uniform eigenstrain; B is linear in the element, so its
+        mean is its value at the centre),
 
-so the discrete equations are ``K u = L e⁰``::
-
-    K = Σ_e ∫_e Bᵀ D B dA   (2×2 Gauss; exact for Q1 on squares),
-    L = Σ_e h² B(centre)ᵀ D (the load of a uniform eigenstrain; B is linear in the element, so its mean
-        is its value at the centre),
-
-with D the 3×3 (Voigt, engineering shear) form of C. The strain returned per pixel is the element mean
-B(centre) u. Rigid-body motion is removed by fixing three displacement components in every
-edge-connected piece of the mask; pieces that touch only at a corner get separate nodes there (a corner
-transmits no force). A self-equilibrated load (every eigenstrain load is) then has zero reactions, so the
-pins do not disturb the strain.
+with D the 3×3 (Voigt, engineering shear) form of C and w_e an optional element weight. Rigid-body
+motion is removed by fixing three displacement components in every edge-connected piece of the mask;
+pieces that touch only at a corner get separate nodes there (a corner transmits no force). A
+self-equilibrated load (every eigenstrain load is) then has zero reactions, so the pins do not disturb
+the strain.
 
 K is factorised once (SuperLU on a nested-dissection ordering of the grid), after which ``solve``
 handles any number of right-hand sides, and the operator is available to autograd
-(:func:`platelet_strain`, whose backward pass reuses the same factor because K is symmetric).
+(:meth:`PlateletLU.strain`, whose backward pass reuses the same factor because K is symmetric).
 
 Symbols: H, W grid shape; h = ``spacing_nm`` (nm); C stiffness (GPa); ε⁰, ε dimensionless tensors
 (tensor shear). Shapes: eigenstrain and strain ``(n_rhs, H, W, 2, 2)``; stress in GPa.
@@ -36,35 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# 2×2 Gauss points on the unit square, local coordinates (s along grid axis 0, t along axis 1)
-_GAUSS = 0.5 + np.array([-1.0, 1.0]) / (2.0 * np.sqrt(3.0))
-# element corners in local (s, t) order: (0,0), (1,0), (1,1), (0,1)
-_CORNERS = np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
-
-
-def _shape_gradients(s: float, t: float, h: float) -> np.ndarray:
-    """∂N_a/∂x_i at local (s, t) for the four corners: shape (4, 2), 1/nm."""
-    ds = np.array([-(1 - t), (1 - t), t, -t])
-    dt = np.array([-(1 - s), -s, s, (1 - s)])
-    return np.stack([ds, dt], axis=1) / h
-
-
-def _b_matrix(s: float, t: float, h: float) -> np.ndarray:
-    """Strain-displacement matrix (3, 8): [ε00, ε11, 2ε01] from DOFs [u0, u1] per corner."""
-    grad = _shape_gradients(s, t, h)
-    b = np.zeros((3, 8))
-    b[0, 0::2] = grad[:, 0]
-    b[1, 1::2] = grad[:, 1]
-    b[2, 0::2] = grad[:, 1]
-    b[2, 1::2] = grad[:, 0]
-    return b
-
-
-def voigt_2d(stiffness_2d: np.ndarray) -> np.ndarray:
-    """3×3 matrix D with σ_voigt = D · [ε00, ε11, 2ε01] from an in-plane tensor C (2, 2, 2, 2) in GPa."""
-    c = np.asarray(stiffness_2d, dtype=float)
-    pairs = [(0, 0), (1, 1), (0, 1)]
-    return np.array([[c[i, j, k, l] for (k, l) in pairs] for (i, j) in pairs])
+from mechanics.elasticity.platelet import CORNERS, GAUSS, b_matrix, check_field, platelet_inputs, voigt_2d
+from mechanics.errors import InputError
 
 
 def _nested_dissection(coords: np.ndarray, leaf: int = 64) -> np.ndarray:
@@ -96,19 +63,9 @@ def _nested_dissection(coords: np.ndarray, leaf: int = 64) -> np.ndarray:
     return np.concatenate(order)
 
 
-def platelet_inputs(mask, stiffness_2d, spacing_nm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Checked numpy forms of a platelet's mask (bool, 2-D, not empty) and stiffness; spacing > 0."""
-    mask_np = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
-    if mask_np.ndim != 2 or not mask_np.any():
-        raise ValueError("mask must be a 2-D boolean array with at least one True pixel")
-    if not spacing_nm > 0:
-        raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
-    c = stiffness_2d.detach().cpu() if isinstance(stiffness_2d, torch.Tensor) else stiffness_2d
-    return mask_np, np.asarray(c, dtype=float)
-
-
-class PlateletSolver:
-    """Q1 finite elements of a traction-free platelet, factorised once for many eigenstrain fields.
+class PlateletLU:
+    """Q1 finite elements of a traction-free platelet, factorised once for many eigenstrain fields (a
+    :class:`~mechanics.elasticity.platelet.PlateletOperator` on the CPU, float64).
 
     Args:
       mask: (H, W) bool, True inside the particle (numpy array or tensor).
@@ -117,23 +74,28 @@ class PlateletSolver:
       weights: optional (H, W) stiffness weight per element, > 0 on every mask pixel (default 1):
         element stiffness w·C and eigenstrain load w·C:ε⁰. With w the area fraction of a pixel covered
         by the particle, rim pixels are partial-coverage elements (the same ersatz-material model as
-        :meth:`mechanics.fem_pcg.PlateletPCG.set_stiffness_scale`).
+        the ``weights`` of :class:`~mechanics.elasticity.platelet_pcg.PlateletPCG`).
 
-    Attributes: ``n_elements``, ``n_dofs``, ``pinned_dofs`` (three per connected piece), ``operators``
-    (scipy sparse L (dofs × 3·elements) and B (3·elements × dofs)).
+    Raises:
+      InputError: a malformed mask, stiffness, spacing or weights (the field is named).
+
+    Attributes: ``mask``, ``shape``, ``spacing_nm``, ``device`` (CPU), ``dtype`` (float64), ``n_elements``,
+    ``n_dofs``, ``pinned_dofs`` (three per connected piece), ``operators`` (scipy sparse L
+    (dofs × 3·elements) and B (3·elements × dofs)).
     """
 
     def __init__(self, mask, stiffness_2d, spacing_nm: float, weights=None) -> None:
         from scipy import ndimage, sparse
         from scipy.sparse import linalg as splinalg
 
-        mask_np, c = platelet_inputs(mask, stiffness_2d, spacing_nm)
+        mask_np, c, h = platelet_inputs(mask, stiffness_2d, spacing_nm)
         if c.shape != (2, 2, 2, 2):
-            raise ValueError(f"stiffness_2d must have shape (2, 2, 2, 2), got {c.shape}")
+            raise InputError("stiffness_2d", "shape (2, 2, 2, 2) (GPa, grid axes 0 and 1)", c.shape)
         self.mask = mask_np
         self.shape = mask_np.shape
-        self.spacing_nm = float(spacing_nm)
-        h = self.spacing_nm
+        self.spacing_nm = h
+        self.device = torch.device("cpu")
+        self.dtype = torch.float64
         d = voigt_2d(c)
         self.stiffness_voigt = d
 
@@ -148,13 +110,13 @@ class PlateletSolver:
         else:
             w_map = np.asarray(weights, dtype=float)
             if w_map.shape != self.shape:
-                raise ValueError(f"weights must have shape {self.shape}, got {w_map.shape}")
+                raise InputError("weights", f"shape {self.shape}", w_map.shape)
             w_el = w_map[rows, cols]
             if not np.all(np.isfinite(w_el) & (w_el > 0)):
-                raise ValueError("weights must be finite and > 0 on every mask pixel")
+                raise InputError("weights", "finite and > 0 on every mask pixel", "a value <= 0 or NaN")
         width = self.shape[1] + 1
-        corner_r = rows[:, None] + _CORNERS[None, :, 0]
-        corner_c = cols[:, None] + _CORNERS[None, :, 1]
+        corner_r = rows[:, None] + CORNERS[None, :, 0]
+        corner_c = cols[:, None] + CORNERS[None, :, 1]
         piece = labels[rows, cols].astype(np.int64)
         lattice_node = corner_r * width + corner_c
         key = (piece[:, None] - 1) * (self.shape[0] + 1) * width + lattice_node
@@ -168,11 +130,11 @@ class PlateletSolver:
 
         # element matrices (identical for all elements: uniform C and h)
         ke = np.zeros((8, 8))
-        for s in _GAUSS:
-            for t in _GAUSS:
-                b = _b_matrix(s, t, h)
+        for s in GAUSS:
+            for t in GAUSS:
+                b = b_matrix(s, t, h)
                 ke += 0.25 * h * h * b.T @ d @ b
-        b_centre = _b_matrix(0.5, 0.5, h)
+        b_centre = b_matrix(0.5, 0.5, h)
         le = h * h * b_centre.T @ d  # (8, 3) nodal force per unit eigenstrain (Voigt, engineering shear)
 
         ii = np.repeat(dofs, 8, axis=1).ravel()
@@ -271,24 +233,35 @@ class PlateletSolver:
         return out
 
     # -- tensor interface ------------------------------------------------------------------------------
-    def solve(self, eigenstrain: torch.Tensor) -> torch.Tensor:
-        """Total strain of a traction-free platelet.
+    def solve(self, eigenstrain: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
+        """Total strain of a traction-free platelet, without autograd.
 
         Args:
-          eigenstrain: (n_rhs, H, W, 2, 2) or (H, W, 2, 2), grid-axis components, tensor shear.
+          eigenstrain: (n_rhs, H, W, 2, 2), grid-axis components, tensor shear.
+          rtol: ignored (the factorised solve is exact to round-off); part of the operator contract.
+
         Returns:
-          strain (same shape, dtype and device), zero outside the mask. Not differentiable; use
-          :func:`platelet_strain` for autograd.
+          strain (same shape, dtype and device), zero outside the mask. Use :meth:`strain` for autograd.
+
+        Raises:
+          InputError: ``eigenstrain`` of the wrong shape.
         """
-        x = torch.as_tensor(eigenstrain)
-        single = x.dim() == 4
-        batch = x.unsqueeze(0) if single else x
-        if tuple(batch.shape[1:]) != (*self.shape, 2, 2):
-            raise ValueError(f"eigenstrain must have shape (n, {self.shape[0]}, {self.shape[1]}, 2, 2)")
-        out = self.apply(batch.detach().cpu().double().numpy())
-        result = torch.from_numpy(out).to(dtype=x.dtype if x.is_floating_point() else torch.float64,
-                                          device=x.device)
-        return result[0] if single else result
+        x = check_field(eigenstrain, self.shape, "eigenstrain")
+        out = self.apply(x.detach().cpu().double().numpy())
+        return torch.from_numpy(out).to(dtype=x.dtype if x.is_floating_point() else torch.float64,
+                                        device=x.device)
+
+    def strain(self, eigenstrain: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
+        """Differentiable total strain (n, H, W, 2, 2) of eigenstrain (n, H, W, 2, 2).
+
+        Backward: ∂ℓ/∂ε⁰ = Lᵀ K⁻¹ Bᵀ ∂ℓ/∂ε, one more solve with the same factor (K is symmetric).
+        ``rtol`` is ignored, as in :meth:`solve`.
+        """
+        return _PlateletStrain.apply(check_field(eigenstrain, self.shape, "eigenstrain"), self)
+
+    def work(self) -> dict[str, int]:
+        """Nothing to count: the cost is the one factorisation."""
+        return {}
 
     def stress(self, strain: torch.Tensor, eigenstrain: torch.Tensor) -> torch.Tensor:
         """σ = C : (ε − ε⁰) in GPa, zero outside the mask."""
@@ -309,21 +282,14 @@ class PlateletSolver:
 
 class _PlateletStrain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, eigenstrain: torch.Tensor, solver: PlateletSolver) -> torch.Tensor:
+    def forward(ctx, eigenstrain: torch.Tensor, solver: PlateletLU) -> torch.Tensor:
         ctx.solver = solver
         out = solver.apply(eigenstrain.detach().cpu().double().numpy())
         return torch.from_numpy(out).to(dtype=eigenstrain.dtype, device=eigenstrain.device)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        solver: PlateletSolver = ctx.solver
+        solver: PlateletLU = ctx.solver
         g = solver.apply_adjoint(grad_output.detach().cpu().double().numpy())
         return torch.from_numpy(g).to(dtype=grad_output.dtype, device=grad_output.device), None
 
-
-def platelet_strain(solver: PlateletSolver, eigenstrain: torch.Tensor) -> torch.Tensor:
-    """Differentiable total strain ``(n, H, W, 2, 2)`` of eigenstrain ``(n, H, W, 2, 2)``.
-
-    Backward: ∂ℓ/∂ε⁰ = Lᵀ K⁻¹ Bᵀ ∂ℓ/∂ε, one more solve with the same factor (K is symmetric).
-    """
-    return _PlateletStrain.apply(eigenstrain, solver)
