@@ -2,8 +2,8 @@
 
 ``log_calibration`` builds ``OUT/`` in a temporary sibling directory (``calibration.json``,
 ``residual.npz``, PNGs), logs a run in experiment ``chemoscreen-calibration`` (params, metrics, the
-directory as artifacts), logs the law module with ``mlflow.pytorch.log_model`` (pickle serialization,
-explicit ``pip_requirements``) as a new version of the registered model (default ``lfp-chemomech``),
+directory as artifacts), logs the law in chemoscreen's safe model format (:mod:`chemoscreen.models`:
+JSON and numeric arrays, never pickle) as a new version of the registered model (``lfp-chemomech``),
 points alias ``champion`` at it unless ``promote=False``, and only then renames the directory into
 place. Any failure deletes the new model version, marks the run FAILED and removes the temporary
 directory: nothing half-written remains.
@@ -134,9 +134,6 @@ def log_calibration(cal, *, out_dir, tracking_uri: str | None = None, register: 
 
 
 def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None, promote: bool):
-    import mlflow
-    import mlflow.pytorch
-    import torch
     from mlflow.entities import Metric, Param
 
     run = client.create_run(exp_id, run_name="calibration", tags={"chemoscreen.kind": "calibration"})
@@ -150,20 +147,11 @@ def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None
                          params=[Param(k, str(v)) for k, v in _params(cal).items()])
         client.log_artifacts(run_id, str(tmp))
         if register:
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_registry_uri(uri)
-            # MLflow warns about pickle on every call; the module is our own class (mechanics.laws)
-            quiet = logging.getLogger("mlflow.pytorch")
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pytorch.log_model(
-                    cal.law.to("cpu"), name="law", serialization_format="pickle",
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-                    registered_model_name=register, await_registration_for=0,
-                )
-            quiet.setLevel(level)
-            version = str(info.registered_model_version)
+            from chemoscreen.models import log_model
+
+            version = log_model(client, run_id, cal.law.to("cpu"), artifact_path="law", register=register,
+                                metadata={"axes": ["a", "b", "c"], "unit": "strain (1)",
+                                          "X": "Li site fraction"})
             if promote:
                 client.set_registered_model_alias(register, ALIAS, version)
         model_uri = f"models:/{register}/{version}" if version else None
@@ -175,9 +163,13 @@ def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None
         raise
 
 
-def load_law(model_uri: str):
+def load_law(model_uri: str, *, tracking_uri: str | None = None, allow_pickle: bool = False):
     """The law module of a registered model (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ...);
-    evaluates ε⁰(X) → (..., 3) for a tensor X without the training data."""
-    import mlflow.pytorch
+    evaluates ε⁰(X) → (..., 3) for a tensor X without the training data.
 
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    Read with :func:`chemoscreen.models.load_model`: JSON and numeric arrays only, nothing unpickled.
+    ``allow_pickle`` also loads versions an older chemoscreen stored with pickle (runs their code).
+    """
+    from chemoscreen.models import load_model
+
+    return load_model(model_uri, tracking_uri=tracking_uri, allow_pickle=allow_pickle).model
