@@ -277,7 +277,12 @@ def _version_source(model_uri: str, tracking_uri: str | None) -> str:
         return client.get_model_version_by_alias(name, alias).source
     name, _, ref = name.partition("/")
     if ref == "latest":
-        ref = str(max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
+        from chemoscreen.store import filter_value
+
+        versions = client.search_model_versions(f"name = {filter_value(name, 'model')}")
+        if not versions:
+            raise _bad("a registered model with at least one version", model_uri)
+        ref = str(max(int(v.version) for v in versions))
     return client.get_model_version(name, ref).source
 
 

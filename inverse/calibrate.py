@@ -99,10 +99,10 @@ def calibrate(images, settings: CalibrationSettings | None = None, *, progress: 
     ident = identifiability(reports.x_fit, knots, fitted.a, fitted.w, n_law, settings.min_support_px,
                             unc.chi2_reduced, known_sigma)
 
-    law_values = np.zeros((3, knots.size))
-    law_values[0], law_values[2] = values[0], values[1]
-    law_values[1] = material.misfit[1] * knots
-    law = PiecewiseLinearLaw(knots, law_values, monotone=settings.monotone)
+    law = PiecewiseLinearLaw(knots, law_knot_values(values, material, knots), monotone=settings.monotone)
+    # the law at each bootstrap replicate: its posterior samples, stored with the registered model
+    samples = None if unc.replicates is None else np.stack(
+        [law_knot_values(per_axis(rep, n_law), material, knots) for rep in unc.replicates])
     clock.append(("report_s", time.perf_counter()))
     pcg = solver_kind == "pcg"  # the GPU path's work, for benchmarks (all particles, all stages)
     fit_stats = FitStatistics(
@@ -123,8 +123,17 @@ def calibrate(images, settings: CalibrationSettings | None = None, *, progress: 
         covariance=unc.covariance[:n_law, :n_law], vegard=vegard, fit=fit_stats, residual=reports.maps,
         identifiability=ident, registration=reports.registration, offsets=reports.offsets,
         inputs=reports.inputs, warnings=list(ident.warnings), settings=settings,
-        dislocations=fitted.defects.dislocations,
+        dislocations=fitted.defects.dislocations, law_samples=samples,
     )
+
+
+def law_knot_values(values: np.ndarray, material, knots: np.ndarray) -> np.ndarray:
+    """(3, K) knot values of the law from the fitted (2, K) a and c values; b is Vegard with the reference
+    misfit (an [010] image does not see b)."""
+    out = np.zeros((3, knots.size))
+    out[0], out[2] = values[0], values[1]
+    out[1] = material.misfit[1] * knots
+    return out
 
 
 def refine_particles(particles: list[Particle], fitted: LinearFit, knots: np.ndarray,

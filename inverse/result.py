@@ -99,6 +99,9 @@ class Calibration:
       frame) and whether it was fitted. inputs: per particle, {path, sha256} of its file.
     settings: the :class:`~inverse.settings.CalibrationSettings` it was made with.
     dislocations: per particle, the dislocations modelled as nuisances. mlflow: {run_id, model_uri}.
+    law_samples: (n_bootstrap, 3, K) knot values of the law refitted on each block-bootstrap replicate
+      (b = Vegard reference), or None without a bootstrap: the law's posterior samples, registered with
+      the model (:mod:`chemoscreen.models`) for propagating its uncertainty into the screening.
     """
 
     law: object
@@ -118,6 +121,7 @@ class Calibration:
     warnings: list[str]
     settings: CalibrationSettings
     dislocations: list = field(default_factory=list)
+    law_samples: np.ndarray | None = None
     mlflow: dict = field(default_factory=lambda: {"run_id": None, "model_uri": None})
 
     def to_dict(self) -> dict:

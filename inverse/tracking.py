@@ -15,7 +15,6 @@ and the store helpers are :mod:`chemoscreen.store`'s.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -150,6 +149,7 @@ def _log_run(client, uri: str, exp_id: str, cal, tmp: Path, register: str | None
             from chemoscreen.models import log_model
 
             version = log_model(client, run_id, cal.law.to("cpu"), artifact_path="law", register=register,
+                                samples=cal.law_samples,
                                 metadata={"axes": ["a", "b", "c"], "unit": "strain (1)",
                                           "X": "Li site fraction"})
             if promote:

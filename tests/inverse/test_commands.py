@@ -64,6 +64,15 @@ def test_synth_calibrate_register_load(workdir, capsys):
     eps = law(x).detach().numpy()
     np.testing.assert_allclose(eps[:, 0], doc["law"]["eigenstrain"]["a"], atol=1e-12)
     np.testing.assert_allclose(eps[:, 2], doc["law"]["eigenstrain"]["c"], atol=1e-12)
+    # the version stores the law's posterior: one law per bootstrap replicate, whose spread at the knots
+    # is the bootstrap std of calibration.json (ddof = 1, as the calibration computes it)
+    from chemoscreen.models import load_model
+
+    stored = load_model("models:/lfp-chemomech@champion", tracking_uri=uri)
+    assert stored.kind == "eigenstrain-law/piecewise-linear" and len(stored.samples) == 4
+    spread = np.stack([s(x).detach().numpy() for s in stored.samples]).std(axis=0, ddof=1)
+    assert np.all(spread[:, 0] <= np.asarray(doc["law"]["std"]["a"]) + 1e-15)
+    assert spread[1:, 0].max() > 0
 
     # --no-promote: a new version, the alias stays where it was
     fast = ["--bootstrap", "0", "--joint", "0"]
