@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -16,8 +17,14 @@ def _seed_torch():
     yield
 
 
+E2E = Path(__file__).parent / "e2e"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests when no CUDA device is present, with the reason."""
+    """Mark everything under tests/e2e as `e2e`; skip `gpu` tests when no CUDA device is present."""
+    for item in items:
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
