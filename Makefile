@@ -13,7 +13,7 @@ EXTRAS ?= dev,chgnet,cluster
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test test-slow test-cluster lint bench clean
+.PHONY: venv demo test test-slow test-cluster lint docs bench clean
 
 venv: $(STAMP)
 
@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/chemoscreen demo --out demo-output
 
-## make test: lint and the default test suite (about 10 minutes on 2 cores)
+## make test: lint, the documentation build (warnings are errors) and the default test suite
 test: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q
 
 ## make test-slow: long checks (CHGNet relaxations, convergence studies, the full demo)
@@ -46,8 +47,12 @@ test-cluster: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .
 
+## make docs: the guides and the API reference from the docstrings, in build/site (--strict: a warning fails)
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/mechanics.py --quick
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache build/site

@@ -295,7 +295,8 @@ def log_model(client, run_id: str, obj, *, artifact_path: str, register: str | N
       run_id: the run that produced the model.
       artifact_path: folder name inside the run's artifacts (e.g. ``law``).
       register: registered model name; None logs the files without a version.
-      samples, metadata: as in :func:`write_model`.
+      samples: as in :func:`write_model`.
+      metadata: as in :func:`write_model`.
 
     Returns:
       The new version number as a string, or None when ``register`` is None.

@@ -168,7 +168,8 @@ def fit_stiffness_ratio(images, *, knots=None, n_knots: int = 11, law_values=Non
 
     Args:
       images: an :class:`inverse.images.ImageSet`.
-      knots / n_knots: law knots on [0, 1] (default 11 uniform).
+      knots: law knots on [0, 1] (default: ``n_knots`` uniform).
+      n_knots: number of uniform knots when ``knots`` is None (default 11).
       law_values: (2, K) starting law (a, c at the knots, e.g. a linear calibration's ``values``);
         default the linear least squares at r = r0.
       x: composition on the strain grid (H, W); default registered and non-local-means denoised.

@@ -99,7 +99,7 @@ def coherency_kernel(grid: Grid, C, misfit, plane: str = "stress", axes=(0, 1)) 
     are the Nyquist modes of even axes (they have no consistent real wavevector; the spectral solver
     leaves them stress-free, see :mod:`mechanics.elasticity.homogeneous`). In 2-D
     the reduced in-plane stiffness (``plane``, crystal ``axes`` on grid axes 0, 1) and the in-plane
-    part ε*[axes][:, axes] of the misfit are used; in 3-D ``plane`` and ``axes`` are ignored.
+    part ``ε*[axes][:, axes]`` of the misfit are used; in 3-D ``plane`` and ``axes`` are ignored.
     ``misfit`` is (*b, 3, 3) in the crystal frame; *batch = broadcast of C's and misfit's batch.
     """
     if not isinstance(grid, Grid):

@@ -224,8 +224,14 @@ def run_sweep(
         metric_fn: ``metric_fn(result) -> dict`` adds metrics computed from each
             :class:`mechanics.screen.ScreeningResult` (it runs in the Ray actor).
         source: where end-member properties come from.
-        experiment, tracking_uri, address, num_cpus, gpus_per_actor, batch_size, artifacts, progress:
-            the :class:`SweepOptions` fields of the same names.
+        experiment: MLflow experiment name.
+        tracking_uri: MLflow store (None: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
+        address: Ray address (None: ``$RAY_ADDRESS``, else a local Ray).
+        num_cpus: CPUs of the embedded local Ray (None: all).
+        gpus_per_actor: GPU share of one actor when the cluster has GPUs.
+        batch_size: candidates per actor call (None: one call per actor).
+        artifacts: log the snapshot and voltage PNGs.
+        progress: show progress bars.
         refine: rerun the best K on the free-surface particle (columns ``particle_*``).
 
     Returns:
