@@ -11,14 +11,12 @@ The commands are thin: ``sweep`` builds :class:`mechanics.screen.ScreeningSettin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import traceback
-import typing
 from collections.abc import Sequence
 
-from chemoscreen import store
+from chemoscreen import options, store
 from mechanics.errors import InputError
 from screening.present import print_table, ui_hint
 
@@ -47,40 +45,12 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
                              "with artifacts in ./mlartifacts)")
 
 
-# Seam: chemoscreen/options.py (decision 1 of the coordination plan, being written) derives argparse
-# flags from a frozen settings dataclass and builds it back. When it lands, the three functions below
-# (_settings_fields, _add_settings_options, settings_from_args) become one call of it for
-# ScreeningSettings, with the same flags (--grid-points, ...) and dests.
-
-
-def _settings_fields() -> list[tuple[str, type, object]]:
-    """(name, type, default) of the simple fields of ``mechanics.screen.ScreeningSettings``."""
-    try:
-        from mechanics.screen import ScreeningSettings
-    except ModuleNotFoundError as exc:
-        if exc.name != "mechanics.screen":
-            raise
-        return []
-
-    hints = typing.get_type_hints(ScreeningSettings)
-    fields = []
-    for f in dataclasses.fields(ScreeningSettings):
-        kind = hints.get(f.name)
-        if kind in (int, float, str, bool):
-            fields.append((f.name, kind, f.default))
-    return fields
-
-
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("simulation settings (mechanics.screen.ScreeningSettings)")
-    for name, kind, default in _settings_fields():
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            group.add_argument(flag, dest=f"settings_{name}", action=argparse.BooleanOptionalAction,
-                               default=None, help=f"default: {default}")
-        else:
-            group.add_argument(flag, dest=f"settings_{name}", type=kind, default=None, metavar=name.upper(),
-                               help=f"default: {default}")
+    """One option per field of :class:`mechanics.screen.ScreeningSettings` (``--grid-points``, ...)."""
+    from mechanics.screen import ScreeningSettings
+
+    group = parser.add_argument_group("simulation settings (screening.ScreeningSettings)")
+    options.add_options(group, ScreeningSettings)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -93,20 +63,11 @@ def settings_from_args(args: argparse.Namespace):
         The :class:`mechanics.screen.ScreeningSettings`.
 
     Raises:
-        InputError: a value the settings refuse.
+        InputError: a value the settings refuse, named with its option (``--grid-points (grid_points)``).
     """
     from mechanics.screen import ScreeningSettings
 
-    values = {}
-    for key, value in vars(args).items():
-        if key.startswith("settings_") and value is not None:
-            values[key[len("settings_"):]] = value
-    try:
-        return ScreeningSettings(**values)
-    except InputError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise InputError("settings", f"valid simulation settings ({exc})", values) from None
+    return options.settings_from_args(ScreeningSettings, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
