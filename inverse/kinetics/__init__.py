@@ -3,6 +3,7 @@ validation and frame registration.
 
     series = inverse.kinetics.load_series("movie.npz")        # ImageSeries, validated
     registered = inverse.kinetics.register_frames(series)      # drift removed; .shifts_px per frame
+    synthetic = inverse.kinetics.synthesize_series(seed=0)     # known μ_h(X), k₀(X), k(r) under truth_*
 """
 
 from inverse.kinetics.series import (
@@ -13,6 +14,7 @@ from inverse.kinetics.series import (
     save_series,
     validate_series,
 )
+from inverse.kinetics.synth import SeriesSynthSettings, synthesize_series
 
-__all__ = ["FrameRegistration", "ImageSeries", "load_series", "register_frames", "save_series",
-           "validate_series"]
+__all__ = ["FrameRegistration", "ImageSeries", "SeriesSynthSettings", "load_series", "register_frames",
+           "save_series", "synthesize_series", "validate_series"]

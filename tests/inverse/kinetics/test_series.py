@@ -89,7 +89,8 @@ def test_a_missing_frame_is_kept_and_flagged():
     assert np.isnan(mean[3]) and np.all(np.diff(mean[[0, 1, 2, 4, 5]]) > 0)  # the particle fills
 
 
-@pytest.mark.parametrize("name, payload", [("empty.npz", b""), ("junk.npz", b"PK\x03\x04" + bytes(range(200))),
+@pytest.mark.parametrize("name, payload", [("empty.npz", b""),
+                                           ("junk.npz", b"PK\x03\x04" + bytes(range(200))),
                                            ("junk.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 40)])
 def test_unreadable_files_are_input_errors(tmp_path, name, payload):
     (tmp_path / name).write_bytes(payload)
