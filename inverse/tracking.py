@@ -198,9 +198,10 @@ def _clean_dead_runs(client, experiment_id: str) -> list[str]:
         if not pid.isdigit() or process_alive(int(pid)):
             continue
         run_id = run.info.run_id
-        for version in client.search_model_versions(f"run_id = {filter_value(run_id, 'run')}"):
-            if not getattr(version, "aliases", None):
-                client.delete_model_version(version.name, version.version)
+        for found in client.search_model_versions(f"run_id = {filter_value(run_id, 'run')}"):
+            # search results carry no aliases (MLflow's SQL store leaves them empty): ask for the version
+            if not client.get_model_version(found.name, found.version).aliases:
+                client.delete_model_version(found.name, found.version)
         client.set_terminated(run_id, "KILLED")
         reaped.append(run_id)
     return reaped
@@ -229,7 +230,7 @@ def prepare_outputs(out_dir, *, tracking_uri: str | None = None, register: str |
     """
     from chemoscreen.models import check_model_name
 
-    out_dir = Path(out_dir).absolute()
+    out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(OUT_FIELD, "a directory path (a file of that name exists)", str(out_dir))
     if track and register is not None:

@@ -190,22 +190,28 @@ def test_leftovers_of_killed_calibrations_are_cleaned_by_the_next(workdir, cal16
     client = store.open_store(uri)
     experiment = client.get_experiment_by_name(store.CALIBRATION_EXPERIMENT).experiment_id
     dead, live = _dead_pid(), os.getpid()
-    runs = {}
-    for name, pid in (("dead", dead), ("live", live)):
+    runs, versions = {}, {}
+    for name, pid in (("dead", dead), ("live", live), ("dead-champion", dead)):
         run = client.create_run(experiment, tags={HOST_TAG: host_name(), PID_TAG: str(pid)})
-        log_model(client, run.info.run_id, cal16.law, artifact_path="law", register="lfp-chemomech")
+        versions[name] = log_model(client, run.info.run_id, cal16.law, artifact_path="law",
+                                   register="lfp-chemomech")
         runs[name] = run.info.run_id
-        (workdir / f"{owner_prefix('.cal.tmp', pid)}abc").mkdir()
+        (workdir / f"{owner_prefix('.cal.tmp', pid)}{name}").mkdir()
+    # killed after its alias moved: the version is complete and in use, so it stays
+    client.set_registered_model_alias("lfp-chemomech", store.ALIAS, versions["dead-champion"])
     other_host = client.create_run(experiment, tags={HOST_TAG: "elsewhere", PID_TAG: str(dead)})
 
     with prepare_outputs(out, tracking_uri=uri):
         pass
 
     assert client.get_run(runs["dead"]).info.status == "KILLED"
+    assert client.get_run(runs["dead-champion"]).info.status == "KILLED"
     assert client.get_run(runs["live"]).info.status == "RUNNING"
     assert client.get_run(other_host.info.run_id).info.status == "RUNNING"  # its pid means nothing here
     by_run = {v.run_id for v in client.search_model_versions("name = 'lfp-chemomech'")}
-    assert runs["live"] in by_run and runs["dead"] not in by_run
+    assert runs["live"] in by_run and runs["dead-champion"] in by_run and runs["dead"] not in by_run
+    champion = client.get_model_version_by_alias("lfp-chemomech", store.ALIAS)
+    assert str(champion.version) == versions["dead-champion"]
     left = sorted(p.name for p in workdir.iterdir() if p.name.startswith(".cal.tmp"))
-    assert left == [f"{owner_prefix('.cal.tmp', live)}abc"]
+    assert left == [f"{owner_prefix('.cal.tmp', live)}live"]
     client.set_terminated(runs["live"], "FINISHED")
