@@ -43,6 +43,7 @@ from chemoscreen.store import (
     open_store,
     probe_tracking_uri,
     resolve_tracking_uri,
+    sqlite_path,
 )
 from inverse.images import file_sha256
 from mechanics.errors import InputError
@@ -239,6 +240,7 @@ def prepare_outputs(out_dir, *, tracking_uri: str | None = None, register: str |
     if track:
         uri = resolve_tracking_uri(tracking_uri)
         probe_tracking_uri(uri)
+        _probe_sqlite_writable(uri)
     created = _make_folders(out_dir.parent)
     try:
         staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=owner_prefix(_staging_prefix(out_dir))))
@@ -265,6 +267,24 @@ def _discard_on_error(outputs: CalibrationOutputs):
     except BaseException:
         outputs.discard()
         raise
+
+
+def _probe_sqlite_writable(uri: str) -> None:
+    """A SQLite store must be writable: MLflow retries an unwritable one for about 100 s before it fails."""
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:"):
+        return
+    try:
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            fd, probe = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.probe-")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        expected = f"a SQLite store this user can write ({exc.strerror or exc})"
+        raise InputError(TRACKING_FIELD, expected, uri) from None
 
 
 def _open(uri: str):

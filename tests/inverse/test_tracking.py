@@ -79,6 +79,8 @@ READ_ONLY = _read_only_folder()
     ("register-at", "--register"),
     ("tracking-unreachable", "--tracking-uri"),
     ("tracking-missing-folder", "--tracking-uri"),
+    ("tracking-read-only", "--tracking-uri"),
+    ("tracking-corrupt-db", "--tracking-uri"),
 ])
 def test_bad_outputs_are_refused_before_anything_is_written(workdir, case, field):
     """Issue 20: `--out FILE` failed after the fit and lost the alias; `--register bad/name` failed after
@@ -98,6 +100,13 @@ def test_bad_outputs_are_refused_before_anything_is_written(workdir, case, field
         kwargs["register"] = {"register-empty": "", "register-slash": "bad/name", "register-at": "a@b"}[case]
     elif case == "tracking-unreachable":
         kwargs["tracking_uri"] = f"http://127.0.0.1:{_closed_port()}"
+    elif case == "tracking-corrupt-db":  # checked after the staging folder was made: it must go again
+        (workdir / "corrupt.db").write_bytes(bytes(range(256)) * 8)
+        kwargs["tracking_uri"] = f"sqlite:///{workdir / 'corrupt.db'}"
+    elif case == "tracking-read-only":  # MLflow retried this for about 100 s before failing
+        if READ_ONLY is None:
+            pytest.skip("no folder here refuses new entries to this user")
+        kwargs["tracking_uri"] = f"sqlite:///{READ_ONLY / 'mlflow.db'}"
     else:
         kwargs["tracking_uri"] = f"sqlite:///{workdir / 'missing' / 'mlflow.db'}"
     before = sorted(p.name for p in workdir.iterdir())
