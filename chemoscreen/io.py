@@ -12,6 +12,10 @@ atomic_write("table.csv", lambda tmp: df.to_csv(tmp, index=False), field="--out"
 ```
 Several files that belong together (a TIFF stack and its JSON sidecar) are staged with
 :func:`atomic_files` and renamed together once all are written.
+
+Temporary folders that outlive a step (a calibration's staging directory, a model's files on their way
+to the store) are named by :func:`owner_prefix` (``PREFIX_HOST_PID_...``), so that a later command can
+remove those whose process was killed (:func:`remove_stale`): SIGKILL leaves no chance to clean up.
 """
 
 from __future__ import annotations
@@ -138,6 +142,29 @@ def atomic_files(*, field: str, make_parents: bool = False) -> Iterator[Staging]
         raise
 
 
+def check_writable(path: str | os.PathLike, *, field: str, make_parents: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written: an empty temporary file is created beside it
+    and removed again.
+
+    Args:
+        path: the target file.
+        field: the option ``path`` came from (e.g. ``--out``), named in errors.
+        make_parents: create missing folders (they stay; the write that follows needs them).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: the folder of ``path`` is missing (and not to be created), read-only or under a
+            file, or ``path`` is a folder.
+    """
+    with atomic_files(field=field, make_parents=make_parents) as staging:
+        staging.temp(path)
+        staging._discard()
+        staging.staged.clear()
+    return Path(path)
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object], *, field: str,
                  make_parents: bool = False) -> Path:
     """Write one file atomically: ``write_fn(tmp)`` fills a temporary sibling, which then replaces ``path``.
@@ -160,3 +187,98 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object], *,
     with atomic_files(field=field, make_parents=make_parents) as staging:
         write_fn(staging.temp(target))
     return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# temporary folders that name their owner, so a later command can remove what a killed one left behind
+
+
+def host_name() -> str:
+    """This host's name with characters other than letters, digits, ``.`` and ``-`` replaced by ``-``."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
+def owner_prefix(prefix: str, pid: int | None = None) -> str:
+    """``PREFIX_HOST_PID_``: the start of a temporary folder's name that says which process owns it.
+
+    Args:
+        prefix: what the folder is (e.g. ``.cal.tmp`` or ``chemoscreen-model``).
+        pid: the owning process (default: this one).
+
+    Returns:
+        The name prefix, for ``tempfile.mkdtemp(prefix=...)``.
+    """
+    return f"{prefix}_{host_name()}_{os.getpid() if pid is None else pid}_"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie, killed but not yet reaped, does not).
+
+    Args:
+        pid: the process id.
+
+    Returns:
+        False when no such process exists or it is a zombie; True otherwise, also when it belongs to
+        another user (a reused pid errs on the safe side: its leftovers are kept).
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: state after the command name in /proc/PID/stat
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_owned(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Entries of ``folder`` named by :func:`owner_prefix` for ``prefix`` whose owner on this host is gone.
+
+    Args:
+        folder: where to look.
+        prefix: as given to :func:`owner_prefix`.
+
+    Returns:
+        The paths (entries of other hosts, of live processes or of other names are left out).
+    """
+    head = f"{prefix}_{host_name()}_"
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            if not entry.name.startswith(head):
+                continue
+            pid = entry.name[len(head):].split("_", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                found.append(entry)
+    return found
+
+
+def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove the entries :func:`stale_owned` finds (folders with their content).
+
+    Args:
+        folder: where to look.
+        prefix: as given to :func:`owner_prefix`.
+
+    Returns:
+        What was removed.
+    """
+    import shutil
+
+    removed = []
+    for entry in stale_owned(folder, prefix):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        if not entry.exists():
+            removed.append(entry)
+    return removed

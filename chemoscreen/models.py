@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chemoscreen.io import owner_prefix, remove_stale
 from mechanics.errors import InputError
 
 SCHEMA = "chemoscreen.model/1"
@@ -45,6 +47,11 @@ TENSORS = "tensors.npz"
 FORMAT_TAG = "chemoscreen.format"
 _NUMERIC = {"float64", "float32", "int64", "int32", "bool"}
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; refuse to parse megabytes of JSON from a store
+# Registered-model names: MLflow refuses '/' and ':' only after the work is done; '@' would split
+# models:/NAME@ALIAS, and quotes, backslashes or spaces cannot travel through filters and shells intact.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+# the temporary folder a model's files pass through on their way to and from the store
+TMP_PREFIX = "chemoscreen-model"
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,32 @@ def read_model(directory, *, uri: str = "") -> StoredModel:
 # MLflow
 
 
+def check_model_name(name: object, field: str = "register") -> str:
+    """Check a registered-model name before any work is done with it.
+
+    Args:
+        name: the name (e.g. ``--register``).
+        field: the option or argument it came from, named in the error.
+
+    Returns:
+        ``name``.
+
+    Raises:
+        InputError: ``name`` is not 1 to 256 letters, digits, ``.``, ``_`` or ``-`` starting with a letter
+            or digit (MLflow itself refuses ``/`` and ``:``; ``@`` would break ``models:/NAME@ALIAS``).
+    """
+    if not isinstance(name, str) or _MODEL_NAME.fullmatch(name) is None:
+        raise InputError(field, "a model name of 1 to 256 letters, digits, '.', '_' or '-' that starts "
+                         "with a letter or digit", name)
+    return name
+
+
+def _model_tmpdir() -> str:
+    """A new temporary folder named by its owner; those of killed processes are removed first."""
+    remove_stale(tempfile.gettempdir(), TMP_PREFIX)
+    return tempfile.mkdtemp(prefix=owner_prefix(TMP_PREFIX))
+
+
 def _version_source(model_uri: str, tracking_uri: str | None) -> str:
     """The artifact URI behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/NAME/latest``
     (resolved through the registry of ``tracking_uri``); other URIs are returned as they are."""
@@ -300,13 +333,21 @@ def log_model(client, run_id: str, obj, *, artifact_path: str, register: str | N
 
     Returns:
       The new version number as a string, or None when ``register`` is None.
+
+    Raises:
+      InputError: (field ``register``) a name :func:`check_model_name` refuses, before anything is logged.
     """
     from mlflow.exceptions import MlflowException
 
-    with tempfile.TemporaryDirectory(prefix="chemoscreen-model-") as tmp:
+    if register is not None:
+        check_model_name(register)
+    tmp = _model_tmpdir()
+    try:
         write_model(obj, tmp, samples=samples, metadata=metadata)
         client.log_artifacts(run_id, tmp, artifact_path=artifact_path)
-    if not register:
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if register is None:
         return None
     try:
         client.create_registered_model(register)
@@ -335,7 +376,7 @@ def load_model(model_uri: str, *, tracking_uri: str | None = None, allow_pickle:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    tmp = tempfile.mkdtemp(prefix="chemoscreen-model-")
+    tmp = _model_tmpdir()
     try:
         try:
             source = _version_source(model_uri, tracking_uri)

@@ -51,13 +51,14 @@ def _fail(command: str, exc: InputError) -> int:
 
 
 def cmd_synth(args) -> int:
-    from inverse.images import save_images
+    from inverse.images import check_image_path, save_images
     from inverse.synth import synthesize
 
     try:
         settings = settings_from_args(SynthSettings, args)
+        check_image_path(args.out, field="--out")  # before any work
         images = synthesize(settings)
-        path = save_images(images, args.out)
+        path = save_images(images, args.out, field="--out")
     except InputError as exc:
         return _fail("synth", exc)
     print(f"wrote {path} ({images.shape[0]}x{images.shape[1]} px, {int(images.mask.sum())} particle pixels, "
@@ -70,16 +71,17 @@ def cmd_calibrate(args) -> int:
 
     from inverse.calibrate import calibrate
     from inverse.images import load_images
-    from inverse.tracking import log_calibration
+    from inverse.tracking import log_calibration, prepare_outputs
 
     start = time.perf_counter()
     try:
         settings = settings_from_args(CalibrationSettings, args)
         sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
-        cal = calibrate(sets, settings, progress=True)
-        cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
-                              register=args.register, promote=args.promote, experiment=args.experiment,
-                              track=args.track)
+        # every output and the store are checked (and the output reserved) before the fit
+        with prepare_outputs(args.out, tracking_uri=args.tracking_uri, register=args.register,
+                             promote=args.promote, experiment=args.experiment, track=args.track) as outputs:
+            cal = calibrate(sets, settings, progress=True)
+            cal = log_calibration(cal, outputs=outputs)
     except InputError as exc:
         return _fail("calibrate", exc)
     v, fit = cal.vegard, cal.fit

@@ -19,11 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
-from chemoscreen.io import atomic_files
+from chemoscreen.io import atomic_files, check_writable
 from mechanics.errors import InputError
 
 STRAIN_FIELDS = ("strain_xx", "strain_yy", "strain_xy")
 REFERENCES = ("LiMPO4", "MPO4", "unknown")
+# The largest one-σ composition noise a file may declare. The noisiest composition maps in our references
+# are STXM Li-fraction maps with σ ≈ 0.07 (Zhao et al., Nature 621, 289 (2023); shared/reference/lfp.md);
+# 0.1 admits them with margin. Values outside [0, 1] are accepted within 5σ (a Gaussian pixel lies beyond
+# 5σ with probability 6e-7), at least 0.05; with this cap the tolerance never exceeds 0.5, so X stays in
+# [-0.5, 1.5], the range the screening's phase field also treats as the limit of a sane composition.
+MAX_COMPOSITION_SIGMA = 0.1
+MIN_COMPOSITION_TOLERANCE = 0.05
+# The smallest particle calibration can fit: each particle brings three unknown reference offsets and the
+# law two slopes its smoothness prior does not fix (five unknowns against three strain rows per pixel); a
+# single pixel leaves the normal equations singular. A 3 x 3 block (27 rows) leaves the robust reweighting
+# and the cross-validated smoothness residual degrees of freedom.
+MIN_PARTICLE_PIXELS = 9
 _SCALARS = ("pixel_size_nm", "crystal_angle_deg", "composition_pixel_size_nm", "strain_reference")
 
 
@@ -119,20 +131,38 @@ def _scalar(raw: dict, name: str, default=None, positive: bool = False):
     return number
 
 
-def _sigma(raw: dict, name: str, shape: tuple[int, int]):
+def _sigma(raw: dict, name: str, shape: tuple[int, int], upper: float | None = None):
+    """A one-σ noise: a scalar > 0 or a map of the field's shape (NaN allowed where the field is missing);
+    ``upper`` bounds it."""
     if name not in raw or raw[name] is None:
         return None
-    value = np.asarray(raw[name], dtype=float)
+    value = np.asarray(raw[name])
+    if value.dtype.kind not in "fiu":
+        raise InputError(name, "a number or a float array (one-σ noise)", f"{value.dtype} array")
+    value = value.astype(float)
+    bound = f" and <= {upper:g}" if upper is not None else ""
     if value.size == 1:
         number = float(value.reshape(()))
-        if not np.isfinite(number) or number <= 0:
-            raise InputError(name, "a one-σ noise > 0 (scalar or map)", number)
+        if not np.isfinite(number) or number <= 0 or (upper is not None and number > upper):
+            raise InputError(name, f"a one-σ noise > 0{bound} (scalar or map)", number)
         return number
     if value.shape != shape:
         raise InputError(name, f"a scalar or an array of shape {shape}", f"shape {value.shape}")
-    if np.any(value[np.isfinite(value)] <= 0):
-        raise InputError(name, "positive noise values", "values <= 0")
+    if np.isinf(value).any():
+        raise InputError(name, "finite noise values (NaN only where the field is missing)",
+                         f"{int(np.isinf(value).sum())} infinite values")
+    finite = value[np.isfinite(value)]
+    if np.any(finite <= 0) or (upper is not None and np.any(finite > upper)):
+        raise InputError(name, f"noise values > 0{bound}", f"range [{finite.min():.3g}, {finite.max():.3g}]")
     return value
+
+
+def _no_infinity(name: str, arr: np.ndarray) -> None:
+    """NaN marks a missing pixel; ±inf is a corrupt value, never read as missing."""
+    infinite = np.isinf(arr)
+    if infinite.any():
+        raise InputError(name, "finite values (NaN only for missing pixels outside the particle)",
+                         f"{int(infinite.sum())} infinite pixels")
 
 
 def _coverage(raw: dict, shape: tuple[int, int], mask: np.ndarray):
@@ -170,6 +200,7 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
         if arr.ndim != 2 or arr.dtype.kind not in "fiu":
             raise InputError(name, "a 2-D float array (H, W)", f"{arr.dtype} array of shape {arr.shape}")
         strains.append(arr.astype(float))
+        _no_infinity(name, strains[-1])
     shape = strains[0].shape
     for name, arr in zip(STRAIN_FIELDS, strains):
         if arr.shape != shape:
@@ -180,6 +211,7 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
     if comp.ndim != 2 or comp.dtype.kind not in "fiu":
         raise InputError("composition", "a 2-D float array", f"{comp.dtype} array of shape {comp.shape}")
     comp = comp.astype(float)
+    _no_infinity("composition", comp)
     if comp_pixel is None and comp.shape != shape:
         raise InputError(
             "composition",
@@ -190,7 +222,7 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
     reference = _text(raw["strain_reference"]) if "strain_reference" in raw else "unknown"
     if reference not in REFERENCES:
         raise InputError("strain_reference", f"one of {REFERENCES}", reference)
-    comp_sigma = _sigma(raw, "composition_sigma", comp.shape)
+    comp_sigma = _sigma(raw, "composition_sigma", comp.shape, upper=MAX_COMPOSITION_SIGMA)
     strain_sigma = _sigma(raw, "strain_sigma", shape)
 
     finite_strain = np.all([np.isfinite(s) for s in strains], axis=0)
@@ -204,17 +236,25 @@ def validate(raw: dict, source: str = "", sha256: str = "") -> ImageSet:
             raise InputError("strain_xx", "finite strain at every mask pixel", f"{int(bad.sum())} NaN pixels")
     else:
         mask = finite_strain & (np.isfinite(comp) if comp.shape == shape else True)
-    if not mask.any():
-        raise InputError("mask", "at least one particle pixel", "no particle pixels")
-    inside = comp[np.isfinite(comp)]
-    if inside.size == 0:
+    n_particle = int(mask.sum())
+    if n_particle < MIN_PARTICLE_PIXELS:
+        raise InputError("mask", f"at least {MIN_PARTICLE_PIXELS} particle pixels (a 3 x 3 block: the fit "
+                         "has five unknowns the smoothness prior does not fix, three strain rows per pixel)",
+                         f"{n_particle} particle pixels")
+    finite = np.isfinite(comp)
+    if not finite.any():
         raise InputError("composition", "finite Li fractions inside the particle", "all NaN")
-    sig = float(np.nanmax(comp_sigma)) if comp_sigma is not None else 0.0
-    tolerance = max(0.05, 5.0 * sig)  # values outside [0, 1] are allowed only within the noise
-    if inside.min() < -tolerance or inside.max() > 1 + tolerance:
+    # values outside [0, 1] are allowed only within the noise: 5σ, per pixel for a σ map (module constants)
+    sig = comp_sigma if comp_sigma is not None else 0.0
+    tolerance = np.maximum(MIN_COMPOSITION_TOLERANCE, 5.0 * np.nan_to_num(np.broadcast_to(sig, comp.shape)))
+    excess = np.maximum(-comp, comp - 1.0) - tolerance
+    if np.any(excess[finite] > 0):
+        inside = comp[finite]
+        widest = float(tolerance[finite].max())
         raise InputError(
             "composition",
-            f"Li fraction X in [0, 1] within noise (±{tolerance:.3g})",
+            f"Li fraction X in [0, 1] within noise (±{widest:.3g}: 5 × composition_sigma, at least "
+            f"{MIN_COMPOSITION_TOLERANCE:g})",
             f"range [{inside.min():.3g}, {inside.max():.3g}]",
         )
     coverage = _coverage(raw, shape, mask)
@@ -247,12 +287,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty archive
+
+
 def _read_npz(path: Path) -> dict:
+    """The arrays of an .npz; an empty, truncated or corrupt file or an object array is an InputError
+    naming the file (a file that is not a zip at all is never handed to numpy's pickle detection)."""
+    import zipfile
+    import zlib
+
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise InputError("images", "an .npz image set (a zip of .npy arrays)", f"{path}: empty file")
+    if head not in _ZIP_MAGIC:
+        raise InputError("images", "an .npz image set (a zip of .npy arrays)",
+                         f"{path}: not a zip archive (starts with {head!r})")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except ValueError as exc:  # object arrays need pickle: refuse them
-        raise InputError("images", "an .npz without pickled objects", str(exc)) from exc
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # object arrays need pickle: refuse them
+            raise InputError("images", "an .npz without pickled objects", f"{path}: {exc}") from None
+        raise InputError("images", "an intact .npz image set",
+                         f"{path}: corrupt array ({exc})") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, KeyError) as exc:
+        raise InputError("images", "an intact .npz image set",
+                         f"{path}: truncated or corrupt ({type(exc).__name__}: {exc})") from None
 
 
 def _read_h5(path: Path) -> dict:
@@ -311,8 +372,9 @@ def load_images(path) -> ImageSet:
         raw = readers[suffix](path)
     except InputError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError("images", f"a readable {suffix} image set", f"{path.name}: {exc}") from exc
+    except (OSError, ValueError, KeyError, EOFError) as exc:  # h5py and tifffile on corrupt files
+        raise InputError("images", f"a readable {suffix} image set",
+                         f"{path}: {type(exc).__name__}: {exc}") from None
     return validate(raw, source=str(path), sha256=file_sha256(path))
 
 
@@ -336,14 +398,42 @@ def as_mapping(images: ImageSet) -> dict:
     return out
 
 
-def save_images(images: ImageSet, path) -> Path:
-    """Write an image set atomically (temporary file, then rename) as .npz, .h5 or TIFF + JSON sidecar."""
+WRITABLE_SUFFIXES = (".npz", ".h5", ".hdf5", ".tif", ".tiff")
+
+
+def check_image_path(path, field: str = "out") -> Path:
+    """Check, before any work, that an image set can be written to ``path``: a suffix :func:`save_images`
+    writes and a folder that can be created and written.
+
+    Raises:
+        InputError: (``field``) another suffix, or a folder under a file, read-only or not creatable.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise InputError(field, "a path ending in .npz, .h5, .hdf5, .tif or .tiff", path.name)
+    return check_writable(path, field=field, make_parents=True)
+
+
+def save_images(images: ImageSet, path, *, field: str = "out") -> Path:
+    """Write an image set atomically (temporary file, then rename) as .npz, .h5 or TIFF + JSON sidecar.
+
+    Args:
+        images: the image set.
+        path: the target (its suffix picks the format).
+        field: the option ``path`` came from, named in errors (``--out`` on the command line).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        InputError: see :func:`check_image_path`.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".npz", ".h5", ".hdf5", ".tif", ".tiff"):
-        raise InputError("out", "a path ending in .npz, .h5, .hdf5, .tif or .tiff", path.name)
+    if suffix not in WRITABLE_SUFFIXES:
+        raise InputError(field, "a path ending in .npz, .h5, .hdf5, .tif or .tiff", path.name)
     data = as_mapping(images)
-    with atomic_files(field="out", make_parents=True) as staging:
+    with atomic_files(field=field, make_parents=True) as staging:
         tmp_path = staging.temp(path)
         if suffix == ".npz":
             arrays = {k: np.asarray(v) for k, v in data.items()}

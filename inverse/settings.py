@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from inverse.images import MAX_COMPOSITION_SIGMA
 from mechanics.errors import InputError
 from mechanics.parameters.base import MaterialParams
 
@@ -277,6 +278,10 @@ class SynthSettings:
                     expected="a finite width > 0 nm")
         _check_real("declared_noise_factor", self.declared_noise_factor,
                     expected="a finite factor >= 0 (1: the noise added)")
+        if self.composition_sigma * self.declared_noise_factor > MAX_COMPOSITION_SIGMA:
+            # the file must load: calibration refuses a declared composition σ above this cap
+            raise InputError("composition_sigma", f"a declared noise (times declared_noise_factor) <= "
+                             f"{MAX_COMPOSITION_SIGMA:g}, the cap of inverse.images", self.composition_sigma)
         _check_material(self.material)
         _check_real("stiffness_ratio", self.stiffness_ratio, positive=True, optional=True,
                     expected="a finite FePO4 stiffness ratio > 0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,35 @@ def test_staged_files_appear_together_or_not_at_all(tmp_path):
         staging.temp(side).write_text("{}")
     assert main.read_text() == "pages" and side.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set.json", "set.tif"]
+
+
+def test_owned_temporary_folders_of_dead_processes_are_found_and_removed(tmp_path):
+    """A folder named by owner_prefix is stale once its process is gone: exited and reaped, or killed and
+    not yet reaped (a zombie still answers kill(pid, 0)). Live owners, other hosts and other names stay."""
+    import subprocess
+    import sys
+
+    from chemoscreen.io import owner_prefix, process_alive, remove_stale
+
+    reaped = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie.kill()
+    deadline = time.monotonic() + 30
+    while process_alive(zombie.pid):  # SIGKILL is asynchronous; the zombie stays until wait()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert os.path.exists(f"/proc/{zombie.pid}") or not os.path.isdir("/proc")  # not reaped yet
+    assert process_alive(os.getpid()) and not process_alive(reaped.pid)
+    names = {"reaped": owner_prefix("x.tmp", reaped.pid) + "a",
+             "zombie": owner_prefix("x.tmp", zombie.pid) + "b", "live": owner_prefix("x.tmp") + "c",
+             "other-host": f"x.tmp_elsewhere_{reaped.pid}_d",
+             "other-name": owner_prefix("y.tmp", reaped.pid) + "e"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+    removed = remove_stale(tmp_path, "x.tmp")
+    zombie.wait()
+    assert sorted(p.name for p in removed) == sorted([names["reaped"], names["zombie"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["live"], names["other-host"], names["other-name"]])

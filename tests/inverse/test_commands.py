@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from inverse import save_images, synthesize
 from inverse.commands import register
+from inverse.images import as_mapping
 from inverse.tracking import load_law
 
 
@@ -80,17 +82,13 @@ def test_synth_calibrate_register_load(workdir, capsys):
     assert str(client.get_model_version_by_alias("lfp-chemomech", "champion").version) == "1"
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
 
-    # a failure inside MLflow registration: no version, no output directory, run marked FAILED
-    from mlflow.exceptions import MlflowException
-
-    with pytest.raises(MlflowException):
-        run(["calibrate", "p.npz", "--out", "cal3", *fast, "--register", "bad/name"])
+    # a name MLflow would refuse only after the fit is refused before any work (issue 20)
+    assert run(["calibrate", "p.npz", "--out", "cal3", *fast, "--register", "bad/name"]) == 2
+    assert "error: --register: expected a model name" in capsys.readouterr().err
     assert not (workdir / "cal3").exists()
     assert not [p for p in workdir.iterdir() if p.name.startswith(".cal3")]
     assert len(client.search_model_versions("name='lfp-chemomech'")) == 2
-    assert client.search_registered_models(filter_string="name='bad/name'") == []
-    failed = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
-    assert len(failed) == 1
+    assert len(client.search_runs([exp.experiment_id])) == 2
 
     # bad input: exit code 2, message names the field, nothing written
     assert run(["calibrate", "missing.npz", "--out", "cal4"]) == 2
@@ -101,7 +99,7 @@ def test_synth_calibrate_register_load(workdir, capsys):
 
 def test_synth_rejects_bad_options(workdir, capsys):
     assert run(["synth", "--out", "p.txt"]) == 2
-    assert "error: out:" in capsys.readouterr().err
+    assert "error: --out:" in capsys.readouterr().err
     assert run(["synth", "--out", "p.npz", "--law", "nope.csv"]) == 2
     assert "error: law:" in capsys.readouterr().err
     assert not (workdir / "p.npz").exists()
@@ -143,3 +141,85 @@ def test_calibrate_options_psf_device_solver(workdir, capsys):
     assert run(["calibrate", "p.npz", "--out", "bad3", "--device", "tpu9"]) == 2
     assert "device" in capsys.readouterr().err
     assert not any((workdir / d).exists() for d in ("bad1", "bad2", "bad3"))
+
+
+def _read_only_folder():
+    """A folder this process cannot create entries in, even as root (sysfs refuses new files), or None."""
+    from pathlib import Path
+
+    folder = Path("/sys/kernel")
+    try:
+        (folder / "chemoscreen-probe").mkdir()
+    except OSError:
+        return folder if folder.is_dir() else None
+    (folder / "chemoscreen-probe").rmdir()
+    return None
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+def test_unwritable_out_exits_2_naming_it_before_any_work(workdir, capsys, where):
+    """Issue 20: --out under a file or on a read-only file system raised OSError / FileExistsError after
+    the work, not naming --out. Both commands now refuse it first (synth: nothing synthesized; calibrate:
+    nothing fitted, no store touched)."""
+    (workdir / "afile").write_text("x")
+    if where == "read-only":
+        folder = _read_only_folder()
+        if folder is None:
+            pytest.skip("no folder here refuses new entries to this user")
+    else:
+        folder = workdir / "afile" / "sub"
+    assert run(["synth", "--out", str(folder / "p.npz"), "--size", "16"]) == 2
+    assert "chemoscreen synth: error: --out: expected" in capsys.readouterr().err
+    images = synthesize(size_px=16, oversample=1, seed=1, n_dislocations=0)
+    save_images(images, workdir / "p.npz")
+    assert run(["calibrate", "p.npz", "--out", str(folder / "cal"), "--bootstrap", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "chemoscreen calibrate: error: --out: expected" in captured.err and "fit:" not in captured.out
+    assert sorted(p.name for p in workdir.iterdir()) == ["afile", "p.npz"]
+
+
+def _damaged(images, kind: str) -> dict:
+    data = {k: np.asarray(v) for k, v in as_mapping(images).items()}
+    inside = tuple(np.argwhere(images.mask)[len(np.argwhere(images.mask)) // 2])
+    if kind == "inf-composition":
+        data["composition"] = data["composition"].copy()
+        data["composition"][inside] = np.inf
+    elif kind == "sigma-1":
+        data["composition_sigma"] = np.asarray(1.0)
+    elif kind == "one-pixel-mask":
+        data["mask"] = np.zeros_like(images.mask)
+        data["mask"][inside] = True
+    return data
+
+
+@pytest.mark.parametrize(("kind", "field", "said"), [
+    ("inf-composition", "composition", "infinite pixels"),
+    ("sigma-1", "composition_sigma", "<= 0.1"),
+    ("one-pixel-mask", "mask", "at least 9 particle pixels"),
+    ("empty", "images", "empty file"),
+    ("random-bytes", "images", "not a zip archive"),
+])
+def test_bad_image_files_exit_2_before_anything_is_written(workdir, capsys, kind, field, said):
+    """Issue 20: +inf X was read as missing and promoted to champion; composition_sigma = 1 let X in
+    [-1.7, 2.7] through; a one-pixel mask raised LinAlgError; empty or foreign .npz raised BadZipFile or
+    were called "pickled objects". Each is exit 2 naming the field, with no store and no output."""
+    path = workdir / "bad.npz"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(2048))
+    else:
+        np.savez(path, **_damaged(synthesize(size_px=16, oversample=1, seed=1, n_dislocations=0), kind))
+    assert run(["calibrate", "bad.npz", "--out", "cal"]) == 2
+    err = capsys.readouterr().err
+    assert f"chemoscreen calibrate: error: {field}: expected" in err and said in err, err
+    assert "pickle" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["bad.npz"]
+
+
+def test_synth_refuses_a_law_table_with_nan(workdir, capsys):
+    """Issue 20: NaN in a law CSV wrote an all-NaN file with exit 0."""
+    (workdir / "law.csv").write_text("X,a,c\n0,0,0\n0.5,nan,0.01\n1,0.05,-0.02\n")
+    assert run(["synth", "--out", "p.npz", "--size", "16", "--law", "law.csv"]) == 2
+    assert "chemoscreen synth: error: law: expected finite numbers" in capsys.readouterr().err
+    assert not (workdir / "p.npz").exists()

@@ -62,6 +62,18 @@ def _raw(images):
         (lambda d: d.update(coverage=1.5 * d["coverage"]), "coverage"),
         (lambda d: d.update(coverage=np.where(d["mask"], 0.0, 1.0)), "coverage"),
         (lambda d: d.update(coverage=d["coverage"][:-1]), "coverage"),
+        # ±inf is corrupt data, never a missing pixel (issue 20: +inf X was read as outside the particle)
+        (lambda d: d.update(composition=_with(d["composition"], ~d["mask"], np.inf)), "composition"),
+        (lambda d: d.update(composition=_with(d["composition"], d["mask"], -np.inf)), "composition"),
+        (lambda d: d.update(strain_xx=_with(d["strain_xx"], ~d["mask"], np.inf)), "strain_xx"),
+        (lambda d: d.update(composition_sigma=np.where(d["mask"], 0.03, np.inf)), "composition_sigma"),
+        # a file's own σ cannot widen the accepted X range without bound (σ <= 0.1: X in [-0.5, 1.5])
+        (lambda d: d.update(composition_sigma=1.0), "composition_sigma"),
+        (lambda d: d.update(composition_sigma=np.where(d["mask"], 0.5, 0.03)), "composition_sigma"),
+        (lambda d: d.update(composition_sigma=0.1, composition=_with(d["composition"], d["mask"], 1.6)),
+         "composition"),
+        (lambda d: d.update(mask=_first_pixels(d["mask"], 1)), "mask"),
+        (lambda d: d.update(mask=_first_pixels(d["mask"], 8)), "mask"),
     ],
 )
 def test_validation_names_the_field(tmp_path, small, change, field):
@@ -73,6 +85,66 @@ def test_validation_names_the_field(tmp_path, small, change, field):
         load_images(path)
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: expected")
+
+
+def _with(field, where, value):
+    """A copy of ``field`` with ``value`` at the first pixel of ``where``."""
+    out = np.array(field, dtype=float)
+    out[tuple(np.argwhere(where)[0])] = value
+    return out
+
+
+def _first_pixels(mask, n):
+    """A mask of the ``n`` pixels of ``mask`` nearest its centre (a compact block inside the particle)."""
+    pixels = np.argwhere(mask)
+    order = np.argsort(np.sum((pixels - pixels.mean(axis=0)) ** 2, axis=1), kind="stable")
+    out = np.zeros_like(mask)
+    out[tuple(pixels[order[:n]].T)] = True
+    return out
+
+
+def test_noise_tolerance_is_five_sigma_within_its_cap(tmp_path, small):
+    """X outside [0, 1] passes within 5σ of the file's σ (at least 0.05) and not beyond."""
+    from inverse.images import MAX_COMPOSITION_SIGMA, validate
+
+    data = _raw(small)
+    for sigma, inside, outside in ((0.01, 1.049, 1.051), (0.04, 1.199, 1.201),
+                                   (MAX_COMPOSITION_SIGMA, 1.499, 1.501)):
+        ok = validate({**data, "composition_sigma": sigma,
+                       "composition": _with(data["composition"], data["mask"], inside)})
+        assert np.nanmax(ok.composition) == inside
+        with pytest.raises(InputError, match="composition"):
+            validate({**data, "composition_sigma": sigma,
+                      "composition": _with(data["composition"], data["mask"], outside)})
+    # the smallest particle is accepted, and the fit runs on it (one pixel left the normal equations singular)
+    from inverse import calibrate
+    from inverse.images import MIN_PARTICLE_PIXELS
+
+    tiny = validate({**data, "mask": _first_pixels(data["mask"], MIN_PARTICLE_PIXELS)})
+    assert np.isfinite(calibrate(tiny, n_bootstrap=0, n_joint=0).values).all()
+
+
+@pytest.mark.parametrize("damage", ["empty", "random", "truncated", "bit-flip"])
+def test_damaged_npz_names_the_file_and_the_damage(tmp_path, small, damage):
+    good = save_images(small, tmp_path / "good.npz").read_bytes()
+    rng = np.random.default_rng(1)
+    if damage == "empty":
+        content, said = b"", "empty file"
+    elif damage == "random":
+        content, said = rng.bytes(4096), "not a zip archive"
+    elif damage == "truncated":
+        content, said = good[: len(good) // 2], "truncated or corrupt"
+    else:  # one bit in the middle of the composition array's compressed data
+        offset = good.index(b"composition.npy") + 200
+        content = good[:offset] + bytes([good[offset] ^ 0x10]) + good[offset + 1:]
+        said = "truncated or corrupt"
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        load_images(path)
+    assert info.value.field == "images"
+    assert str(path) in str(info.value) and said in str(info.value)
+    assert "pickle" not in str(info.value)
 
 
 def test_pickled_objects_are_refused(tmp_path, small):
