@@ -13,12 +13,15 @@ MLflow is imported inside the functions that need it, so importing this module s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,6 +40,10 @@ TRACKING_FIELD = "--tracking-uri"
 SWEEP_ID_DIGITS = 12
 CANDIDATE_ID_DIGITS = 16
 RUN_ID_DIGITS = 32
+# schemes MLflow 3 can use as a tracking store (``file`` is refused by MLflow itself)
+STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+EXPECTED_STORE = ("sqlite:///FILE.db, http(s)://HOST:PORT (an MLflow server) or "
+                  "postgresql|mysql|mssql://... (a database server)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,29 +156,95 @@ def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     elif scheme in ("", "file"):
         expected = "sqlite:///mlflow.db or an http(s):// tracking server (MLflow 3 refuses file stores)"
         raise InputError(TRACKING_FIELD, expected, uri)
+    elif scheme not in STORE_SCHEMES:
+        raise InputError(TRACKING_FIELD, f"a tracking URI of a known kind: {EXPECTED_STORE}", uri)
 
 
 # ---------------------------------------------------------------------------------------------------
 # opening the store
 
 
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<database>.lock`` beside a SQLite store (nothing for other stores).
+
+    MLflow creates (or migrates) a SQLite schema the first time a process opens the file; two processes
+    doing so at once crash one of them (``duplicate column name: step``). Everything that may create
+    the schema runs under this lock, so the second process waits and then finds the tables made. The
+    lock file stays (an empty file); the lock itself is released when the block ends or the process
+    dies (``flock``).
+
+    Args:
+        uri: a tracking URI.
+
+    Raises:
+        InputError: (field ``--tracking-uri``) the database's folder is not writable (read-only
+            filesystem or permissions): SQLite could not write its journal there either.
+    """
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:"):
+        yield
+        return
+    lock = path.resolve().with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        expected = f"a SQLite file in a writable folder ({lock.parent}: {exc.strerror or exc})"
+        raise InputError(TRACKING_FIELD, expected, uri) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _store_error(uri: str, exc: Exception) -> InputError | None:
+    """The :class:`InputError` for a SQLite file that is not an MLflow store, or None for other errors."""
+    text = str(exc).lower()
+    if sqlite_path(uri) is None:
+        return None
+    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        return InputError(TRACKING_FIELD, "an MLflow SQLite store (this file is not a usable database)", uri)
+    if "readonly database" in text or "unable to open database" in text:
+        return InputError(TRACKING_FIELD, "a SQLite file this user can write", uri)
+    if "no such table" in text or "can't locate revision" in text:
+        return InputError(TRACKING_FIELD, "an MLflow SQLite store (this database holds other tables)", uri)
+    return None
+
+
 def open_store(uri: str):
     """An :class:`mlflow.MlflowClient` on ``uri`` whose store (schema included) exists.
 
-    Called by a driver before any worker starts: creating a fresh SQLite schema from several
-    processes at once races.
+    The tracking and registry schemas are created under :func:`creation_lock`, so several drivers may
+    open a fresh SQLite store at once. Called by a driver before any worker starts.
 
     Args:
         uri: a tracking URI (also used as the registry URI).
 
     Returns:
         The client.
+
+    Raises:
+        InputError: (field ``--tracking-uri``) a SQLite store in a read-only folder, a file that is
+            not an MLflow database (corrupt, truncated, another program's), or one this user cannot
+            write; checked before any other work.
     """
     from mlflow import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.search_experiments(max_results=1)
+    path = sqlite_path(uri)
+    if path is not None and path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+        raise InputError(TRACKING_FIELD, "a SQLite file this user can read and write", uri)
+    with creation_lock(uri):
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # opens (and creates) the store
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except Exception as exc:
+            error = _store_error(uri, exc)
+            if error is None:
+                raise
+            raise error from None
     return client
 
 

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import os
 import shutil
 import tempfile
 import time
@@ -178,49 +179,73 @@ class _RunLogger:
     PNGs are drawn by a few :class:`screening.plots.Renderer` actors that reserve no CPU (matplotlib
     holds the GIL for a few hundred ms per candidate, which would serialise the driver); the MLflow calls
     run in logging threads: one for a SQLite store (it serialises writes anyway), four for a server.
+    A renderer that dies is restarted by Ray (``max_restarts``) and its lost drawing is asked again,
+    of the next renderer, up to ``max_retries`` times; a candidate whose PNGs are still lost is logged
+    FINISHED with the tag ``artifacts=missing``, counted as failed, and redone by a resumed sweep.
     """
 
     def __init__(self, client, experiment_id: str, parent_run_id: str, artifacts: bool,
-                 threads: int = 1) -> None:
+                 threads: int = 1, max_retries: int = 3, scratch: Path | None = None) -> None:
         self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
         self.artifacts = artifacts
+        self.max_retries = max_retries
+        self.scratch = scratch  # where PNGs wait for their upload (None: the system's temporary folder)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-logger")
         self.busy_s = 0.0  # time the logging threads spent (overlaps the simulations)
         self.renderers: list = []
         self.rendered = 0
+        self.artifacts_lost = 0
+
+    def _renderer(self):
+        """The next renderer, round robin (started on first use)."""
+        if not self.renderers:
+            import ray
+
+            from screening.plots import Renderer
+
+            count = max(1, min(4, (os.cpu_count() or 2) // 4))
+            remote = ray.remote(num_cpus=0, max_restarts=self.max_retries, max_task_retries=0)(Renderer)
+            self.renderers = [remote.remote() for _ in range(count)]
+        renderer = self.renderers[self.rendered % len(self.renderers)]
+        self.rendered += 1
+        return renderer
 
     def submit(self, result: CandidateResult, item: SweepItem, *, fidelity: str, params: dict,
                reuse_run_id: str | None, extra_tags: Mapping[str, str]) -> Future:
         rendering = None
         if self.artifacts and result.status == "FINISHED":
-            if not self.renderers:
-                import os
-
-                import ray
-
-                from screening.plots import Renderer
-
-                count = max(1, min(4, (os.cpu_count() or 2) // 4))
-                self.renderers = [ray.remote(num_cpus=0)(Renderer).remote() for _ in range(count)]
-            renderer = self.renderers[self.rendered % len(self.renderers)]
-            self.rendered += 1
-            rendering = renderer.render.remote(result.snapshots, result.voltage_curve, item.formula)
+            rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve, item.formula)
         return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags,
                                 rendering)
+
+    def _pngs(self, result: CandidateResult, item: SweepItem, rendering) -> dict[str, bytes]:
+        """The rendered PNGs; a drawing lost with its renderer is asked again (Ray restarts the actor)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                return ray.get(rendering)
+            except RayActorError:
+                if attempt == self.max_retries:
+                    raise
+                rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve,
+                                                           item.formula)
+        raise AssertionError("unreachable")
 
     def _log(self, result, item, fidelity, params, reuse_run_id, extra_tags, rendering) -> str:
         start = time.perf_counter()
         directory = None
         try:
             if rendering is not None:
-                import ray
-
-                directory = tempfile.mkdtemp(prefix="chemoscreen-")
+                directory = tempfile.mkdtemp(prefix="chemoscreen-", dir=self.scratch)
                 try:
-                    for name, data in ray.get(rendering).items():
+                    for name, data in self._pngs(result, item, rendering).items():
                         Path(directory, name).write_bytes(data)
-                except Exception as exc:  # a lost plot must not lose the candidate's run
-                    extra_tags = {**extra_tags, "artifacts_error": f"{type(exc).__name__}: {exc}"[:500]}
+                except Exception as exc:  # a lost plot must not lose the candidate's metrics
+                    self.artifacts_lost += 1
+                    extra_tags = {**extra_tags, "artifacts_error": f"{type(exc).__name__}: {exc}"[:500],
+                                  tracking.ARTIFACTS_TAG: tracking.ARTIFACTS_MISSING}
             return self._write(result, item, fidelity, params, reuse_run_id, extra_tags, directory)
         finally:
             if directory is not None:
@@ -233,12 +258,14 @@ class _RunLogger:
             # the simulator's own voltage (under current) must not overwrite the open-circuit descriptor
             metrics[f"sim_{key}" if key in DESCRIPTOR_METRICS else key] = value
         metrics["sim_seconds"] = result.seconds
+        artifact_dir = directory if directory is not None and any(Path(directory).iterdir()) else None
+        # FINISHED is written after the artifacts, so "logged" is true of every FINISHED run that carries it
+        logged = "logged" if artifact_dir else ("none" if self.artifacts else "off")
         tags = {"candidate_id": result.candidate_id, "formula": item.formula, "fidelity": fidelity,
-                "composition_id": item.composition_id, **extra_tags}
+                "composition_id": item.composition_id, tracking.ARTIFACTS_TAG: logged, **extra_tags}
         if result.status != "FINISHED":
             tags["failure_reason"] = result.reason[:5000]
         run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
-        artifact_dir = directory if directory is not None and any(Path(directory).iterdir()) else None
         return tracking.log_child_run(
             self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
             reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
@@ -322,12 +349,15 @@ def _ship_by_value(function: Callable | None) -> None:
 
 
 def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, options: SweepOptions,
-              on_result: Callable[[CandidateResult], None]) -> None:
+              on_result: Callable[[CandidateResult], None],
+              still_todo: Callable[[list], list] | None = None) -> None:
     """Run ``work`` = [(candidate_id, item)] through the pool; call ``on_result`` for each candidate.
 
     An actor whose call fails with ``RayActorError`` is set aside and pinged (``describe``); it gets
     batches again once the ping returns (Ray restarted it). When every actor is set aside and none can
     come back (all pings failed), the remaining batches are reported FAILED instead of waiting forever.
+    ``still_todo(batch)`` drops, just before a batch is submitted, candidates no longer to be done
+    (another driver of the same sweep finished them); they get no ``on_result``.
     """
     import ray
     from ray.exceptions import RayActorError
@@ -354,11 +384,16 @@ def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, opti
             break
         while queue and usable and min(pool.in_flight[i] for i in usable) < 2:
             batch, attempt = queue.popleft()
+            batch = still_todo(batch) if still_todo is not None else batch
+            if not batch:
+                continue
             slot = min(usable, key=lambda i: pool.in_flight[i])
             ref = pool.actors[slot].run_batch.remote([(cid, it.params) for cid, it in batch], settings_ref,
                                                      pool.law_box)
             pending[ref] = (batch, attempt, slot)
             pool.in_flight[slot] += 1
+        if not pending and not pings:
+            continue  # every queued batch was done elsewhere
         ready, _ = ray.wait([*pending, *pings], num_returns=1)
         for ref in ready:
             if ref in pings:
@@ -391,15 +426,42 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="cand", disable=not enabled or total == 0, leave=True)
 
 
+class _DoneElsewhere:
+    """``still_todo`` of :func:`_simulate`: drops candidates that have a done run in the store.
+
+    Another driver of the same sweep (or the same command started twice) may finish candidates of this
+    driver's to-do list; the store is read again at most every ``every_s`` seconds, so most of its work
+    is not repeated. What is repeated anyway is settled by :func:`screening.tracking.settle_duplicates`.
+    """
+
+    def __init__(self, client, experiment_id: str, parent_id: str, every_s: float = 2.0) -> None:
+        self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id
+        self.every_s = every_s
+        self.read_at = time.monotonic()  # the caller's to-do list was read just now
+        self.done: set[str] = set()
+        self.dropped = 0
+
+    def __call__(self, batch: list) -> list:
+        if time.monotonic() - self.read_at >= self.every_s:
+            children = tracking.child_runs(self.client, self.experiment_id, self.parent_id)
+            self.done = {cid for cid, child in tracking.latest_by_candidate(children).items() if child.done}
+            self.read_at = time.monotonic()
+        kept = [(cid, item) for cid, item in batch if cid not in self.done]
+        self.dropped += len(batch) - len(kept)
+        return kept
+
+
 def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
                existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
-               extra_tags: Mapping[str, Mapping[str, str]]) -> int:
-    """Simulate and log ``work``; returns how many candidates failed."""
+               extra_tags: Mapping[str, Mapping[str, str]]) -> tuple[int, int]:
+    """Simulate and log ``work``; returns (simulated, failed), failed counting lost artifacts too."""
     settings_dict = _settings_dict(settings)
     by_id = dict(work)
     futures: list[Future] = []
     failed = 0
     bar = _progress(len(work), f"simulate ({fidelity})", options.progress)
+    elsewhere = _DoneElsewhere(logger.client, logger.experiment_id, logger.parent_run_id)
+    lost_before = logger.artifacts_lost
 
     def on_result(result: CandidateResult) -> None:
         nonlocal failed
@@ -412,11 +474,11 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
-    _simulate(pool_for(len(work)), work, settings, options, on_result)
+    _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=elsewhere)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
-    return failed
+    return len(work) - elsewhere.dropped, failed + logger.artifacts_lost - lost_before
 
 
 def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _RunLogger, client, uri: str,
@@ -438,12 +500,11 @@ def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _R
         work.append((cid, item))
         tags[cid] = {"refines": periodic_id}
     children = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
-    todo = [(cid, it) for cid, it in work if getattr(children.get(cid), "status", None) != "FINISHED"]
+    todo = [(cid, it) for cid, it in work if not (cid in children and children[cid].done)]
     if not todo:
         return 0, 0
-    failed = _run_stage(pool_for, todo, particle, logger, fidelity="particle", model_uri=model_uri,
-                        existing=children, options=options, extra_tags=tags)
-    return len(todo), failed
+    return _run_stage(pool_for, todo, particle, logger, fidelity="particle", model_uri=model_uri,
+                      existing=children, options=options, extra_tags=tags)
 
 
 def execute_sweep(
@@ -493,16 +554,20 @@ def execute_sweep(
     parent_params["model"] = model_uri
     parent_id, resumed = tracking.open_parent_run(client, experiment_id, sweep, f"sweep-{sweep}",
                                                   parent_tags, parent_params)
+    if resumed:  # duplicates an earlier pair of concurrent drivers left (one of them killed)
+        tracking.settle_duplicates(client, experiment_id, parent_id)
     existing = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
-    todo = [(cid, it) for cid, it in work if getattr(existing.get(cid), "status", None) != "FINISHED"]
+    todo = [(cid, it) for cid, it in work if not (cid in existing and existing[cid].done)]
     outcome = SweepOutcome(sweep, parent_id, experiment_id, uri, pd.DataFrame(),
                            skipped=len(work) - len(todo), model_uri=model_uri)
     client.set_tag(parent_id, "status", "RUNNING")
 
     address = resolve_address(options.address)
-    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts,
-                        threads=1 if uri.startswith("sqlite:") else 4)
     status = "FAILED"
+    scratch = contextlib.ExitStack()
+    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts,
+                        threads=1 if uri.startswith("sqlite:") else 4, max_retries=options.max_retries,
+                        scratch=scratch.enter_context(scratch_folder()))
     try:
         with contextlib.ExitStack() as stack:
             pools: list[ActorPool] = []
@@ -522,11 +587,13 @@ def execute_sweep(
             outcome.timings["prepare_s"] = time.perf_counter() - started
             t0 = time.perf_counter()
             if todo:
-                outcome.failed += _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
-                                             model_uri=model_uri, existing=existing, options=options,
-                                             extra_tags={})
-                outcome.simulated += len(todo)
-                start_up = outcome.timings["ray_start_s"] + outcome.timings["actor_start_s"]
+                simulated, failed = _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
+                                               model_uri=model_uri, existing=existing, options=options,
+                                               extra_tags={})
+                outcome.simulated += simulated
+                outcome.skipped += len(todo) - simulated
+                outcome.failed += failed
+                start_up = outcome.timings.get("ray_start_s", 0.0) + outcome.timings.get("actor_start_s", 0.0)
                 outcome.timings["simulate_and_log_s"] = time.perf_counter() - t0 - start_up
             if options.refine > 0:
                 t0 = time.perf_counter()
@@ -538,13 +605,12 @@ def execute_sweep(
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
-        outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
-        if not outcome.table.empty:
-            log_ranking(client, parent_id, outcome.table)
+        outcome.table = _settle_and_rank(client, uri, experiment_id, parent_id)
         outcome.timings["rank_s"] = time.perf_counter() - t0
         status = "FINISHED"
     finally:
         logger.close()
+        scratch.close()
         n_failed = int((outcome.table.get("status", pd.Series(dtype=str)) != "FINISHED").sum())
         client.set_tag(parent_id, "status", status)
         client.set_tag(parent_id, "n_failed", str(n_failed))
@@ -553,6 +619,77 @@ def execute_sweep(
     if resumed:
         outcome.timings["resumed"] = 1.0
     return outcome
+
+
+def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, attempts: int = 3) -> pd.DataFrame:
+    """Delete duplicate runs, rank the sweep, log the scores and the ranking on the parent.
+
+    A second driver of the same sweep may settle at the same moment and delete a run this one is
+    about to log a score on (MLflow refuses writes to a deleted run); then settle and rank again.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        tracking.settle_duplicates(client, experiment_id, parent_id)
+        try:
+            table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
+            if not table.empty:
+                log_ranking(client, parent_id, table)
+            return table
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+SCRATCH_ROOT = "chemoscreen-scratch"
+
+
+@contextlib.contextmanager
+def scratch_folder(root: Path | None = None):
+    """A folder for this process's temporary files, removed at the end; leftovers of dead ones too.
+
+    Every driver keeps its temporary files (PNGs waiting for their upload) in
+    ``<tmp>/chemoscreen-scratch/<pid>-<random>/`` and holds an ``flock`` on ``owner.lock`` inside it
+    while it lives. A driver killed with SIGKILL cannot remove its folder, but its lock dies with it:
+    the next driver removes every folder whose lock it can take.
+
+    Args:
+        root: where the per-process folders live (default ``<tempfile.gettempdir()>/chemoscreen-scratch``).
+
+    Yields:
+        This process's folder.
+    """
+    import fcntl
+
+    root = Path(root) if root is not None else Path(tempfile.gettempdir()) / SCRATCH_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.startswith("."):
+            continue  # a folder being set up (below)
+        lock = folder / "owner.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue  # being created right now, or not ours to judge
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its owner is alive
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+    # locked under a hidden name first, so that no other driver can take it for a dead one's
+    staging = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}-", dir=root))
+    fd = os.open(staging / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    own = staging.with_name(staging.name[1:])
+    staging.rename(own)
+    try:
+        yield own
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+        os.close(fd)
 
 
 def model_label(law) -> str:

@@ -7,6 +7,13 @@ Layout (ARCHITECTURE.md §4.4): experiment ``chemoscreen-screening``; one parent
 (no global active run), so Ray workers need no tracking configuration and a tracking server sees a
 handful of batched calls per candidate.
 
+Exactly once under concurrency (docs/guarantees.md): two drivers of the same sweep may both create a
+parent and both simulate a candidate. They converge instead of coordinating: the oldest parent run of a
+sweep id wins (a driver that created a younger one deletes it and joins the winner), and among a
+candidate's *done* child runs (FINISHED with its artifacts) the one with the smallest run id wins;
+:func:`settle_duplicates` deletes the others. Both rules are functions of what the store holds, so
+drivers that settle at different times never pick different winners, and the winner is never deleted.
+
 The store itself (names, default URI, probing, opening, experiments) is :mod:`chemoscreen.store`.
 """
 
@@ -20,6 +27,12 @@ from chemoscreen import store
 from mechanics.errors import InputError
 
 PARENT_TAG = "mlflow.parentRunId"
+# child tag ``artifacts``: "logged" (the PNGs are stored), "missing" (rendering failed: redo on resume),
+# "off" (the sweep ran without artifacts)
+ARTIFACTS_TAG = "artifacts"
+ARTIFACTS_MISSING = "missing"
+# tag left on a run deleted as a duplicate: the run id that won
+DUPLICATE_TAG = "duplicate_of"
 
 
 def sweep_filter(sweep_id: str, field: str = "sweep_id") -> str:
@@ -59,8 +72,11 @@ def resolve_model(client, model_uri: str) -> str:
 
     hint = ("a registered model version; run `chemoscreen calibrate IMAGES... --out DIR` "
             "(or `chemoscreen demo`) to register one, or pass --law vegard")
+    if model_uri.startswith("runs:/"):
+        return _check_run_model(client, model_uri)
     if not model_uri.startswith("models:/"):
-        return model_uri
+        expected = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH (a model in the store)"
+        raise InputError("--model", expected, model_uri)
     body = model_uri[len("models:/"):]
     try:
         if "@" in body:
@@ -82,6 +98,25 @@ def resolve_model(client, model_uri: str) -> str:
     return f"models:/{name}/{version}"
 
 
+def _check_run_model(client, model_uri: str) -> str:
+    """``runs:/RUN_ID/PATH`` as it is, once the run exists and holds artifacts under ``PATH``."""
+    from mlflow.exceptions import MlflowException
+
+    run_id, _, path = model_uri[len("runs:/"):].partition("/")
+    expected = "runs:/RUN_ID/PATH of a run in this store that holds a model under PATH"
+    if not run_id or not path.strip("/"):
+        raise InputError("--model", expected, model_uri)
+    try:
+        store.hex_id(run_id, "--model", store.RUN_ID_DIGITS)
+        client.get_run(run_id)
+        found = client.list_artifacts(run_id, path.strip("/"))
+    except (MlflowException, InputError):
+        raise InputError("--model", expected, model_uri) from None
+    if not found:
+        raise InputError("--model", expected, model_uri)
+    return model_uri
+
+
 @dataclass(frozen=True)
 class ChildRun:
     """What the driver needs to know about an existing child run."""
@@ -92,24 +127,55 @@ class ChildRun:
     metrics: dict[str, float]
     tags: dict[str, str]
 
+    @property
+    def done(self) -> bool:
+        """FINISHED with its artifacts: a resumed sweep skips it (a run whose PNGs were lost is redone)."""
+        return self.status == "FINISHED" and self.tags.get(ARTIFACTS_TAG) != ARTIFACTS_MISSING
+
 
 def open_parent_run(client, experiment_id: str, sweep_id: str, run_name: str,
                     tags: Mapping[str, str], params: Mapping[str, object]) -> tuple[str, bool]:
     """Create the sweep's parent run, or reopen the one a previous (perhaps killed) driver left.
 
-    Returns ``(run_id, resumed)``.
+    Search, then create, then search again: when another driver created a parent for the same sweep
+    id meanwhile, the oldest one (start time, then run id) wins and the younger ones are deleted
+    (tagged ``duplicate_of``) before anything is logged under them. Each driver searches after
+    creating its own, so of two drivers at least the younger sees both and both end on the oldest
+    (docs/guarantees.md; on a tracking server the start times come from the clients' clocks).
+
+    Returns ``(run_id, resumed)``: ``resumed`` is True when the run was not created by this call.
     """
     from mlflow.entities import Param, RunTag
 
     existing = store.search_all_runs(client, experiment_id, sweep_filter(sweep_id))
-    if existing:
-        oldest = min(existing, key=lambda run: run.info.start_time)
-        client.update_run(oldest.info.run_id, status="RUNNING")
-        return oldest.info.run_id, True
-    run = client.create_run(experiment_id, run_name=run_name, tags={"sweep_id": sweep_id, **tags})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                     tags=[RunTag("status", "RUNNING")])
-    return run.info.run_id, False
+    created = None
+    if not existing:
+        run = client.create_run(experiment_id, run_name=run_name, tags={"sweep_id": sweep_id, **tags})
+        created = run.info.run_id
+        client.log_batch(created, params=[Param(k, str(v)) for k, v in params.items()],
+                         tags=[RunTag("status", "RUNNING")])
+        existing = store.search_all_runs(client, experiment_id, sweep_filter(sweep_id))
+    chosen, *younger = [run.info.run_id for run in
+                        sorted(existing, key=lambda run: (run.info.start_time, run.info.run_id))]
+    _delete_duplicates(client, younger, chosen)
+    if chosen != created:
+        client.update_run(chosen, status="RUNNING")
+    return chosen, chosen != created
+
+
+def _delete_duplicates(client, run_ids, winner: str) -> int:
+    """Tag each run ``duplicate_of=<winner>`` and delete it; returns how many this call deleted."""
+    from mlflow.exceptions import MlflowException
+
+    deleted = 0
+    for run_id in run_ids:
+        try:
+            client.set_tag(run_id, DUPLICATE_TAG, winner)
+            client.delete_run(run_id)
+        except MlflowException:  # another driver deleted it first
+            continue
+        deleted += 1
+    return deleted
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list[ChildRun]:
@@ -121,14 +187,48 @@ def child_runs(client, experiment_id: str, parent_run_id: str) -> list[ChildRun]
     ]
 
 
+def _preference(child: ChildRun) -> tuple:
+    """Sort key of a candidate's runs, best first: done (smallest run id), FINISHED, then the rest."""
+    return (not child.done, child.status != "FINISHED", child.run_id)
+
+
 def latest_by_candidate(children: list[ChildRun]) -> dict[str, ChildRun]:
-    """One run per candidate id: a FINISHED one if there is any, else the most recent leftover."""
+    """One run per candidate id: the done one that :func:`settle_duplicates` keeps, else a leftover.
+
+    A leftover (RUNNING after a crash, FAILED, or FINISHED without its artifacts) is what a resumed
+    sweep completes in place.
+    """
     chosen: dict[str, ChildRun] = {}
     for child in children:
         held = chosen.get(child.candidate_id)
-        if held is None or (child.status == "FINISHED" and held.status != "FINISHED"):
+        if held is None or _preference(child) < _preference(held):
             chosen[child.candidate_id] = child
     return chosen
+
+
+def settle_duplicates(client, experiment_id: str, parent_run_id: str) -> int:
+    """Delete every done child run of a candidate but the one with the smallest run id.
+
+    Runs that are not done (RUNNING, FAILED, artifacts missing) are left alone: another driver may be
+    completing them. Each deleted run is tagged ``duplicate_of=<the winner>`` first.
+
+    Args:
+        client: an :class:`mlflow.MlflowClient`.
+        experiment_id: the sweep's experiment.
+        parent_run_id: the sweep's parent run.
+
+    Returns:
+        How many runs were deleted.
+    """
+    done: dict[str, list[str]] = {}
+    for child in child_runs(client, experiment_id, parent_run_id):
+        if child.done and child.candidate_id:
+            done.setdefault(child.candidate_id, []).append(child.run_id)
+    deleted = 0
+    for run_ids in done.values():
+        winner, *losers = sorted(run_ids)
+        deleted += _delete_duplicates(client, losers, winner)
+    return deleted
 
 
 def log_child_run(

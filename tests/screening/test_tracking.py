@@ -118,4 +118,83 @@ def test_model_resolution_pins_one_version_and_explains_a_missing_model(store):
         tracking.resolve_model(client, "models:/law-test/7")
     with pytest.raises(InputError, match="--model"):  # a quote cannot enter the registry filter
         tracking.resolve_model(client, "models:/law-test' OR name LIKE '%/latest")
-    assert tracking.resolve_model(client, "runs:/abc/model") == "runs:/abc/model"
+    # a runs:/ URI must name a run of this store that holds the path; a plain path is no model URI
+    for uri in ("runs:/abc/model", f"runs:/{'0' * 32}/model", f"runs:/{run.info.run_id}/model",
+                "/tmp/model.pth", "model.pth", "models:/"):
+        with pytest.raises(InputError, match="--model"):
+            tracking.resolve_model(client, uri)
+    client.log_text(run.info.run_id, "{}", "model/manifest.json")
+    uri = f"runs:/{run.info.run_id}/model"
+    assert tracking.resolve_model(client, uri) == uri
+
+
+def _child(client, experiment_id, parent, candidate, status="FINISHED", **tags):
+    run = client.create_run(experiment_id, tags={tracking.PARENT_TAG: parent, "candidate_id": candidate,
+                                                 **tags})
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_two_parents_of_one_sweep_converge_on_the_oldest(store):
+    """Two parents of one sweep id (two drivers created both): the next open keeps the oldest only."""
+    _, client, experiment_id = store
+    sweep = "5ee000000003"
+    older, younger = (client.create_run(experiment_id, tags={"sweep_id": sweep}).info.run_id for _ in "ab")
+    chosen, resumed = tracking.open_parent_run(client, experiment_id, sweep, "s", {}, {})
+    assert (chosen, resumed) == (older, True)
+    assert client.get_run(younger).info.lifecycle_stage == "deleted"
+    assert client.get_run(younger).data.tags[tracking.DUPLICATE_TAG] == older
+    assert tracking.find_sweep(client, experiment_id, sweep) == older
+
+
+def test_a_parent_created_concurrently_is_deleted_for_the_oldest(store, monkeypatch):
+    """open_parent_run's second search sees an older parent: it deletes the one it made."""
+    _, client, experiment_id = store
+    sweep = "5ee000000004"
+    older = client.create_run(experiment_id, tags={"sweep_id": sweep}).info.run_id
+    real_search = tracking.store.search_all_runs
+    calls = []
+
+    def first_search_misses_it(client_, experiment_id_, filter_string=""):
+        calls.append(filter_string)
+        found = real_search(client_, experiment_id_, filter_string)
+        return [] if len(calls) == 1 else found  # the other driver's create lands after our first search
+
+    monkeypatch.setattr(tracking.store, "search_all_runs", first_search_misses_it)
+    chosen, resumed = tracking.open_parent_run(client, experiment_id, sweep, "s", {}, {})
+    monkeypatch.undo()
+    assert (chosen, resumed) == (older, True)
+    active = chemoscreen_store.search_all_runs(client, experiment_id, tracking.sweep_filter(sweep))
+    assert [r.info.run_id for r in active] == [older]
+
+
+def test_settling_keeps_one_done_run_per_candidate_and_spares_unfinished_ones(store):
+    _, client, experiment_id = store
+    parent, _ = tracking.open_parent_run(client, experiment_id, "5ee000000005", "s", {}, {})
+    done = sorted(_child(client, experiment_id, parent, "c1", artifacts="logged") for _ in range(3))
+    lost = _child(client, experiment_id, parent, "c2", artifacts=tracking.ARTIFACTS_MISSING)
+    ok2 = _child(client, experiment_id, parent, "c2", artifacts="logged")
+    failed = _child(client, experiment_id, parent, "c3", status="FAILED")
+    running = client.create_run(experiment_id, tags={tracking.PARENT_TAG: parent,
+                                                     "candidate_id": "c3"}).info.run_id
+    # two drivers settling one after the other agree, and nothing is deleted twice
+    assert tracking.settle_duplicates(client, experiment_id, parent) == 2
+    assert tracking.settle_duplicates(client, experiment_id, parent) == 0
+    alive = {c.run_id for c in tracking.child_runs(client, experiment_id, parent)}
+    assert alive == {done[0], lost, ok2, failed, running}
+    for loser in done[1:]:
+        assert client.get_run(loser).info.lifecycle_stage == "deleted"
+        assert client.get_run(loser).data.tags[tracking.DUPLICATE_TAG] == done[0]
+    chosen = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent))
+    assert chosen["c1"].run_id == done[0] and chosen["c2"].run_id == ok2
+    assert not chosen["c3"].done
+
+
+def test_a_finished_run_whose_artifacts_were_lost_is_work_to_redo(store):
+    _, client, experiment_id = store
+    parent, _ = tracking.open_parent_run(client, experiment_id, "5ee000000006", "s", {}, {})
+    lost = _child(client, experiment_id, parent, "c1", artifacts=tracking.ARTIFACTS_MISSING)
+    legacy = _child(client, experiment_id, parent, "c2")  # written before the artifacts tag existed
+    chosen = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent))
+    assert chosen["c1"].run_id == lost and not chosen["c1"].done
+    assert chosen["c2"].run_id == legacy and chosen["c2"].done
