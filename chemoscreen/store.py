@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -166,13 +168,15 @@ def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
 
 @contextlib.contextmanager
 def creation_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<database>.lock`` beside a SQLite store (nothing for other stores).
+    """Hold an exclusive lock for a SQLite store's database file (nothing for other stores).
 
     MLflow creates (or migrates) a SQLite schema the first time a process opens the file; two processes
     doing so at once crash one of them (``duplicate column name: step``). Everything that may create
     the schema runs under this lock, so the second process waits and then finds the tables made. The
-    lock file stays (an empty file); the lock itself is released when the block ends or the process
-    dies (``flock``).
+    lock is an ``flock`` on a file named by a hash of the database's absolute path in the machine's
+    temporary folder (``chemoscreen-locks/``), so nothing is ever left beside the user's database; it
+    is released when the block ends or the process dies. (A SQLite store is local to one machine, as
+    the lock is.)
 
     Args:
         uri: a tracking URI.
@@ -185,12 +189,18 @@ def creation_lock(uri: str) -> Iterator[None]:
     if path is None or str(path) in ("", ":memory:"):
         yield
         return
-    lock = path.resolve().with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        expected = f"a SQLite file in a writable folder ({lock.parent}: {exc.strerror or exc})"
-        raise InputError(TRACKING_FIELD, expected, uri) from None
+    folder = path.resolve().parent
+    if folder.is_dir():  # a read-only filesystem or folder: SQLite could not write its journal either
+        try:
+            with tempfile.TemporaryFile(dir=folder):  # made and gone at once: nothing stays
+                pass
+        except OSError as exc:
+            expected = f"a SQLite file in a writable folder ({folder}: {exc.strerror or exc})"
+            raise InputError(TRACKING_FIELD, expected, uri) from None
+    locks = Path(tempfile.gettempdir()) / "chemoscreen-locks"
+    locks.mkdir(mode=0o777, exist_ok=True)
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -255,8 +255,8 @@ def load_series(path) -> ImageSeries:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         raw = _read(path)
-    except InputError:
-        raise
+    except InputError as exc:  # the image readers name their own field; here the file is a series
+        raise InputError("series", exc.expected, f"{path.name}: {exc.got}") from None
     except Exception as exc:  # truncated or foreign files: zipfile, EOF, HDF5 errors
         raise InputError("series", "a readable .npz or .h5 image series", f"{path.name}: {exc}") from None
     return validate_series(raw, source=str(path), sha256=digest)
