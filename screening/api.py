@@ -209,6 +209,7 @@ def run_sweep(
     batch_size: int | None = None,
     artifacts: bool = True,
     progress: bool = False,
+    objectives=None,
 ) -> pd.DataFrame:
     """Screen ``space`` (``list[candidates.Candidate]``) and return the ranked table, one row per candidate.
 
@@ -227,6 +228,8 @@ def run_sweep(
         experiment, tracking_uri, address, num_cpus, gpus_per_actor, batch_size, artifacts, progress:
             the :class:`SweepOptions` fields of the same names.
         refine: rerun the best K on the free-surface particle (columns ``particle_*``).
+        objectives: what the candidates are ranked by (:class:`screening.objectives.ObjectiveSpec`;
+            default: its defaults).
 
     Returns:
         Columns ``rank``, ``candidate_id``, ``formula``, ``score``, ``pareto_rank``, the metrics of
@@ -234,5 +237,6 @@ def run_sweep(
     """
     options = SweepOptions(experiment=experiment, tracking_uri=tracking_uri, address=address, refine=refine,
                            num_cpus=num_cpus, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-                           artifacts=artifacts, progress=progress, space=f"python API ({source})")
+                           artifacts=artifacts, progress=progress, space=f"python API ({source})",
+                           objectives=objectives)
     return sweep(space, law, settings, metric_fn, source=source, options=options).table

@@ -47,6 +47,28 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
                              "with artifacts in ./mlartifacts)")
 
 
+def _add_objective_options(parser: argparse.ArgumentParser) -> None:
+    """What the candidates are ranked by (:class:`screening.objectives.ObjectiveSpec`), for sweep and rank."""
+    from screening.objectives import DEFAULT_MAX_VOLTAGE_V, DEFAULT_OBJECTIVES
+
+    group = parser.add_argument_group("ranking (objectives, voltage window, constraints)")
+    default = ",".join(f"{name}:{weight:g}" for name, weight in DEFAULT_OBJECTIVES)
+    group.add_argument("--objectives", default=None, metavar="NAME:WEIGHT,...",
+                       help=f"objectives and score weights (default: {default}); see docs/screening.md")
+    group.add_argument("--max-voltage", type=float, default=None, metavar="V",
+                       help="electrolyte stability limit applied to each redox plateau, V vs Li/Li+ "
+                            f"(default: {DEFAULT_MAX_VOLTAGE_V:g})")
+    group.add_argument("--constraint", action="append", default=[], metavar="METRIC<VALUE",
+                       help="feasibility constraint on a metric (<, <=, >, >=); repeatable")
+
+
+def _objective_spec(args):
+    from screening.objectives import ObjectiveSpec
+
+    return ObjectiveSpec.from_text(objectives=args.objectives, max_voltage_V=args.max_voltage,
+                                   constraints=args.constraint, weights=getattr(args, "weights", None))
+
+
 # Seam: chemoscreen/options.py (decision 1 of the coordination plan, being written) derives argparse
 # flags from a frozen settings dataclass and builds it back. When it lands, the three functions below
 # (_settings_fields, _add_settings_options, settings_from_args) become one call of it for
@@ -152,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
     _add_settings_options(sweep)
+    _add_objective_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     rank = sub.add_parser("rank", help="ranking table and Pareto front of the latest sweep, from MLflow")
@@ -161,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--out", default="ranking.csv",
                       help="ranking table (.csv or .parquet); the Pareto plot goes beside it as "
                            "<name>_pareto.png (default: ranking.csv)")
-    rank.add_argument("--weights", default="1,1,1",
-                      help="score weights of specific energy, peak tensile stress, |volume change| "
-                           "(default: 1,1,1)")
+    rank.add_argument("--weights", default=None,
+                      help="alias of --objectives usable_specific_energy_Wh_kg:E,peak_tensile_stress_MPa:S,"
+                           "abs_volume_change_pct:V given as E,S,V")
+    _add_objective_options(rank)
     rank.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
     rank.set_defaults(handler=cmd_rank)
 
@@ -213,7 +237,7 @@ def cmd_sweep(args) -> int:
     space = _space(args)
     settings = settings_from_args(args)
     law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
-    options = SweepOptions(
+    options = SweepOptions(objectives=_objective_spec(args),
         experiment=args.experiment, tracking_uri=args.tracking_uri, address=args.address,
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
@@ -233,10 +257,7 @@ def cmd_rank(args) -> int:
     from screening import tracking
     from screening.results import log_ranking, rank_sweep
 
-    try:
-        weights = tuple(float(w) for w in args.weights.split(","))
-    except ValueError:
-        raise InputError("--weights", "three comma-separated numbers", args.weights) from None
+    spec = _objective_spec(args)
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
     store.probe_tracking_uri(uri)
     client = store.open_store(uri)
@@ -245,7 +266,7 @@ def cmd_rank(args) -> int:
         expected = "an experiment with sweeps (run `chemoscreen sweep` first)"
         raise InputError("--experiment", expected, args.experiment)
     parent = tracking.find_sweep(client, experiment.experiment_id, args.sweep_id)
-    table = rank_sweep(client, uri, experiment.experiment_id, parent, log_children=False, weights=weights)
+    table = rank_sweep(client, uri, experiment.experiment_id, parent, log_children=False, spec=spec)
     path = candidates.write_table(table, args.out)
     written = [path]
     if table["pareto_rank"].notna().any():
@@ -253,7 +274,7 @@ def cmd_rank(args) -> int:
 
         written.append(path.with_name(path.stem + "_pareto.png"))
         pareto_png(table, written[-1])
-    log_ranking(client, parent, table)
+    log_ranking(client, parent, table, spec)
     print_table(table, top=args.top)
     print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")
     return 0

@@ -40,6 +40,7 @@ from mechanics.errors import InputError
 from screening import ids, tracking
 from screening.actors import CandidateResult, SimulatorActor
 from screening.cluster import ray_session, resolve_address
+from screening.objectives import ObjectiveSpec
 from screening.results import (  # noqa: F401  (the metric names are part of this module's interface)
     CONTRACT_METRICS,
     DESCRIPTOR_METRICS,
@@ -81,6 +82,8 @@ class SweepOptions:
     restarts/task retries, and driver resubmissions of a batch whose actor died for good. simulator:
     ``module:function`` of the batched simulator, same signature as
     :func:`mechanics.screen.simulate_candidates`. space: a description of the candidate space (parent tag).
+    objectives: what the sweep is ranked by (:class:`screening.objectives.ObjectiveSpec`; None: its
+    defaults), from ``--objectives``, ``--max-voltage`` and ``--constraint``.
 
     Every field is checked when the options are built; a bad value is an :class:`InputError` naming
     the ``chemoscreen sweep`` option it comes from (``--refine``, ``--num-cpus``, ...), or the field
@@ -101,6 +104,7 @@ class SweepOptions:
     progress: bool = True
     space: str = ""
     simulator: str = "mechanics.screen:simulate_candidates"
+    objectives: ObjectiveSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment.strip():
@@ -130,6 +134,8 @@ class SweepOptions:
         module, _, function = (self.simulator if isinstance(self.simulator, str) else "").partition(":")
         if not (module and function):
             raise InputError("simulator", "module:function of a batched simulator", self.simulator)
+        if self.objectives is not None and not isinstance(self.objectives, ObjectiveSpec):
+            raise InputError("--objectives", "a screening.objectives.ObjectiveSpec or None", self.objectives)
 
 
 def _is_int(value, minimum: int) -> bool:
@@ -429,7 +435,7 @@ def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _R
     """
     particle = dataclasses.replace(settings, fidelity="particle")
     particle_dict = _settings_dict(particle)
-    ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False)
+    ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False, spec=options.objectives)
     top = ranked[ranked["pareto_rank"].notna()].head(options.refine)
     work, tags = [], {}
     for periodic_id in top["candidate_id"]:
@@ -538,9 +544,10 @@ def execute_sweep(
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
-        outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
+        outcome.table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True,
+                                   spec=options.objectives)
         if not outcome.table.empty:
-            log_ranking(client, parent_id, outcome.table)
+            log_ranking(client, parent_id, outcome.table, options.objectives)
         outcome.timings["rank_s"] = time.perf_counter() - t0
         status = "FINISHED"
     finally:

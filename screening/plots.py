@@ -103,24 +103,32 @@ class Renderer:
 
 
 def pareto_png(table, path: Path) -> None:
-    """Specific energy against peak tensile stress, colour = |volume change|, Pareto front marked.
+    """Usable specific energy against peak tensile stress, colour = |volume change|, Pareto front marked,
+    infeasible candidates as grey crosses.
 
     ``table`` is the output of :func:`screening.ranking.rank_candidates`.
     """
     plt = _pyplot()
+    energy = "usable_specific_energy_Wh_kg"
+    energy = energy if energy in table else "specific_energy_Wh_kg"
     ranked = table[table["pareto_rank"].notna()]
     fig, ax = plt.subplots(figsize=(6.0, 4.4), dpi=100)
-    points = ax.scatter(ranked["peak_tensile_stress_MPa"], ranked["specific_energy_Wh_kg"],
+    if "feasible" in table:
+        infeasible = table[~table["feasible"].astype(bool) & table["peak_tensile_stress_MPa"].notna()]
+        if len(infeasible):
+            ax.scatter(infeasible["peak_tensile_stress_MPa"], infeasible[energy], marker="x", c="0.6", s=22,
+                       label="infeasible")
+    points = ax.scatter(ranked["peak_tensile_stress_MPa"], ranked[energy],
                         c=ranked["volume_change_pct"].abs(), cmap="viridis", s=28, edgecolor="none")
     front = ranked[ranked["pareto_rank"] == 1].sort_values("peak_tensile_stress_MPa")
-    ax.scatter(front["peak_tensile_stress_MPa"], front["specific_energy_Wh_kg"], s=70,
+    ax.scatter(front["peak_tensile_stress_MPa"], front[energy], s=70,
                facecolor="none", edgecolor="crimson", lw=1.4, label="Pareto front (rank 1)")
     for _, row in front.iterrows():
-        xy = (row["peak_tensile_stress_MPa"], row["specific_energy_Wh_kg"])
+        xy = (row["peak_tensile_stress_MPa"], row[energy])
         ax.annotate(str(row.get("formula", "")), xy, fontsize=6, xytext=(3, 3), textcoords="offset points")
     fig.colorbar(points, ax=ax, label="|volume change| (%)")
     ax.set_xlabel("peak tensile stress (MPa)  ← better")
-    ax.set_ylabel("specific energy (Wh/kg)  ↑ better")
+    ax.set_ylabel(f"{'usable ' if energy.startswith('usable') else ''}specific energy (Wh/kg)  ↑ better")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
