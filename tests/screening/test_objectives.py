@@ -118,3 +118,20 @@ def test_objective_matrix_orients_larger_is_better():
     np.testing.assert_allclose(matrix[:, 0], out["usable_specific_energy_Wh_kg"])
     np.testing.assert_allclose(matrix[:, 1], [-6.8, -2.0, -5.0, -4.4, -5.4])
     np.testing.assert_allclose(matrix[:, 2], -out["cost_USD_per_kWh"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["rank", "--constraint", "peak_tensile_stress_MPa=800"],
+    ["rank", "--objectives", "bogus:1"],
+    ["rank", "--weights", "1,1,1", "--objectives", "cost_USD_per_kWh"],
+    ["sweep", "--law", "vegard", "--max-voltage", "-1"],
+    ["sweep", "--law", "vegard", "--constraint", "stress<"],
+])
+def test_cli_refuses_a_bad_spec_with_exit_2_before_any_work(tmp_path, capsys, argv):
+    from screening.cli import main
+
+    db = tmp_path / "mlflow.db"
+    assert main([*argv, "--tracking-uri", f"sqlite:///{db}"]) == 2
+    flag = next(a for a in argv if a.startswith("--") and a not in ("--law",))
+    assert flag in capsys.readouterr().err
+    assert not db.exists()
