@@ -60,13 +60,17 @@ def _add_objective_options(parser: argparse.ArgumentParser) -> None:
                             f"(default: {DEFAULT_MAX_VOLTAGE_V:g})")
     group.add_argument("--constraint", action="append", default=[], metavar="METRIC<VALUE",
                        help="feasibility constraint on a metric (<, <=, >, >=); repeatable")
+    group.add_argument("--top-k", type=int, default=None, metavar="K",
+                       help="with --samples: p_top_k is the fraction of draws with the candidate among the "
+                            "K best by score (default: 5)")
 
 
 def _objective_spec(args):
     from screening.objectives import ObjectiveSpec
 
     return ObjectiveSpec.from_text(objectives=args.objectives, max_voltage_V=args.max_voltage,
-                                   constraints=args.constraint, weights=getattr(args, "weights", None))
+                                   constraints=args.constraint, weights=getattr(args, "weights", None),
+                                   top_k=args.top_k)
 
 
 # Seam: chemoscreen/options.py (decision 1 of the coordination plan, being written) derives argparse
@@ -171,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-size", type=int, default=None,
                        help="candidates per actor call (default: one call per actor, at most 256 on a GPU, "
                             "64 on a CPU)")
+    sweep.add_argument("--samples", type=int, default=1, metavar="N",
+                       help="joint draws of the law's posterior and the candidate parameters per candidate; "
+                            "metrics become means with _std, _p05, _p95 (default: 1, no draws)")
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
     _add_settings_options(sweep)
@@ -237,7 +244,7 @@ def cmd_sweep(args) -> int:
     space = _space(args)
     settings = settings_from_args(args)
     law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
-    options = SweepOptions(objectives=_objective_spec(args),
+    options = SweepOptions(objectives=_objective_spec(args), samples=args.samples,
         experiment=args.experiment, tracking_uri=args.tracking_uri, address=args.address,
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
@@ -255,7 +262,7 @@ def cmd_sweep(args) -> int:
 def cmd_rank(args) -> int:
     import candidates
     from screening import tracking
-    from screening.results import log_ranking, rank_sweep
+    from screening.results import log_ranking, rank_sweep, write_uncertainty_plots
 
     spec = _objective_spec(args)
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
@@ -274,6 +281,7 @@ def cmd_rank(args) -> int:
 
         written.append(path.with_name(path.stem + "_pareto.png"))
         pareto_png(table, written[-1])
+    written += write_uncertainty_plots(table, path.parent, f"{path.stem}_")
     log_ranking(client, parent, table, spec)
     print_table(table, top=args.top)
     print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")

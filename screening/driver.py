@@ -67,6 +67,12 @@ class SweepItem:
     params: object
     descriptors: Mapping[str, float]
     source: str = "literature"
+    uncertainties: Mapping[str, float] = field(default_factory=dict)  # 1σ, candidates.properties
+
+
+DEFAULT_SIMULATOR = "mechanics.screen:simulate_candidates"
+DRAW_SIMULATOR = "screening.uncertainty:simulate_draws"
+MAX_SAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class SweepOptions:
     ``module:function`` of the batched simulator, same signature as
     :func:`mechanics.screen.simulate_candidates`. space: a description of the candidate space (parent tag).
     objectives: what the sweep is ranked by (:class:`screening.objectives.ObjectiveSpec`; None: its
-    defaults), from ``--objectives``, ``--max-voltage`` and ``--constraint``.
+    defaults), from ``--objectives``, ``--max-voltage`` and ``--constraint``. samples: joint draws of the
+    law and the parameters per candidate (``--samples``; :mod:`screening.uncertainty`).
 
     Every field is checked when the options are built; a bad value is an :class:`InputError` naming
     the ``chemoscreen sweep`` option it comes from (``--refine``, ``--num-cpus``, ...), or the field
@@ -103,8 +110,9 @@ class SweepOptions:
     max_retries: int = 3
     progress: bool = True
     space: str = ""
-    simulator: str = "mechanics.screen:simulate_candidates"
+    simulator: str = DEFAULT_SIMULATOR
     objectives: ObjectiveSpec | None = None
+    samples: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment.strip():
@@ -134,6 +142,11 @@ class SweepOptions:
         module, _, function = (self.simulator if isinstance(self.simulator, str) else "").partition(":")
         if not (module and function):
             raise InputError("simulator", "module:function of a batched simulator", self.simulator)
+        # at most MAX_SAMPLES: each draw adds 3 values to a child's one log_batch (MLflow takes 1,000)
+        if not _is_int(self.samples, minimum=1) or self.samples > MAX_SAMPLES:
+            raise InputError("--samples", f"draws per candidate in 1..{MAX_SAMPLES}", self.samples)
+        if self.samples > 1 and self.simulator not in (DEFAULT_SIMULATOR, DRAW_SIMULATOR):
+            raise InputError("--samples", f"1 with a simulator other than {DEFAULT_SIMULATOR}", self.samples)
         if self.objectives is not None and not isinstance(self.objectives, ObjectiveSpec):
             raise InputError("--objectives", "a screening.objectives.ObjectiveSpec or None", self.objectives)
 
@@ -248,7 +261,7 @@ class _RunLogger:
         return tracking.log_child_run(
             self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
             reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
-            status=result.status, artifact_dir=artifact_dir)
+            status=result.status, artifact_dir=artifact_dir, history=getattr(result, "draws", None))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -399,8 +412,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
                existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
-               extra_tags: Mapping[str, Mapping[str, str]]) -> int:
-    """Simulate and log ``work``; returns how many candidates failed."""
+               extra_tags: Mapping[str, Mapping[str, str]], samples: int = 1) -> int:
+    """Simulate and log ``work`` (``samples`` draws each, merged); returns how many candidates failed."""
     settings_dict = _settings_dict(settings)
     by_id = dict(work)
     futures: list[Future] = []
@@ -418,7 +431,13 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
-    _simulate(pool_for(len(work)), work, settings, options, on_result)
+    if samples > 1:
+        from screening.uncertainty import DrawStage
+
+        stage = DrawStage(work, samples, settings.seed, on_result)
+        _simulate(pool_for(len(stage.items)), stage.items, settings, options, stage)
+    else:
+        _simulate(pool_for(len(work)), work, settings, options, on_result)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
@@ -487,6 +506,9 @@ def execute_sweep(
         client = store.open_store(uri)
     experiment_id = store.ensure_experiment(client, options.experiment, uri)
     settings_dict = _settings_dict(settings)
+    if options.samples > 1:  # draws change what is logged: another simulation key, another sweep
+        settings_dict = {**settings_dict, "samples": options.samples}
+        options = dataclasses.replace(options, simulator=DRAW_SIMULATOR)
     work = [(ids.candidate_id(it.fractions, settings_dict, model_uri, it.source), it) for it in items]
     unique = dict(work)
     if len(unique) != len(work):
@@ -530,7 +552,7 @@ def execute_sweep(
             if todo:
                 outcome.failed += _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
                                              model_uri=model_uri, existing=existing, options=options,
-                                             extra_tags={})
+                                             extra_tags={}, samples=options.samples)
                 outcome.simulated += len(todo)
                 start_up = outcome.timings["ray_start_s"] + outcome.timings["actor_start_s"]
                 outcome.timings["simulate_and_log_s"] = time.perf_counter() - t0 - start_up

@@ -160,12 +160,14 @@ class ObjectiveSpec:
       max_voltage_V: electrolyte stability limit applied to each redox plateau (V vs Li/Li⁺).
       constraints: :class:`Constraint` objects.
       min_usable_fraction: least usable fraction of the theoretical capacity of a feasible candidate.
+      top_k: k of ``p_top_k``, the fraction of draws in which a candidate is among the k best by score.
     """
 
     objectives: tuple[tuple[str, float], ...] = DEFAULT_OBJECTIVES
     max_voltage_V: float = DEFAULT_MAX_VOLTAGE_V
     constraints: tuple[Constraint, ...] = ()
     min_usable_fraction: float = MIN_USABLE_FRACTION
+    top_k: int = 5
 
     def __post_init__(self) -> None:
         pairs = self.objectives
@@ -187,10 +189,13 @@ class ObjectiveSpec:
             raise InputError("--constraint", "a tuple of screening.objectives.Constraint", self.constraints)
         if not _is_real(self.min_usable_fraction) or not 0.0 <= self.min_usable_fraction <= 1.0:
             raise InputError("min_usable_fraction", "a fraction in [0, 1]", self.min_usable_fraction)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral) or self.top_k < 1:
+            raise InputError("--top-k", "a positive integer", self.top_k)
 
     @classmethod
     def from_text(cls, objectives: str | None = None, max_voltage_V: float | None = None,
-                  constraints: Iterable[str] = (), weights: str | None = None) -> ObjectiveSpec:
+                  constraints: Iterable[str] = (), weights: str | None = None,
+                  top_k: int | None = None) -> ObjectiveSpec:
         """The spec of the command-line options (``--objectives``, ``--max-voltage``, ``--constraint``,
         ``--weights``); None keeps the default. ``weights`` and ``objectives`` exclude each other."""
         if objectives is not None and weights is not None:
@@ -199,7 +204,8 @@ class ObjectiveSpec:
                  else weights_alias(weights) if weights is not None else DEFAULT_OBJECTIVES)
         return cls(objectives=pairs,
                    max_voltage_V=DEFAULT_MAX_VOLTAGE_V if max_voltage_V is None else max_voltage_V,
-                   constraints=tuple(parse_constraint(c) for c in constraints or ()))
+                   constraints=tuple(parse_constraint(c) for c in constraints or ()),
+                   top_k=5 if top_k is None else top_k)
 
     @property
     def names(self) -> tuple[str, ...]:

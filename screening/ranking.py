@@ -19,13 +19,13 @@ infeasible candidates get neither a score nor a Pareto rank.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mechanics.errors import InputError
-from screening.objectives import ObjectiveSpec, evaluate, objective_matrix, weights_alias
+from screening.objectives import OBJECTIVES, ObjectiveSpec, evaluate, objective_matrix, weights_alias
 
 DEFAULT_WEIGHTS = (1.0, 1.0, 1.0)
 
@@ -112,3 +112,63 @@ def rank_candidates(table: pd.DataFrame, weights: Sequence[float] | None = None,
                           na_position="last", kind="stable").drop(columns="_order")
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out.reset_index(drop=True)
+
+
+def rank_draws(ranked: pd.DataFrame, draws: Mapping[str, np.ndarray], spec: ObjectiveSpec | None = None
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """How sure the ranking is: the ranking repeated in every draw of the simulated metrics.
+
+    In draw d every objective read from ``draws`` takes its draw-d value (the others, e.g. the closed-form
+    ones, keep their exact value); infeasible rows stay out (feasibility of the means). Per draw: the
+    score (min-max utilities over the feasible rows of that draw), the Pareto front and the top ``top_k``
+    by score.
+
+    Args:
+        ranked: the output of :func:`rank_candidates` (``feasible`` and the objective columns).
+        draws: metric column → (n_rows, n_draws) values aligned with ``ranked``'s rows.
+        spec: the spec ``ranked`` was ranked with (default ``ObjectiveSpec()``); ``spec.top_k`` is the k
+            of ``p_top_k``.
+
+    Returns:
+        ``ranked`` with ``score_std`` (sample std over draws, ddof 1), ``p_pareto`` (fraction of draws in
+        which the row is non-dominated) and ``p_top_k`` (fraction in which it is among the k best); and
+        the (n_rows, n_rows) matrix P[i, j] = fraction of draws in which row i scores above row j.
+
+    Raises:
+        InputError: draws of another shape.
+    """
+    spec = ObjectiveSpec() if spec is None else spec
+    top_k = spec.top_k
+    n = len(ranked)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in draws.items()}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or next(iter(shapes))[0] != n or len(next(iter(shapes))) != 2:
+        raise InputError("draws", f"arrays (n_rows={n}, n_draws) of one shape", sorted(shapes))
+    n_draws = next(iter(shapes))[1]
+    base = objective_matrix(ranked, spec)
+    infeasible = ~ranked["feasible"].to_numpy(dtype=bool)
+    score_draws = np.full((n_draws, n), np.nan)
+    front = np.zeros((n_draws, n))
+    top = np.zeros((n_draws, n))
+    for d in range(n_draws):
+        objectives = base.copy()
+        for j, name in enumerate(spec.names):
+            objective = OBJECTIVES[name]
+            if objective.column in arrays:
+                values = arrays[objective.column][:, d]
+                objectives[:, j] = objective.direction * (np.abs(values) if objective.absolute else values)
+        objectives[infeasible] = np.nan
+        score = scores(objectives, spec.weights)
+        score_draws[d] = score
+        front[d] = pareto_ranks(objectives) == 1
+        finite = np.flatnonzero(np.isfinite(score))
+        top[d, finite[np.argsort(-score[finite], kind="stable")[:top_k]]] = 1.0
+    out = ranked.copy()
+    ranked_rows = np.isfinite(score_draws).all(axis=0)
+    with np.errstate(invalid="ignore"):
+        std = np.std(score_draws, axis=0, ddof=1) if n_draws > 1 else np.zeros(n)
+    out["score_std"] = np.where(ranked_rows, std, np.nan)
+    out["p_pareto"] = np.where(ranked_rows, front.mean(axis=0), np.nan)
+    out["p_top_k"] = np.where(ranked_rows, top.mean(axis=0), np.nan)
+    beats = (score_draws[:, :, None] > score_draws[:, None, :]).mean(axis=0)
+    return out, beats
