@@ -272,3 +272,47 @@ def test_a_registered_version_without_posterior_samples_is_refused_by_the_cli(tm
     assert "--samples" in capsys.readouterr().err
     screening_runs = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)
     assert screening_runs is None or not client.search_runs([screening_runs.experiment_id])
+
+
+def test_rank_writes_the_uncertainty_plots_beside_the_table(sampled, tmp_path):
+    from screening.cli import main
+
+    uri, _ = sampled
+    out = tmp_path / "ranking.csv"
+    assert main(["rank", "--tracking-uri", uri, "--out", str(out), "--top-k", "1"]) == 0
+    table = pd.read_csv(out)
+    assert table["p_top_k"].sum() == pytest.approx(1.0)  # exactly one candidate is the best in each draw
+    for name in ("ranking_score_errorbars.png", "ranking_p_beats.png", "ranking_p_beats.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+@pytest.mark.slow
+def test_registered_posterior_samples_reach_the_actors(tmp_path):
+    # a registered Vegard-shaped law whose two posterior samples bend its shape (middle knot x1.3, x0.7): the
+    # parameter draws are the same as those of a --law vegard sweep (common random numbers: they depend on
+    # the seed and the draw index only), so every difference between the two sweeps' draws is the law's
+    from chemoscreen import store
+    from chemoscreen.models import log_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.open_store(uri)
+    run_id = client.create_run(store.ensure_experiment(client, "laws", uri)).info.run_id
+    law = PiecewiseLinearLaw.from_vegard([0.052, 0.038, -0.02], n_knots=3)
+    values = law.values().detach().numpy()
+    bent = np.stack([values * np.array([1.0, 1.3, 1.0]), values * np.array([1.0, 0.7, 1.0])])  # (2, 3, K=3)
+    version = log_model(client, run_id, law, artifact_path="law", register="with-samples", samples=bent)
+    client.set_terminated(run_id)
+    space = candidates.olivine_space(metals=("Fe",), step=1.0)
+    options = screening.SweepOptions(tracking_uri=uri, num_cpus=2, artifacts=False, progress=False, samples=2)
+
+    def draws(law_uri):
+        outcome = screening.sweep(space, law_uri, SETTINGS, options=options)
+        assert (outcome.table["status"] == "FINISHED").all()
+        history = client.get_metric_history(outcome.table["run_id"].iloc[0], "peak_tensile_stress_MPa_draw")
+        return np.array([m.value for m in sorted(history, key=lambda m: m.step)])
+
+    with_law, vegard = draws(f"models:/with-samples/{version}"), draws("vegard")
+    assert len(with_law) == len(vegard) == 2
+    # the bent shapes change the stress by more than float noise, in opposite directions
+    change = (with_law - vegard) / vegard
+    assert (np.abs(change) > 1e-6).all() and change[0] * change[1] < 0
