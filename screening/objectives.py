@@ -76,6 +76,8 @@ WEIGHTS_ALIAS = ("usable_specific_energy_Wh_kg", "peak_tensile_stress_MPa", "abs
 STATIC_METRICS = ("usable_capacity_mAh_g", "usable_specific_energy_Wh_kg", "usable_fraction",
                   "cost_USD_per_kg", "cost_USD_per_kWh", "supply_risk_hhi", "supply_risk_hhi_reserve")
 FRACTION_PREFIX = "x_"
+#: rounding allowance of the usable fraction (a grid's 0.15 + 0.35 need not sum to 0.5 exactly)
+USABLE_TOLERANCE = 1e-9
 _OPERATORS = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less, ">": np.greater}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+0-9.eEinfINF]+)\s*$")
 
@@ -261,7 +263,7 @@ def evaluate(table: pd.DataFrame, spec: ObjectiveSpec) -> pd.DataFrame:
         result = static_objectives(fractions, spec.max_voltage_V)
         for name, value in result.metrics().items():
             static[name][i] = value
-        if result.usable_fraction < spec.min_usable_fraction:
+        if result.usable_fraction < spec.min_usable_fraction - USABLE_TOLERANCE:
             above = ", ".join(f"{p.metal} {p.voltage_V:g} V" for p in result.above_window)
             reasons[i].append(f"plateaus above {spec.max_voltage_V:g} V ({above}): "
                               f"{100 * result.usable_fraction:.0f}% of capacity usable "

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mechanics.errors import InputError
 from screening import tracking
-from screening.objectives import FRACTION_PREFIX, STATIC_METRICS, ObjectiveSpec
+from screening.objectives import FRACTION_PREFIX, OBJECTIVES, STATIC_METRICS, ObjectiveSpec, weights_alias
 from screening.ranking import rank_candidates, rank_draws
 
 # static descriptors of a candidate logged as child metrics (ARCHITECTURE.md §4.4)
@@ -87,6 +88,11 @@ def rank_sweep(client, tracking_uri: str, experiment_id: str, parent_run_id: str
     """Rank a sweep's candidates (:func:`screening.ranking.rank_candidates` with ``spec`` or the
     ``weights`` alias); with ``log_children``, log :data:`RANKING_METRICS` and the ``infeasible_reason``
     tag on each child run where they changed (NaN score and Pareto rank for an infeasible candidate)."""
+    if weights is not None:
+        if spec is not None:
+            raise InputError("weights", "either weights (the --weights alias) or spec, not both", weights)
+        spec = ObjectiveSpec(objectives=weights_alias(weights, "weights"))
+    spec = ObjectiveSpec() if spec is None else spec
     frame = candidate_frame(tracking_uri, experiment_id, parent_run_id)
     beats = None
     finished = frame[frame["status"] == "FINISHED"]
@@ -96,8 +102,10 @@ def rank_sweep(client, tracking_uri: str, experiment_id: str, parent_run_id: str
         ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     else:
         recomputed = [c for c in RANKING_METRICS if c in finished.columns]
-        ranked = rank_candidates(finished.drop(columns=recomputed), weights, spec=spec)
-        drawn = [m for m in DRAWN_METRICS if f"{m}_std" in ranked.columns]
+        ranked = rank_candidates(finished.drop(columns=recomputed), spec=spec)
+        # one history read per run and drawn objective (the other metrics' draws do not enter the ranking)
+        columns = {OBJECTIVES[name].column for name in spec.names}
+        drawn = [m for m in DRAWN_METRICS if f"{m}_std" in ranked.columns and m in columns]
         if drawn:
             draws = {m: _draw_histories(client, ranked["run_id"], m) for m in drawn}
             width = max(a.shape[1] for a in draws.values())

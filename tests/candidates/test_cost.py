@@ -105,3 +105,22 @@ def test_bad_input_names_the_field():
         static_objectives({"Fe": 1.0}, max_voltage_V=-1.0)
     with pytest.raises(InputError, match="fractions"):
         static_objectives({"Fe": 0.5})
+
+
+def test_window_on_the_four_metal_grid_keeps_exactly_the_fe_mn_rich_half():
+    # 0.05 grid of Fe, Mn, Co, Ni (1,771 compositions). At 4.5 V only the Fe (3.43 V) and Mn (4.1 V) plateaus
+    # are usable, so a composition is feasible exactly when x_Fe + x_Mn >= 1/2. The capacity-weighted
+    # mean-voltage rule that the per-plateau rule replaces keeps 1,146 of them (the count in issue 16).
+    import candidates
+    from candidates.cost import MIN_USABLE_FRACTION
+
+    space = candidates.olivine_space(("Fe", "Mn", "Co", "Ni"), step=0.05)
+    assert len(space) == 1771
+    plateau = {m: static_objectives({m: 1.0}, 10.0).usable_specific_energy_Wh_kg
+               / static_objectives({m: 1.0}, 10.0).usable_capacity_mAh_g for m in ("Fe", "Mn", "Co", "Ni")}
+    mean_rule = sum(sum(x * plateau[m] for m, x in c.fractions.items()) <= 4.5 for c in space)
+    assert mean_rule == 1146
+    for c in space:
+        usable = static_objectives(c.fractions).usable_fraction
+        fe_mn = c.fraction("Fe") + c.fraction("Mn")
+        assert (usable >= MIN_USABLE_FRACTION - 1e-9) == (fe_mn >= 0.5 - 1e-9), c.formula
