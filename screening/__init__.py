@@ -25,6 +25,7 @@ _EXPORTS = {
     "rank_candidates": "screening.ranking", "scores": "screening.ranking",
     "SweepOptions": "screening.driver", "SweepOutcome": "screening.driver", "SweepItem": "screening.driver",
     "ScreeningSettings": "mechanics.screen", "ScreeningResult": "mechanics.screen",
+    "ObjectiveSpec": "screening.objectives", "rank_draws": "screening.ranking",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -80,7 +80,8 @@ def prepare_items(space: Iterable, source: str = "literature", *, progress: bool
         props = candidates.properties(candidate, source)
         items.append(SweepItem(composition_id=candidate.id, formula=candidate.formula,
                                fractions=candidate.fractions, params=props.params,
-                               descriptors=descriptors_of(props), source=source))
+                               descriptors=descriptors_of(props), source=source,
+                               uncertainties=dict(props.uncertainties)))
     return items
 
 
@@ -125,6 +126,29 @@ def resolve_law(law, tracking_uri: str | None = None, client=None):
     return law, model_label(law)
 
 
+def law_samples(module, model_uri: str, tracking_uri: str):
+    """The law with its posterior samples (:class:`screening.uncertainty.LawSamples`) for ``--samples``.
+
+    Raises:
+        InputError: (``--samples``) the model version carries no posterior samples, or the law is a
+            plain module (pass a ``LawSamples`` to draw it).
+    """
+    from screening.uncertainty import LawSamples
+
+    if isinstance(module, LawSamples):
+        return module
+    if not model_uri.startswith(("models:/", "runs:/")):
+        raise InputError("--samples", "a registered model version with posterior samples, a "
+                         "screening.uncertainty.LawSamples, or --law vegard", model_uri)
+    from chemoscreen.models import load_model
+
+    stored = load_model(model_uri, tracking_uri=tracking_uri)
+    if not stored.samples:
+        raise InputError("--samples", "a model version that carries posterior samples (calibrate registers "
+                         "the bootstrap replicates)", model_uri)
+    return LawSamples(stored.model, stored.samples)
+
+
 def default_settings():
     """:class:`mechanics.screen.ScreeningSettings` with its defaults."""
     from mechanics.screen import ScreeningSettings
@@ -165,7 +189,7 @@ def sweep(
 
     Raises:
         InputError: bad input, named by its CLI field (``--tracking-uri``, ``--address``, ``--model``,
-            ``--source``, ...), before any simulation.
+            ``--source``, ``--samples`` (a law without posterior samples), ...), before any simulation.
     """
     import candidates
 
@@ -188,6 +212,8 @@ def sweep(
 
     client = store.open_store(uri)
     module, model_uri = resolve_law(law, uri, client)
+    if options.samples > 1 and module is not None:
+        module = law_samples(module, model_uri, uri)
     items = prepare_items(space, source, progress=options.progress)
     return execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
                          metric_fn=metric_fn, client=client)
@@ -209,6 +235,8 @@ def run_sweep(
     batch_size: int | None = None,
     artifacts: bool = True,
     progress: bool = False,
+    objectives=None,
+    samples: int = 1,
 ) -> pd.DataFrame:
     """Screen ``space`` (``list[candidates.Candidate]``) and return the ranked table, one row per candidate.
 
@@ -233,6 +261,9 @@ def run_sweep(
         artifacts: log the snapshot and voltage PNGs.
         progress: show progress bars.
         refine: rerun the best K on the free-surface particle (columns ``particle_*``).
+        objectives: what the candidates are ranked by (:class:`screening.objectives.ObjectiveSpec`;
+            default: its defaults).
+        samples: joint draws of the law and the parameters per candidate (:mod:`screening.uncertainty`).
 
     Returns:
         Columns ``rank``, ``candidate_id``, ``formula``, ``score``, ``pareto_rank``, the metrics of
@@ -240,5 +271,6 @@ def run_sweep(
     """
     options = SweepOptions(experiment=experiment, tracking_uri=tracking_uri, address=address, refine=refine,
                            num_cpus=num_cpus, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-                           artifacts=artifacts, progress=progress, space=f"python API ({source})")
+                           artifacts=artifacts, progress=progress, space=f"python API ({source})",
+                           objectives=objectives, samples=samples)
     return sweep(space, law, settings, metric_fn, source=source, options=options).table

@@ -45,6 +45,32 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
                              "with artifacts in ./mlartifacts)")
 
 
+def _add_objective_options(parser: argparse.ArgumentParser) -> None:
+    """What the candidates are ranked by (:class:`screening.objectives.ObjectiveSpec`), for sweep and rank."""
+    from screening.objectives import DEFAULT_MAX_VOLTAGE_V, DEFAULT_OBJECTIVES
+
+    group = parser.add_argument_group("ranking (objectives, voltage window, constraints)")
+    default = ",".join(f"{name}:{weight:g}" for name, weight in DEFAULT_OBJECTIVES)
+    group.add_argument("--objectives", default=None, metavar="NAME:WEIGHT,...",
+                       help=f"objectives and score weights (default: {default}); see docs/screening.md")
+    group.add_argument("--max-voltage", type=float, default=None, metavar="V",
+                       help="electrolyte stability limit applied to each redox plateau, V vs Li/Li+ "
+                            f"(default: {DEFAULT_MAX_VOLTAGE_V:g})")
+    group.add_argument("--constraint", action="append", default=[], metavar="METRIC<VALUE",
+                       help="feasibility constraint on a metric (<, <=, >, >=); repeatable")
+    group.add_argument("--top-k", type=int, default=None, metavar="K",
+                       help="with --samples: p_top_k is the fraction of draws with the candidate among the "
+                            "K best by score (default: 5)")
+
+
+def _objective_spec(args):
+    from screening.objectives import ObjectiveSpec
+
+    return ObjectiveSpec.from_text(objectives=args.objectives, max_voltage_V=args.max_voltage,
+                                   constraints=args.constraint, weights=getattr(args, "weights", None),
+                                   top_k=args.top_k)
+
+
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     """One option per field of :class:`mechanics.screen.ScreeningSettings` (``--grid-points``, ...)."""
     from mechanics.screen import ScreeningSettings
@@ -110,9 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-size", type=int, default=None,
                        help="candidates per actor call (default: one call per actor, at most 256 on a GPU, "
                             "64 on a CPU)")
+    sweep.add_argument("--samples", type=int, default=1, metavar="N",
+                       help="joint draws of the law's posterior and the candidate parameters per candidate; "
+                            "metrics become means with _std, _p05, _p95 (default: 1, no draws)")
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
     _add_settings_options(sweep)
+    _add_objective_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     rank = sub.add_parser("rank", help="ranking table and Pareto front of the latest sweep, from MLflow")
@@ -122,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--out", default="ranking.csv",
                       help="ranking table (.csv or .parquet); the Pareto plot goes beside it as "
                            "<name>_pareto.png (default: ranking.csv)")
-    rank.add_argument("--weights", default="1,1,1",
-                      help="score weights of specific energy, peak tensile stress, |volume change| "
-                           "(default: 1,1,1)")
+    rank.add_argument("--weights", default=None,
+                      help="alias of --objectives usable_specific_energy_Wh_kg:E,peak_tensile_stress_MPa:S,"
+                           "abs_volume_change_pct:V given as E,S,V")
+    _add_objective_options(rank)
     rank.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
     rank.set_defaults(handler=cmd_rank)
 
@@ -174,7 +205,7 @@ def cmd_sweep(args) -> int:
     space = _space(args)
     settings = settings_from_args(args)
     law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
-    options = SweepOptions(
+    options = SweepOptions(objectives=_objective_spec(args), samples=args.samples,
         experiment=args.experiment, tracking_uri=args.tracking_uri, address=args.address,
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
@@ -192,12 +223,9 @@ def cmd_sweep(args) -> int:
 def cmd_rank(args) -> int:
     import candidates
     from screening import tracking
-    from screening.results import log_ranking, rank_sweep
+    from screening.results import log_ranking, rank_sweep, write_uncertainty_plots
 
-    try:
-        weights = tuple(float(w) for w in args.weights.split(","))
-    except ValueError:
-        raise InputError("--weights", "three comma-separated numbers", args.weights) from None
+    spec = _objective_spec(args)
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
     store.probe_tracking_uri(uri)
     client = store.open_store(uri)
@@ -206,7 +234,7 @@ def cmd_rank(args) -> int:
         expected = "an experiment with sweeps (run `chemoscreen sweep` first)"
         raise InputError("--experiment", expected, args.experiment)
     parent = tracking.find_sweep(client, experiment.experiment_id, args.sweep_id)
-    table = rank_sweep(client, uri, experiment.experiment_id, parent, log_children=False, weights=weights)
+    table = rank_sweep(client, uri, experiment.experiment_id, parent, log_children=False, spec=spec)
     path = candidates.write_table(table, args.out)
     written = [path]
     if table["pareto_rank"].notna().any():
@@ -214,7 +242,8 @@ def cmd_rank(args) -> int:
 
         written.append(path.with_name(path.stem + "_pareto.png"))
         pareto_png(table, written[-1])
-    log_ranking(client, parent, table)
+    written += write_uncertainty_plots(table, path.parent, f"{path.stem}_")
+    log_ranking(client, parent, table, spec)
     print_table(table, top=args.top)
     print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")
     return 0

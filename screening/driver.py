@@ -41,6 +41,7 @@ from mechanics.errors import InputError
 from screening import ids, tracking
 from screening.actors import CandidateResult, SimulatorActor
 from screening.cluster import ray_session, resolve_address
+from screening.objectives import ObjectiveSpec
 from screening.results import (  # noqa: F401  (the metric names are part of this module's interface)
     CONTRACT_METRICS,
     DESCRIPTOR_METRICS,
@@ -67,6 +68,12 @@ class SweepItem:
     params: object
     descriptors: Mapping[str, float]
     source: str = "literature"
+    uncertainties: Mapping[str, float] = field(default_factory=dict)  # 1σ, candidates.properties
+
+
+DEFAULT_SIMULATOR = "mechanics.screen:simulate_candidates"
+DRAW_SIMULATOR = "screening.uncertainty:simulate_draws"
+MAX_SAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,9 @@ class SweepOptions:
     restarts/task retries, and driver resubmissions of a batch whose actor died for good. simulator:
     ``module:function`` of the batched simulator, same signature as
     :func:`mechanics.screen.simulate_candidates`. space: a description of the candidate space (parent tag).
+    objectives: what the sweep is ranked by (:class:`screening.objectives.ObjectiveSpec`; None: its
+    defaults), from ``--objectives``, ``--max-voltage`` and ``--constraint``. samples: joint draws of the
+    law and the parameters per candidate (``--samples``; :mod:`screening.uncertainty`).
 
     Every field is checked when the options are built; a bad value is an :class:`InputError` naming
     the ``chemoscreen sweep`` option it comes from (``--refine``, ``--num-cpus``, ...), or the field
@@ -101,7 +111,9 @@ class SweepOptions:
     max_retries: int = 3
     progress: bool = True
     space: str = ""
-    simulator: str = "mechanics.screen:simulate_candidates"
+    simulator: str = DEFAULT_SIMULATOR
+    objectives: ObjectiveSpec | None = None
+    samples: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment.strip():
@@ -131,6 +143,13 @@ class SweepOptions:
         module, _, function = (self.simulator if isinstance(self.simulator, str) else "").partition(":")
         if not (module and function):
             raise InputError("simulator", "module:function of a batched simulator", self.simulator)
+        # at most MAX_SAMPLES: each draw adds 3 values to a child's one log_batch (MLflow takes 1,000)
+        if not _is_int(self.samples, minimum=1) or self.samples > MAX_SAMPLES:
+            raise InputError("--samples", f"draws per candidate in 1..{MAX_SAMPLES}", self.samples)
+        if self.samples > 1 and self.simulator not in (DEFAULT_SIMULATOR, DRAW_SIMULATOR):
+            raise InputError("--samples", f"1 with a simulator other than {DEFAULT_SIMULATOR}", self.samples)
+        if self.objectives is not None and not isinstance(self.objectives, ObjectiveSpec):
+            raise InputError("--objectives", "a screening.objectives.ObjectiveSpec or None", self.objectives)
 
 
 def _is_int(value, minimum: int) -> bool:
@@ -269,7 +288,7 @@ class _RunLogger:
         return tracking.log_child_run(
             self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
             reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
-            status=result.status, artifact_dir=artifact_dir)
+            status=result.status, artifact_dir=artifact_dir, history=getattr(result, "draws", None))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -453,8 +472,9 @@ class _DoneElsewhere:
 
 def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
                existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
-               extra_tags: Mapping[str, Mapping[str, str]]) -> tuple[int, int]:
-    """Simulate and log ``work``; returns (simulated, failed), failed counting lost artifacts too."""
+               extra_tags: Mapping[str, Mapping[str, str]], samples: int = 1) -> tuple[int, int]:
+    """Simulate and log ``work`` (``samples`` draws each, merged); returns (simulated, failed), failed
+    counting lost artifacts too."""
     settings_dict = _settings_dict(settings)
     by_id = dict(work)
     futures: list[Future] = []
@@ -474,7 +494,14 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
-    _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=elsewhere)
+    if samples > 1:
+        from screening.uncertainty import DrawStage
+
+        # a candidate's draws are merged only when all have come back: none is dropped half-way
+        stage = DrawStage(work, samples, settings.seed, on_result)
+        _simulate(pool_for(len(stage.items)), stage.items, settings, options, stage)
+    else:
+        _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=elsewhere)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
@@ -491,7 +518,7 @@ def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _R
     """
     particle = dataclasses.replace(settings, fidelity="particle")
     particle_dict = _settings_dict(particle)
-    ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False)
+    ranked = rank_sweep(client, uri, experiment_id, parent_id, log_children=False, spec=options.objectives)
     top = ranked[ranked["pareto_rank"].notna()].head(options.refine)
     work, tags = [], {}
     for periodic_id in top["candidate_id"]:
@@ -542,6 +569,9 @@ def execute_sweep(
         client = store.open_store(uri)
     experiment_id = store.ensure_experiment(client, options.experiment, uri)
     settings_dict = _settings_dict(settings)
+    if options.samples > 1:  # draws change what is logged: another simulation key, another sweep
+        settings_dict = {**settings_dict, "samples": options.samples}
+        options = dataclasses.replace(options, simulator=DRAW_SIMULATOR)
     work = [(ids.candidate_id(it.fractions, settings_dict, model_uri, it.source), it) for it in items]
     unique = dict(work)
     if len(unique) != len(work):
@@ -589,7 +619,7 @@ def execute_sweep(
             if todo:
                 simulated, failed = _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
                                                model_uri=model_uri, existing=existing, options=options,
-                                               extra_tags={})
+                                               extra_tags={}, samples=options.samples)
                 outcome.simulated += simulated
                 outcome.skipped += len(todo) - simulated
                 outcome.failed += failed
@@ -605,7 +635,7 @@ def execute_sweep(
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
-        outcome.table = _settle_and_rank(client, uri, experiment_id, parent_id)
+        outcome.table = _settle_and_rank(client, uri, experiment_id, parent_id, options.objectives)
         outcome.timings["rank_s"] = time.perf_counter() - t0
         status = "FINISHED"
     finally:
@@ -621,7 +651,8 @@ def execute_sweep(
     return outcome
 
 
-def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, attempts: int = 3) -> pd.DataFrame:
+def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, spec=None,
+                     attempts: int = 3) -> pd.DataFrame:
     """Delete duplicate runs, rank the sweep, log the scores and the ranking on the parent.
 
     A second driver of the same sweep may settle at the same moment and delete a run this one is
@@ -632,9 +663,9 @@ def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, attem
     for attempt in range(attempts):
         tracking.settle_duplicates(client, experiment_id, parent_id)
         try:
-            table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
+            table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True, spec=spec)
             if not table.empty:
-                log_ranking(client, parent_id, table)
+                log_ranking(client, parent_id, table, spec)
             return table
         except MlflowException:
             if attempt == attempts - 1:

@@ -103,25 +103,74 @@ class Renderer:
 
 
 def pareto_png(table, path: Path) -> None:
-    """Specific energy against peak tensile stress, colour = |volume change|, Pareto front marked.
+    """Usable specific energy against peak tensile stress, colour = |volume change|, Pareto front marked,
+    infeasible candidates as grey crosses.
 
     ``table`` is the output of :func:`screening.ranking.rank_candidates`.
     """
     plt = _pyplot()
+    energy = "usable_specific_energy_Wh_kg"
+    energy = energy if energy in table else "specific_energy_Wh_kg"
     ranked = table[table["pareto_rank"].notna()]
     fig, ax = plt.subplots(figsize=(6.0, 4.4), dpi=100)
-    points = ax.scatter(ranked["peak_tensile_stress_MPa"], ranked["specific_energy_Wh_kg"],
+    if "feasible" in table:
+        infeasible = table[~table["feasible"].astype(bool) & table["peak_tensile_stress_MPa"].notna()]
+        if len(infeasible):
+            ax.scatter(infeasible["peak_tensile_stress_MPa"], infeasible[energy], marker="x", c="0.6", s=22,
+                       label="infeasible")
+    points = ax.scatter(ranked["peak_tensile_stress_MPa"], ranked[energy],
                         c=ranked["volume_change_pct"].abs(), cmap="viridis", s=28, edgecolor="none")
     front = ranked[ranked["pareto_rank"] == 1].sort_values("peak_tensile_stress_MPa")
-    ax.scatter(front["peak_tensile_stress_MPa"], front["specific_energy_Wh_kg"], s=70,
+    ax.scatter(front["peak_tensile_stress_MPa"], front[energy], s=70,
                facecolor="none", edgecolor="crimson", lw=1.4, label="Pareto front (rank 1)")
     for _, row in front.iterrows():
-        xy = (row["peak_tensile_stress_MPa"], row["specific_energy_Wh_kg"])
+        xy = (row["peak_tensile_stress_MPa"], row[energy])
         ax.annotate(str(row.get("formula", "")), xy, fontsize=6, xytext=(3, 3), textcoords="offset points")
     fig.colorbar(points, ax=ax, label="|volume change| (%)")
     ax.set_xlabel("peak tensile stress (MPa)  ← better")
-    ax.set_ylabel("specific energy (Wh/kg)  ↑ better")
+    ax.set_ylabel(f"{'usable ' if energy.startswith('usable') else ''}specific energy (Wh/kg)  ↑ better")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def score_errorbars_png(table, path: Path, top: int = 20) -> None:
+    """Score ± 1σ over the draws (``score_std``) of the best ``top`` ranked candidates, with ``p_pareto``.
+
+    ``table``: a ranking with ``score``, ``score_std``, ``p_pareto`` (:func:`screening.ranking.rank_draws`).
+    """
+    plt = _pyplot()
+    ranked = table[table["score"].notna()].head(top)
+    fig, ax = plt.subplots(figsize=(6.4, 0.25 * len(ranked) + 1.4), dpi=100)
+    y = np.arange(len(ranked))[::-1]
+    ax.errorbar(ranked["score"], y, xerr=ranked["score_std"].fillna(0.0), fmt="o", ms=4, capsize=3,
+                color="tab:blue")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{f}  (P_pareto {p:.2f})" for f, p in zip(ranked["formula"], ranked["p_pareto"])],
+                       fontsize=7)
+    ax.set_xlabel("score (mean-metric ranking) ± 1σ over the draws")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def beats_png(p_beats, labels, path: Path) -> None:
+    """Heat map of P(row beats column): the fraction of draws in which the row candidate scores higher."""
+    plt = _pyplot()
+    p_beats = np.asarray(p_beats, dtype=float)
+    fig, ax = plt.subplots(figsize=(0.45 * len(labels) + 2.6, 0.45 * len(labels) + 1.8), dpi=100)
+    image = ax.imshow(p_beats, cmap="RdBu_r", vmin=0.0, vmax=1.0)
+    for i in range(p_beats.shape[0]):
+        for j in range(p_beats.shape[1]):
+            if i != j:
+                ax.text(j, i, f"{p_beats[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(labels)))
+    ax.set_yticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_title("P(row beats column) over the draws", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -11,9 +11,9 @@ from typing import TextIO
 
 from chemoscreen import store
 
-SUMMARY_COLUMNS = ("rank", "formula", "score", "pareto_rank", "specific_energy_Wh_kg",
-                   "peak_tensile_stress_MPa", "volume_change_pct", "particle_peak_tensile_stress_MPa",
-                   "status")
+SUMMARY_COLUMNS = ("rank", "formula", "feasible", "score", "score_std", "pareto_rank", "p_pareto",
+                   "usable_specific_energy_Wh_kg", "peak_tensile_stress_MPa", "volume_change_pct",
+                   "cost_USD_per_kWh", "supply_risk_hhi", "particle_peak_tensile_stress_MPa", "status")
 
 
 def print_table(table, top: int | None = None, file: TextIO | None = None) -> None:

@@ -243,11 +243,14 @@ def log_child_run(
     metrics: Mapping[str, float],
     status: str,
     artifact_dir: str | None = None,
+    history: Mapping[str, object] | None = None,
 ) -> str:
     """Write one candidate's run in four client calls: create (or reuse), log_batch, artifacts, terminate.
 
     ``reuse_run_id`` is a leftover of an earlier driver (RUNNING after a crash, or FAILED): it is
-    completed in place rather than duplicated, so the candidate keeps exactly one run.
+    completed in place rather than duplicated, so the candidate keeps exactly one run. ``history``:
+    metric → values logged as ``<metric>_draw`` with step = index (the draws of ``--samples``), in the
+    same batch.
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -262,7 +265,9 @@ def log_child_run(
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        + [Metric(f"{k}_draw", float(v), now, step) for k, values in (history or {}).items()
+           for step, v in enumerate(values)],
         # a reused run may hold these params already: MLflow accepts a param logged again with the same value
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=tag_list,

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mechanics.errors import InputError
+from screening.objectives import ObjectiveSpec, parse_constraint, weights_alias
 from screening.ranking import pareto_ranks, rank_candidates, scores
 
 
@@ -50,15 +51,20 @@ def test_score_rejects_bad_weights():
         scores(np.zeros((2, 3)), weights=(0, 0, 0))
 
 
+THREE = ObjectiveSpec(objectives=(("specific_energy_Wh_kg", 1.0), ("peak_tensile_stress_MPa", 1.0),
+                                   ("abs_volume_change_pct", 1.0)))
+
+
 def test_rank_candidates_orients_objectives_and_sorts():
     table = pd.DataFrame({
         "formula": ["A", "B", "C", "D"],
+        "x_Fe": [1.0, 1.0, 1.0, 1.0],
         "specific_energy_Wh_kg": [600.0, 500.0, 600.0, np.nan],
         "peak_tensile_stress_MPa": [100.0, 50.0, 200.0, 10.0],
         # volume change counts by magnitude: -5 is as bad as +5
         "volume_change_pct": [-5.0, 5.0, 4.0, 1.0],
     })
-    ranked = rank_candidates(table)
+    ranked = rank_candidates(table, spec=THREE)
     # utilities (energy, stress, |dV|): A (1, 2/3, 0), B (0, 1, 0), C (1, 0, 1)
     by = ranked.set_index("formula")
     np.testing.assert_allclose(by.loc[["A", "B", "C"], "score"], [(5 / 3) / 3, 1 / 3, 2 / 3])
@@ -72,5 +78,52 @@ def test_rank_candidates_orients_objectives_and_sorts():
 
 
 def test_rank_candidates_names_missing_metrics():
+    table = pd.DataFrame({"x_Fe": [1.0], "specific_energy_Wh_kg": [1.0], "volume_change_pct": [1.0]})
     with pytest.raises(InputError, match="peak_tensile_stress_MPa"):
-        rank_candidates(pd.DataFrame({"specific_energy_Wh_kg": [1.0], "volume_change_pct": [1.0]}))
+        rank_candidates(table, spec=THREE)
+
+
+def test_weights_are_the_alias_of_the_three_original_objectives():
+    table = _random_table(np.random.default_rng(1), 12)
+    by_weights = rank_candidates(table, weights=(2.0, 1.0, 0.5))
+    by_spec = rank_candidates(table, spec=ObjectiveSpec(objectives=weights_alias("2,1,0.5")))
+    pd.testing.assert_frame_equal(by_weights, by_spec)
+    with pytest.raises(InputError, match="weights"):
+        rank_candidates(table, weights=(1.0, 1.0, 1.0), spec=ObjectiveSpec())
+
+
+def _random_table(rng, n=None):
+    """The 35 Fe/Mn/Co/Ni compositions of the 0.25 grid (the first n) with random simulated metrics."""
+    import candidates
+
+    space = candidates.olivine_space(("Fe", "Mn", "Co", "Ni"), step=0.25)[:n]
+    m = len(space)
+    return pd.DataFrame({
+        "formula": [c.formula for c in space],
+        **{f"x_{el}": [c.fraction(el) for c in space] for el in ("Fe", "Mn", "Co", "Ni")},
+        "specific_energy_Wh_kg": rng.uniform(400, 900, m),
+        "peak_tensile_stress_MPa": rng.uniform(100, 1500, m),
+        "volume_change_pct": rng.uniform(-9, 9, m),
+    })
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_infeasible_candidates_are_never_on_the_pareto_front(seed):
+    rng = np.random.default_rng(seed)
+    table = _random_table(rng)
+    # Co- and Ni-rich rows have the best raw stress: they would dominate if feasibility were ignored
+    co_ni = table["x_Co"] + table["x_Ni"]
+    table.loc[co_ni > 0.5, "peak_tensile_stress_MPa"] = 10.0
+    spec = ObjectiveSpec(constraints=(parse_constraint("peak_tensile_stress_MPa<1200"),))
+    ranked = rank_candidates(table, spec=spec)
+    infeasible = ~ranked["feasible"]
+    assert infeasible.sum() > 0 and (~infeasible).sum() > 0
+    assert ranked.loc[infeasible, "pareto_rank"].isna().all()
+    assert ranked.loc[infeasible, "score"].isna().all()
+    assert ranked.loc[~infeasible, "pareto_rank"].notna().all()
+    assert (ranked.loc[infeasible, "infeasible_reason"] != "").all()
+    assert ranked["feasible"].tolist() == sorted(ranked["feasible"].tolist(), reverse=True)
+    # the front is that of the feasible rows alone: an infeasible row dominates nothing either
+    alone = rank_candidates(table[~table["formula"].isin(ranked.loc[infeasible, "formula"])], spec=spec)
+    front = set(ranked.loc[ranked["pareto_rank"] == 1, "formula"])
+    assert front == set(alone.loc[alone["pareto_rank"] == 1, "formula"])
