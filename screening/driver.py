@@ -49,6 +49,7 @@ from screening.results import (  # noqa: F401  (the metric names are part of thi
     log_ranking,
     rank_sweep,
 )
+from screening.scratch import scratch_folder
 
 
 @dataclass(frozen=True)
@@ -640,56 +641,6 @@ def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, attem
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-SCRATCH_ROOT = "chemoscreen-scratch"
-
-
-@contextlib.contextmanager
-def scratch_folder(root: Path | None = None):
-    """A folder for this process's temporary files, removed at the end; leftovers of dead ones too.
-
-    Every driver keeps its temporary files (PNGs waiting for their upload) in
-    ``<tmp>/chemoscreen-scratch/<pid>-<random>/`` and holds an ``flock`` on ``owner.lock`` inside it
-    while it lives. A driver killed with SIGKILL cannot remove its folder, but its lock dies with it:
-    the next driver removes every folder whose lock it can take.
-
-    Args:
-        root: where the per-process folders live (default ``<tempfile.gettempdir()>/chemoscreen-scratch``).
-
-    Yields:
-        This process's folder.
-    """
-    import fcntl
-
-    root = Path(root) if root is not None else Path(tempfile.gettempdir()) / SCRATCH_ROOT
-    root.mkdir(parents=True, exist_ok=True)
-    for folder in root.iterdir():
-        if folder.name.startswith("."):
-            continue  # a folder being set up (below)
-        lock = folder / "owner.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            continue  # being created right now, or not ours to judge
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)  # its owner is alive
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        os.close(fd)
-    # locked under a hidden name first, so that no other driver can take it for a dead one's
-    staging = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}-", dir=root))
-    fd = os.open(staging / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    own = staging.with_name(staging.name[1:])
-    staging.rename(own)
-    try:
-        yield own
-    finally:
-        shutil.rmtree(own, ignore_errors=True)
-        os.close(fd)
 
 
 def model_label(law) -> str:
