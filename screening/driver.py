@@ -475,7 +475,12 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
-    _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=elsewhere)
+    def still_todo(batch: list) -> list:
+        kept = elsewhere(batch)
+        bar.update(len(batch) - len(kept))
+        return kept
+
+    _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=still_todo)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
