@@ -4,6 +4,9 @@ with real Ray and a real SQLite store (docs/guarantees.md)."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -44,3 +47,73 @@ def test_two_identical_sweeps_at_once_leave_one_finished_run_per_candidate(tmp_p
     assert len(rows) == 10 and len({r["candidate_id"] for r in rows}) == 10
     again = chemoscreen(args, tmp_path, timeout=300)
     assert again.returncode == 0 and "0 simulated, 10 already finished" in again.stdout, again.stdout
+
+
+def _parent_pid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _busy_renderer_of(root: int) -> int | None:
+    """A process of ``root``'s tree whose title says a Renderer actor is drawing (``render``)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if not cmdline.startswith(b"ray::Renderer.render"):
+            continue
+        ancestor = int(entry.name)
+        while ancestor > 1:
+            ancestor = _parent_pid(ancestor)
+            if ancestor == root:
+                return int(entry.name)
+    return None
+
+
+PNGS = {"composition.png", "stress.png", "voltage.png"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's renderer process through /proc")
+def test_killing_the_renderer_loses_no_plot_and_lost_plots_are_redone(tmp_path, chemoscreen,
+                                                                     chemoscreen_popen, small_sweep):
+    """Before: a killed renderer left 122 of 165 runs without PNGs, "0 failed", and resume skipped them."""
+    args = ["sweep", *small_sweep, "--batch-size", "1"]
+    process = chemoscreen_popen(args, tmp_path)
+    killed = []
+    deadline = time.monotonic() + 400
+    try:
+        while process.poll() is None and len(killed) < 2 and time.monotonic() < deadline:
+            pid = _busy_renderer_of(process.pid)
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+        out, err = process.communicate(timeout=400)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert killed, "no renderer was caught drawing; the test proved nothing"
+    assert process.returncode == 0, out + err[-4000:]
+    assert "0 failed" in out
+    client, _, children = _runs(tmp_path)
+    assert len(children) == 10
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags[tracking.ARTIFACTS_TAG] == "logged"
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == PNGS
+
+    # a FINISHED run whose PNGs are gone (as a renderer lost for good leaves it) is redone on resume
+    lost = children[0]
+    client.set_tag(lost.info.run_id, tracking.ARTIFACTS_TAG, tracking.ARTIFACTS_MISSING)
+    again = chemoscreen(args, tmp_path, timeout=400)
+    assert again.returncode == 0 and "1 simulated, 9 already finished" in again.stdout, again.stdout
+    _, _, children = _runs(tmp_path)
+    assert len(children) == 10 and {c.info.status for c in children} == {"FINISHED"}
+    redone = client.get_run(lost.info.run_id)  # completed in place: still one run for the candidate
+    assert redone.data.tags[tracking.ARTIFACTS_TAG] == "logged"
