@@ -432,7 +432,7 @@ class _DoneElsewhere:
 
     Another driver of the same sweep (or the same command started twice) may finish candidates of this
     driver's to-do list; the store is read again at most every ``every_s`` seconds, so most of its work
-    is not repeated. What is repeated anyway is settled by :func:`screening.tracking.settle_duplicates`.
+    is not repeated. What is repeated anyway is settled by :func:`screening.tracking.converge_sweep`.
     """
 
     def __init__(self, client, experiment_id: str, parent_id: str, every_s: float = 2.0) -> None:
@@ -541,6 +541,8 @@ def execute_sweep(
     Returns:
         The :class:`SweepOutcome`.
     """
+    from mlflow.exceptions import MlflowException
+
     started = time.perf_counter()
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(options.tracking_uri))
     if client is None:
@@ -560,8 +562,8 @@ def execute_sweep(
     parent_params["model"] = model_uri
     parent_id, resumed = tracking.open_parent_run(client, experiment_id, sweep, f"sweep-{sweep}",
                                                   parent_tags, parent_params)
-    if resumed:  # duplicates an earlier pair of concurrent drivers left (one of them killed)
-        tracking.settle_duplicates(client, experiment_id, parent_id)
+    if resumed:  # what an earlier pair of concurrent drivers left (one of them killed)
+        parent_id = tracking.converge_sweep(client, experiment_id, sweep)
     existing = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
     todo = [(cid, it) for cid, it in work if not (cid in existing and existing[cid].done)]
     outcome = SweepOutcome(sweep, parent_id, experiment_id, uri, pd.DataFrame(),
@@ -611,37 +613,45 @@ def execute_sweep(
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
-        outcome.table = _settle_and_rank(client, uri, experiment_id, parent_id)
+        parent_id, outcome.table = _settle_and_rank(client, uri, experiment_id, sweep)
+        outcome.parent_run_id = parent_id
         outcome.timings["rank_s"] = time.perf_counter() - t0
         status = "FINISHED"
     finally:
         logger.close()
         scratch.close()
         n_failed = int((outcome.table.get("status", pd.Series(dtype=str)) != "FINISHED").sum())
-        client.set_tag(parent_id, "status", status)
-        client.set_tag(parent_id, "n_failed", str(n_failed))
-        client.set_terminated(parent_id, status)
+        try:
+            client.set_tag(parent_id, "status", status)
+            client.set_tag(parent_id, "n_failed", str(n_failed))
+            client.set_terminated(parent_id, status)
+        except MlflowException:
+            if status == "FINISHED":
+                raise
+            # failing anyway, under a parent another driver of the sweep deleted: keep the first error
     outcome.timings["total_s"] = time.perf_counter() - started
     if resumed:
         outcome.timings["resumed"] = 1.0
     return outcome
 
 
-def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, attempts: int = 3) -> pd.DataFrame:
-    """Delete duplicate runs, rank the sweep, log the scores and the ranking on the parent.
+def _settle_and_rank(client, uri: str, experiment_id: str, sweep: str,
+                     attempts: int = 3) -> tuple[str, pd.DataFrame]:
+    """Converge the sweep (one parent, one done run per candidate), rank it, log scores and ranking.
 
-    A second driver of the same sweep may settle at the same moment and delete a run this one is
-    about to log a score on (MLflow refuses writes to a deleted run); then settle and rank again.
+    A second driver of the same sweep may converge at the same moment and delete a run this one is
+    about to log a score on (MLflow refuses writes to a deleted run); then converge and rank again.
+    Returns the parent's run id (another driver's, when that one won) and the ranked table.
     """
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
-        tracking.settle_duplicates(client, experiment_id, parent_id)
+        parent_id = tracking.converge_sweep(client, experiment_id, sweep)
         try:
             table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True)
             if not table.empty:
                 log_ranking(client, parent_id, table)
-            return table
+            return parent_id, table
         except MlflowException:
             if attempt == attempts - 1:
                 raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,6 +40,9 @@ def test_two_identical_sweeps_at_once_leave_one_finished_run_per_candidate(tmp_p
     assert {c.data.tags[tracking.PARENT_TAG] for c in children} == {parents[0].info.run_id}
     finished = Counter(c.data.tags["candidate_id"] for c in children if c.info.status == "FINISHED")
     assert len(finished) == 10 and set(finished.values()) == {1}, finished
+    with sqlite3.connect(f"file:{tmp_path / 'mlflow.db'}?mode=ro", uri=True) as conn:
+        settled = conn.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'deleted'").fetchone()[0]
+    print(f"duplicate runs settled (deleted): {settled}")  # the work both drivers did twice
     # ranking, resume and rank see one row per candidate
     result = chemoscreen(["rank", "--out", "ranking.csv"], tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
