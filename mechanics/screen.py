@@ -106,6 +106,10 @@ class ScreeningSettings:
             raise InputError("observations", "an integer ≥ 1", self.observations)
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise InputError("max_steps", "an integer ≥ 1", self.max_steps)
+        padding = self.particle_padding_cells
+        if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+            raise InputError("particle_padding_cells", "an integer ≥ 0 (void cells around the platelet)",
+                             padding)
         if self.noise_per_sqrt_s < 0 or not math.isfinite(self.noise_per_sqrt_s):
             raise InputError("noise_per_sqrt_s", "a finite number ≥ 0", self.noise_per_sqrt_s)
 

@@ -11,14 +11,22 @@ The commands are thin: ``sweep`` builds :class:`mechanics.screen.ScreeningSettin
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from chemoscreen import options, store
 from mechanics.errors import InputError
 from screening.present import print_table, ui_hint
+
+# the largest candidate space built without --max-candidates: step 0.02 over four metals (23,426) fits;
+# step 0.001 over four metals (167,668,501) would exhaust memory while the candidates are built
+MAX_CANDIDATES = 25_000
 
 # ---------------------------------------------------------------------------------------------------
 # parser
@@ -35,6 +43,9 @@ def _add_space_options(parser: argparse.ArgumentParser) -> None:
                         help="simplex grid step of the metal fractions; must divide 1 (default: 0.25)")
     parser.add_argument("--source", choices=("literature", "chgnet"), default="literature",
                         help="where end-member properties come from (default: literature)")
+    parser.add_argument("--max-candidates", type=int, default=MAX_CANDIDATES, metavar="N",
+                        help=f"refuse a space larger than N candidates, counted before any is built "
+                             f"(default: {MAX_CANDIDATES})")
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -173,9 +184,73 @@ def build_parser() -> argparse.ArgumentParser:
 # commands
 
 
+def space_size(n_metals: int, step: float) -> int | None:
+    """Grid points of the simplex of ``n_metals`` fractions at ``step``: C(n + k − 1, k − 1), n = 1/step.
+
+    Returns None when ``step`` is not a usable step (``candidates.olivine_space`` then says why).
+    """
+    if not (isinstance(step, float | int) and math.isfinite(step) and 0 < step <= 1) or n_metals < 1:
+        return None
+    intervals = round(1.0 / step)
+    return math.comb(intervals + n_metals - 1, n_metals - 1)
+
+
+def check_space_size(metals: Sequence[str], step: float, max_candidates: int) -> None:
+    """Refuse a space larger than ``max_candidates`` before any candidate is built.
+
+    Raises:
+        InputError: (field ``--max-candidates``) not a positive integer; (field ``--step``) the space
+            is larger than ``max_candidates``.
+    """
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 1:
+        raise InputError("--max-candidates", "a positive integer", max_candidates)
+    count = space_size(len(set(metals)), step)
+    if count is not None and count > max_candidates:
+        expected = (f"a space of at most {max_candidates} candidates ({len(set(metals))} metals at step "
+                    f"{step:g} make {count}); use a coarser --step or raise --max-candidates")
+        raise InputError("--step", expected, step)
+
+
+def check_output(path: str | os.PathLike, field: str = "--out", *, folder: bool = False) -> Path:
+    """Check that ``path`` can be written (a file, or a folder with ``folder=True``) before any work.
+
+    The nearest existing folder on the way must be a folder (not a file) where a file can be created;
+    a temporary file is made there and removed at once, nothing else is written.
+
+    Args:
+        path: the output path (``--out``).
+        field: the option it came from, named in errors.
+        folder: ``path`` is an output folder (created later) rather than a file.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        InputError: ``path`` lies under a file, in a read-only folder, or is a folder where a file is
+            expected (or a file where a folder is expected).
+    """
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise InputError(field, "a folder (a file of that name exists)", str(target))
+    if not folder and target.is_dir():
+        raise InputError(field, "a file path (a folder of that name exists)", str(target))
+    start = target if folder else target.parent
+    existing = next((p for p in (start, *start.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise InputError(field, f"a path in a folder ({existing} is a file)", str(target))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InputError(field, f"a path in a writable folder ({existing}: {exc.strerror or exc})",
+                         str(target)) from None
+    return target
+
+
 def _space(args):
     import candidates
 
+    check_space_size(args.metals, args.step, args.max_candidates)
     return candidates.olivine_space(metals=args.metals, step=args.step)
 
 
@@ -186,6 +261,9 @@ def _describe_space(args) -> str:
 def cmd_candidates(args) -> int:
     import candidates
 
+    if args.out:
+        candidates.check_table_path(args.out)
+        check_output(args.out)
     space = _space(args)
     table = candidates.candidate_table(space, source=args.source, progress=True)
     if args.out:
@@ -225,7 +303,11 @@ def cmd_rank(args) -> int:
     from screening import tracking
     from screening.results import log_ranking, rank_sweep, write_uncertainty_plots
 
+    if args.weights is not None:
+        parse_weights(args.weights)  # NaN, inf, negative, a wrong count: named --weights, nothing opened
     spec = _objective_spec(args)
+    candidates.check_table_path(args.out)
+    check_output(args.out)
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
     store.probe_tracking_uri(uri)
     client = store.open_store(uri)
@@ -249,6 +331,27 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def parse_weights(text: str) -> tuple[float, ...]:
+    """``--weights``: one finite, non-negative number per ranking objective, with a positive sum.
+
+    Raises:
+        InputError: (field ``--weights``) anything else (NaN, inf, a negative number, a wrong count,
+            all zero), before the store is opened or a file written.
+    """
+    from screening.ranking import DEFAULT_WEIGHTS
+
+    count = len(DEFAULT_WEIGHTS)
+    expected = (f"{count} comma-separated finite numbers ≥ 0 with a positive sum (weights of specific "
+                "energy, peak tensile stress, |volume change|)")
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise InputError("--weights", expected, text) from None
+    if len(weights) != count or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise InputError("--weights", expected, text)
+    return weights
+
+
 def cmd_demo(args) -> int:
     from screening.demo import run_demo
 
@@ -259,23 +362,63 @@ def cmd_demo(args) -> int:
 # entry point
 
 
+DEBUG_FLAG = "--debug"
+DEBUG_VARIABLE = "CHEMOSCREEN_DEBUG"
+
+
+def log_folder() -> Path:
+    """Where failure tracebacks go: ``$XDG_STATE_HOME/chemoscreen/logs`` (default ``~/.local/state``)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "chemoscreen" / "logs"
+
+
+def _save_traceback(command: str) -> Path | None:
+    """Write the current exception's traceback to a new file in :func:`log_folder` (mode 0600)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = log_folder() / f"{command}-{stamp}-{os.getpid()}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(f"chemoscreen {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 0 success, 2 bad input (one line naming the field), 1 other failure.
+
+    A failure prints one line; its traceback goes to a file in :func:`log_folder`, whose path the line
+    gives, or to stderr with ``--debug`` (anywhere on the command line) or ``CHEMOSCREEN_DEBUG=1``.
+    """
     os.environ.setdefault("MPLBACKEND", "Agg")
     # one line per candidate run is noise; the sweep prints where to look once
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except InputError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"chemoscreen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"chemoscreen {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        traceback.print_exc()
-        print(f"chemoscreen {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+            where = ""
+        else:
+            saved = _save_traceback(args.command)
+            where = (f" (traceback in {saved}; {DEBUG_FLAG} prints it)" if saved
+                     else f" (rerun with {DEBUG_FLAG} for the traceback)")
+        summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        print(f"chemoscreen {args.command}: failed: {summary}{where}", file=sys.stderr)
         return 1
 
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from chemoscreen import store
-from mechanics.errors import InputError
 
 METALS = ("Fe", "Mn", "Co", "Ni")
 STEP = 0.25
@@ -68,19 +67,19 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
         The process exit code.
 
     Raises:
-        InputError: ``out`` is a file, or ``num_cpus`` is not a positive integer (before any work).
+        InputError: ``out`` is a file, under a file or not writable, or ``num_cpus`` is not a positive
+            integer (before any work).
     """
     import candidates
     from mechanics.screen import ScreeningSettings
     from screening.api import sweep
+    from screening.cli import check_output
     from screening.driver import SweepOptions
     from screening.plots import pareto_png
     from screening.present import print_table, ui_hint
 
     begin = time.perf_counter()
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise InputError("--out", "a folder for the demo's outputs (a file of that name exists)", str(out))
+    out = check_output(Path(out).resolve(), "--out", folder=True)
     uri = f"sqlite:///{out / 'mlflow.db'}"
     # built first, so a bad option fails before the calibration's minutes
     options = SweepOptions(tracking_uri=uri, num_cpus=num_cpus, progress=True,

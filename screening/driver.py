@@ -50,6 +50,7 @@ from screening.results import (  # noqa: F401  (the metric names are part of thi
     log_ranking,
     rank_sweep,
 )
+from screening.scratch import scratch_folder
 
 
 @dataclass(frozen=True)
@@ -450,7 +451,7 @@ class _DoneElsewhere:
 
     Another driver of the same sweep (or the same command started twice) may finish candidates of this
     driver's to-do list; the store is read again at most every ``every_s`` seconds, so most of its work
-    is not repeated. What is repeated anyway is settled by :func:`screening.tracking.settle_duplicates`.
+    is not repeated. What is repeated anyway is settled by :func:`screening.tracking.converge_sweep`.
     """
 
     def __init__(self, client, experiment_id: str, parent_id: str, every_s: float = 2.0) -> None:
@@ -494,6 +495,11 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
             extra_tags=extra_tags.get(result.candidate_id, {})))
         futures[-1].add_done_callback(lambda _: bar.update(1))
 
+    def still_todo(batch: list) -> list:
+        kept = elsewhere(batch)
+        bar.update(len(batch) - len(kept))
+        return kept
+
     if samples > 1:
         from screening.uncertainty import DrawStage
 
@@ -501,7 +507,7 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
         stage = DrawStage(work, samples, settings.seed, on_result)
         _simulate(pool_for(len(stage.items)), stage.items, settings, options, stage)
     else:
-        _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=elsewhere)
+        _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=still_todo)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
@@ -562,6 +568,8 @@ def execute_sweep(
     Returns:
         The :class:`SweepOutcome`.
     """
+    from mlflow.exceptions import MlflowException
+
     started = time.perf_counter()
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(options.tracking_uri))
     if client is None:
@@ -584,8 +592,8 @@ def execute_sweep(
     parent_params["model"] = model_uri
     parent_id, resumed = tracking.open_parent_run(client, experiment_id, sweep, f"sweep-{sweep}",
                                                   parent_tags, parent_params)
-    if resumed:  # duplicates an earlier pair of concurrent drivers left (one of them killed)
-        tracking.settle_duplicates(client, experiment_id, parent_id)
+    if resumed:  # what an earlier pair of concurrent drivers left (one of them killed)
+        parent_id = tracking.converge_sweep(client, experiment_id, sweep)
     existing = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_id))
     todo = [(cid, it) for cid, it in work if not (cid in existing and existing[cid].done)]
     outcome = SweepOutcome(sweep, parent_id, experiment_id, uri, pd.DataFrame(),
@@ -635,92 +643,50 @@ def execute_sweep(
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
         t0 = time.perf_counter()
-        outcome.table = _settle_and_rank(client, uri, experiment_id, parent_id, options.objectives)
+        parent_id, outcome.table = _settle_and_rank(client, uri, experiment_id, sweep, options.objectives)
+        outcome.parent_run_id = parent_id
         outcome.timings["rank_s"] = time.perf_counter() - t0
         status = "FINISHED"
     finally:
         logger.close()
         scratch.close()
         n_failed = int((outcome.table.get("status", pd.Series(dtype=str)) != "FINISHED").sum())
-        client.set_tag(parent_id, "status", status)
-        client.set_tag(parent_id, "n_failed", str(n_failed))
-        client.set_terminated(parent_id, status)
+        try:
+            client.set_tag(parent_id, "status", status)
+            client.set_tag(parent_id, "n_failed", str(n_failed))
+            client.set_terminated(parent_id, status)
+        except MlflowException:
+            if status == "FINISHED":
+                raise
+            # failing anyway, under a parent another driver of the sweep deleted: keep the first error
     outcome.timings["total_s"] = time.perf_counter() - started
     if resumed:
         outcome.timings["resumed"] = 1.0
     return outcome
 
 
-def _settle_and_rank(client, uri: str, experiment_id: str, parent_id: str, spec=None,
-                     attempts: int = 3) -> pd.DataFrame:
-    """Delete duplicate runs, rank the sweep, log the scores and the ranking on the parent.
+def _settle_and_rank(client, uri: str, experiment_id: str, sweep: str, spec=None,
+                     attempts: int = 3) -> tuple[str, pd.DataFrame]:
+    """Converge the sweep (one parent, one done run per candidate), rank it by ``spec`` (the sweep's
+    objectives), log scores and ranking.
 
-    A second driver of the same sweep may settle at the same moment and delete a run this one is
-    about to log a score on (MLflow refuses writes to a deleted run); then settle and rank again.
+    A second driver of the same sweep may converge at the same moment and delete a run this one is
+    about to log a score on (MLflow refuses writes to a deleted run); then converge and rank again.
+    Returns the parent's run id (another driver's, when that one won) and the ranked table.
     """
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
-        tracking.settle_duplicates(client, experiment_id, parent_id)
+        parent_id = tracking.converge_sweep(client, experiment_id, sweep)
         try:
             table = rank_sweep(client, uri, experiment_id, parent_id, log_children=True, spec=spec)
             if not table.empty:
                 log_ranking(client, parent_id, table, spec)
-            return table
+            return parent_id, table
         except MlflowException:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-SCRATCH_ROOT = "chemoscreen-scratch"
-
-
-@contextlib.contextmanager
-def scratch_folder(root: Path | None = None):
-    """A folder for this process's temporary files, removed at the end; leftovers of dead ones too.
-
-    Every driver keeps its temporary files (PNGs waiting for their upload) in
-    ``<tmp>/chemoscreen-scratch/<pid>-<random>/`` and holds an ``flock`` on ``owner.lock`` inside it
-    while it lives. A driver killed with SIGKILL cannot remove its folder, but its lock dies with it:
-    the next driver removes every folder whose lock it can take.
-
-    Args:
-        root: where the per-process folders live (default ``<tempfile.gettempdir()>/chemoscreen-scratch``).
-
-    Yields:
-        This process's folder.
-    """
-    import fcntl
-
-    root = Path(root) if root is not None else Path(tempfile.gettempdir()) / SCRATCH_ROOT
-    root.mkdir(parents=True, exist_ok=True)
-    for folder in root.iterdir():
-        if folder.name.startswith("."):
-            continue  # a folder being set up (below)
-        lock = folder / "owner.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            continue  # being created right now, or not ours to judge
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)  # its owner is alive
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        os.close(fd)
-    # locked under a hidden name first, so that no other driver can take it for a dead one's
-    staging = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}-", dir=root))
-    fd = os.open(staging / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    own = staging.with_name(staging.name[1:])
-    staging.rename(own)
-    try:
-        yield own
-    finally:
-        shutil.rmtree(own, ignore_errors=True)
-        os.close(fd)
 
 
 def model_label(law) -> str:

@@ -8,11 +8,12 @@ Layout (ARCHITECTURE.md §4.4): experiment ``chemoscreen-screening``; one parent
 handful of batched calls per candidate.
 
 Exactly once under concurrency (docs/guarantees.md): two drivers of the same sweep may both create a
-parent and both simulate a candidate. They converge instead of coordinating: the oldest parent run of a
-sweep id wins (a driver that created a younger one deletes it and joins the winner), and among a
-candidate's *done* child runs (FINISHED with its artifacts) the one with the smallest run id wins;
-:func:`settle_duplicates` deletes the others. Both rules are functions of what the store holds, so
-drivers that settle at different times never pick different winners, and the winner is never deleted.
+parent and both simulate a candidate. They converge instead of coordinating: the oldest active parent
+run of a sweep id wins (younger ones are deleted), children logged under a deleted parent of the sweep
+are moved to the winner, and among a candidate's *done* child runs (FINISHED with its artifacts) the
+one with the smallest run id wins; the others are deleted (:func:`converge_sweep`). Each rule keeps the
+smallest element of what a driver sees, so drivers that converge at different times never delete each
+other's winner, and the last one to converge leaves one parent and one done run per candidate.
 
 The store itself (names, default URI, probing, opening, experiments) is :mod:`chemoscreen.store`.
 """
@@ -204,6 +205,57 @@ def latest_by_candidate(children: list[ChildRun]) -> dict[str, ChildRun]:
         if held is None or _preference(child) < _preference(held):
             chosen[child.candidate_id] = child
     return chosen
+
+
+def _sweep_parents(client, experiment_id: str, sweep_id: str) -> list:
+    """Every parent run of the sweep, active and deleted (oldest first)."""
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=sweep_filter(sweep_id),
+                                  run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def converge_sweep(client, experiment_id: str, sweep_id: str) -> str:
+    """Bring a sweep to one parent and one done run per candidate; returns the parent's run id.
+
+    The oldest active parent wins and younger active ones are deleted. A driver that had already
+    chosen a younger parent (its create reached the store first but carries a later start time) keeps
+    logging under it after another driver deleted it; its children are moved to the winner here (their
+    ``mlflow.parentRunId`` tag is rewritten) and then :func:`settle_duplicates` keeps one done run per
+    candidate. Every driver calls this before ranking, so the last one leaves the sweep settled.
+
+    Args:
+        client: an :class:`mlflow.MlflowClient`.
+        experiment_id: the sweep's experiment.
+        sweep_id: the sweep (12 hex digits).
+
+    Returns:
+        The run id of the winning parent.
+    """
+    from mlflow.exceptions import MlflowException
+
+    parents = _sweep_parents(client, experiment_id, sweep_id)
+    active = [run.info.run_id for run in parents if run.info.lifecycle_stage == "active"]
+    if not active:
+        raise InputError("sweep_id", "a sweep with an active parent run", sweep_id)
+    winner, *younger = active
+    _delete_duplicates(client, younger, winner)
+    for run in parents:
+        if run.info.run_id == winner:
+            continue
+        for child in store.search_all_runs(client, experiment_id, children_filter(run.info.run_id)):
+            try:
+                client.set_tag(child.info.run_id, PARENT_TAG, winner)
+            except MlflowException:  # deleted meanwhile by another driver's settling
+                continue
+    settle_duplicates(client, experiment_id, winner)
+    return winner
 
 
 def settle_duplicates(client, experiment_id: str, parent_run_id: str) -> int:

@@ -198,3 +198,26 @@ def test_a_finished_run_whose_artifacts_were_lost_is_work_to_redo(store):
     chosen = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent))
     assert chosen["c1"].run_id == lost and not chosen["c1"].done
     assert chosen["c2"].run_id == legacy and chosen["c2"].done
+
+
+def test_children_under_a_parent_another_driver_deleted_are_moved_to_the_winner(store):
+    """Driver A's create reached the store first but carries the later start time: A saw only its own
+    parent and logged under it; driver B saw both, kept its older one and deleted A's. Converging moves
+    A's children to B's parent and keeps one done run per candidate."""
+    _, client, experiment_id = store
+    sweep = "5ee000000007"
+    parent_a = client.create_run(experiment_id, start_time=2_000, tags={"sweep_id": sweep}).info.run_id
+    parent_b = client.create_run(experiment_id, start_time=1_000, tags={"sweep_id": sweep}).info.run_id
+    a1 = _child(client, experiment_id, parent_a, "c1", artifacts="logged")
+    a2 = _child(client, experiment_id, parent_a, "c2", artifacts="logged")
+    b1 = _child(client, experiment_id, parent_b, "c1", artifacts="logged")
+    assert tracking.open_parent_run(client, experiment_id, sweep, "s", {}, {}) == (parent_b, True)
+    assert client.get_run(parent_a).info.lifecycle_stage == "deleted"
+    a3 = _child(client, experiment_id, parent_a, "c3", artifacts="logged")  # A goes on logging under it
+    assert tracking.converge_sweep(client, experiment_id, sweep) == parent_b
+    chosen = tracking.latest_by_candidate(tracking.child_runs(client, experiment_id, parent_b))
+    assert sorted(chosen) == ["c1", "c2", "c3"]
+    assert chosen["c1"].run_id == min(a1, b1) and chosen["c2"].run_id == a2 and chosen["c3"].run_id == a3
+    assert len(tracking.child_runs(client, experiment_id, parent_b)) == 3  # the other c1 run was deleted
+    assert tracking.converge_sweep(client, experiment_id, sweep) == parent_b  # a second driver agrees
+    assert len(tracking.child_runs(client, experiment_id, parent_b)) == 3
