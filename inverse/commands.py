@@ -75,7 +75,7 @@ def cmd_calibrate(args) -> int:
     start = time.perf_counter()
     try:
         settings = settings_from_args(CalibrationSettings, args)
-        sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
+        sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file", disable=None)]
         cal = calibrate(sets, settings, progress=True)
         cal = log_calibration(cal, out_dir=args.out, tracking_uri=args.tracking_uri,
                               register=args.register, promote=args.promote, experiment=args.experiment,

@@ -76,7 +76,8 @@ def prepare_items(space: Iterable, source: str = "literature", *, progress: bool
     if not space:
         raise InputError("space", "at least one candidate", space)
     items = []
-    for candidate in tqdm(space, desc=f"properties ({source})", unit="cand", disable=not progress):
+    for candidate in tqdm(space, desc=f"properties ({source})", unit="cand",
+                          disable=None if progress else True):
         props = candidates.properties(candidate, source)
         items.append(SweepItem(composition_id=candidate.id, formula=candidate.formula,
                                fractions=candidate.fractions, params=props.params,

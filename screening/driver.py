@@ -237,7 +237,10 @@ class _RunLogger:
                 "composition_id": item.composition_id, **extra_tags}
         if result.status != "FINISHED":
             tags["failure_reason"] = result.reason[:5000]
-        run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
+        from candidates.space import chemist_formula
+
+        display = chemist_formula(item.formula)  # the run name a person reads; tag formula stays pymatgen's
+        run_name = display if fidelity == "periodic" else f"{display} ({fidelity})"
         artifact_dir = directory if directory is not None and any(Path(directory).iterdir()) else None
         return tracking.log_child_run(
             self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
@@ -388,7 +391,8 @@ def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, opti
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="cand", disable=not enabled or total == 0, leave=True)
+    # disable=None: a bar on a terminal, nothing in a log file or CI (no carriage-return updates there)
+    return tqdm(total=total, desc=desc, unit="cand", disable=None if enabled and total else True, leave=True)
 
 
 def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
