@@ -10,7 +10,8 @@ shows the model-training pages instead of the GenAI ones. Which columns the tabl
 which MLflow shares through a *shared view*: an experiment tag ``mlflow.sharedViewState.<KEY>`` holding
 the view as JSON, opened with ``viewStateShareKey=<KEY>``. :func:`share_ranking_view` writes one per
 sweep (the ranking columns shown, the sweep's runs filtered, sorted by score) and :func:`ranking_url`
-links to it, with the filter and order in the URL too, so the link still ranks without the tag.
+links to it. MLflow 3.17 applies a shared view only when the URL carries no search parameters of its own,
+so a link has either the view key or (where no view could be written) the filter and the order.
 """
 
 from __future__ import annotations
@@ -131,14 +132,16 @@ def ranking_url(ui_url: str, experiment_id: str, parent_run_id: str, view_key: s
         view_key: a shared view written by :func:`share_ranking_view` (adds the ranking columns).
 
     Returns:
-        ``UI/#/experiments/ID/runs?searchFilter=...&orderByKey=...&orderByAsc=false&...``.
+        ``UI/#/experiments/ID/runs?viewStateShareKey=KEY&workflowType=machine_learning``, or without a key
+        ``UI/#/experiments/ID/runs?searchFilter=...&orderByKey=metrics.`score`&orderByAsc=false&...``.
     """
     from screening.tracking import children_filter
 
-    query = {"searchFilter": children_filter(parent_run_id), "orderByKey": _metric_key("score"),
-             "orderByAsc": "false", "workflowType": "machine_learning"}
-    if view_key:
-        query["viewStateShareKey"] = view_key
+    if view_key:  # the shared view holds the filter and the order too; MLflow ignores it beside them
+        query = {"viewStateShareKey": view_key, "workflowType": "machine_learning"}
+    else:
+        query = {"searchFilter": children_filter(parent_run_id), "orderByKey": _metric_key("score"),
+                 "orderByAsc": "false", "workflowType": "machine_learning"}
     return (f"{check_ui_url(ui_url)}/#/experiments/{quote(str(experiment_id), safe='')}/runs?"
             + urlencode(query, quote_via=quote))
 

@@ -243,9 +243,12 @@ def test_cli_report_and_rank_print_the_deep_link(sweep, tmp_path, capsys):
     assert main(["rank", "--tracking-uri", sweep["uri"], "--out", str(tmp_path / "r.csv")]) == 0
     link = re.search(r"ranking in the MLflow UI: (\S+)", capsys.readouterr().out).group(1)
     assert link.startswith(present.DEFAULT_UI_URL + f"/#/experiments/{sweep['experiment_id']}/runs?")
-    for part in ("searchFilter=", "orderByKey=metrics.%60score%60", "orderByAsc=false",
-                 f"viewStateShareKey=chemoscreen-{SWEEP_ID}"):
-        assert part in link
+    # the shared view carries filter, order and columns; MLflow ignores it beside search parameters
+    assert link.endswith(f"runs?viewStateShareKey=chemoscreen-{SWEEP_ID}&workflowType=machine_learning")
+    plain = present.ranking_url("http://h:1", sweep["experiment_id"], sweep["parent"])
+    for part in ("searchFilter=tags.mlflow.parentRunId%20%3D%20%27" + sweep["parent"], "orderByAsc=false",
+                 "orderByKey=metrics.%60score%60", "workflowType=machine_learning"):
+        assert part in plain
     assert main(["report", "--tracking-uri", sweep["uri"], "--ui-url", "ftp://x"]) == 2
     assert "--ui-url" in capsys.readouterr().err
 
