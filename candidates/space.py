@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pymatgen.core import Composition, Element
 
 from mechanics.errors import InputError
@@ -43,6 +44,44 @@ def _canonical_fractions(fractions: Mapping[str, float]) -> str:
     """Sorted ``El=0.500000`` pairs, zero fractions left out: the text an id is hashed from."""
     items = sorted((el, round(float(x), ID_DECIMALS)) for el, x in fractions.items())
     return ";".join(f"{el}={x:.{ID_DECIMALS}f}" for el, x in items if x != 0.0)
+
+
+def _amount(x: float) -> str:
+    """A subscript: nothing for 1, else the shortest decimal that round-trips to 6 places (0.25, 0.333333)."""
+    x = round(float(x), ID_DECIMALS)
+    return "" if x == 1.0 else f"{x:.{ID_DECIMALS}f}".rstrip("0").rstrip(".")
+
+
+def chemist_formula(composition: Mapping[str, float] | str) -> str:
+    """An olivine formula as a chemist writes it: ``LiCo0.75Ni0.25PO4`` rather than pymatgen's
+    ``Li1Co0.75Ni0.25P1O4``.
+
+    Li first, then the M-site metals in alphabetical order (the order of ``Candidate.metal_fractions``),
+    then P and O; a subscript of 1 is left out. Meant for people (tables, run names, plots); machines
+    keep reading the pymatgen reduced formula (:attr:`Candidate.formula`).
+
+    Args:
+        composition: M-site fractions (``{"Co": 0.75, "Ni": 0.25}``), or a formula pymatgen parses
+            (``"Li1Co0.75Ni0.25P1O4"``, ``"LiFePO4"``), for a composition already written as text.
+
+    Returns:
+        The formula; a text that is not a LiMPO4 olivine formula is returned as it came.
+    """
+    if isinstance(composition, str):
+        try:
+            amounts = Composition(composition).get_el_amt_dict()
+        except Exception:  # pymatgen raises several kinds for text that is no formula
+            return composition
+        li, p, o = amounts.pop("Li", 0.0), amounts.pop("P", 0.0), amounts.pop("O", 0.0)
+        if not amounts or p <= 0 or not np.isclose(o, 4.0 * p) or li <= 0:
+            return composition
+        # a formula written per unit of something else (Li2M2P2O8) is brought back to one P
+        metals = {el: x / p for el, x in amounts.items()}
+        prefix = "Li" + _amount(li / p)
+    else:
+        metals = {el: float(x) for el, x in composition.items() if float(x) != 0.0}
+        prefix = "Li"
+    return prefix + "".join(el + _amount(x) for el, x in sorted(metals.items())) + "PO4"
 
 
 def composition_id(fractions: Mapping[str, float]) -> str:
@@ -106,6 +145,14 @@ class Candidate:
     def formula(self) -> str:
         """pymatgen reduced formula of the lithiated compound (``LiFePO4``, ``Li1Mn0.5Fe0.5P1O4``)."""
         return self.composition.reduced_formula
+
+    @property
+    def display_formula(self) -> str:
+        """The formula as a chemist writes it (``LiCo0.75Ni0.25PO4``), for tables, tags and plots.
+
+        :attr:`formula` stays the machine-read key; see :func:`chemist_formula`.
+        """
+        return chemist_formula(self.fractions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: id, formula, fractions and history."""

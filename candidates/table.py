@@ -77,7 +77,7 @@ def candidate_table(
         raise InputError("space", "at least one candidate", candidates)
     rows = [
         _row(properties(c, source, temperature_K=temperature_K, cache_dir=cache_dir))
-        for c in tqdm(candidates, desc=f"candidates ({source})", disable=not progress)
+        for c in tqdm(candidates, desc=f"candidates ({source})", disable=None if progress else True)
     ]
     return pd.DataFrame(rows)
 

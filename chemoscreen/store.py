@@ -35,6 +35,11 @@ MODEL_NAME = "lfp-chemomech"
 ALIAS = "champion"
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The experiment tag the MLflow 3.x UI reads to choose an experiment's pages: without it a new experiment
+# opens on the GenAI traces overview. "custom_model_development" (the UI's CUSTOM_MODEL_DEVELOPMENT kind,
+# in mlflow/server/js) opens the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 PROBE_TIMEOUT_S = 5.0
 
 TRACKING_FIELD = "--tracking-uri"
@@ -261,6 +266,11 @@ def open_store(uri: str):
 def ensure_experiment(client, name: str, uri: str) -> str:
     """The id of experiment ``name``, created (with the store's artifact location) when missing.
 
+    The experiment is tagged :data:`EXPERIMENT_KIND_TAG` = :data:`EXPERIMENT_KIND` so that the MLflow UI
+    (3.x) opens it as a model-training experiment on its runs table, not on the GenAI traces overview.
+    An existing experiment without that tag (one an older chemoscreen created) gets it too; a kind
+    somebody set on purpose is left alone.
+
     Args:
         client: an :class:`mlflow.MlflowClient` on ``uri``.
         name: the experiment name (``--experiment``).
@@ -279,9 +289,12 @@ def ensure_experiment(client, name: str, uri: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             expected = "an active experiment (this one is deleted; restore or rename it)"
             raise InputError("--experiment", expected, name)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
+        return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:
         # another process created it between our lookup and create
         experiment = client.get_experiment_by_name(name)

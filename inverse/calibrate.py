@@ -76,13 +76,14 @@ def calibrate(images, settings: CalibrationSettings | None = None, *, progress: 
     clock = [("start", time.perf_counter())]
     particles = [
         prepare_particle(s, knots, settings, voigt, dev, solver_kind)
-        for s in tqdm(sets, desc="factorise + basis solves", unit="particle", disable=not progress)
+        for s in tqdm(sets, desc="factorise + basis solves", unit="particle",
+                      disable=None if progress else True)
     ]
     clock.append(("prepare_s", time.perf_counter()))
     fitted = linear_fit(particles, knots, n_law, settings.n_robust, settings.fit_dislocations)
     clock.append(("linear_fit_s", time.perf_counter()))
     for _ in tqdm(range(settings.n_joint), desc="joint X / law refinement",
-                  disable=not progress or settings.n_joint == 0):
+                  disable=None if progress and settings.n_joint else True):
         particles = refine_particles(particles, fitted, knots, n_law)
         fitted = linear_fit(particles, knots, n_law, settings.n_robust, settings.fit_dislocations)
     clock.append(("joint_s", time.perf_counter()))

@@ -76,7 +76,7 @@ def cmd_calibrate(args) -> int:
     start = time.perf_counter()
     try:
         settings = settings_from_args(CalibrationSettings, args)
-        sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file")]
+        sets = [load_images(p) for p in tqdm(args.images, desc="load images", unit="file", disable=None)]
         # every output and the store are checked (and the output reserved) before the fit
         with prepare_outputs(args.out, tracking_uri=args.tracking_uri, register=args.register,
                              promote=args.promote, experiment=args.experiment, track=args.track) as outputs:

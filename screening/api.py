@@ -76,7 +76,8 @@ def prepare_items(space: Iterable, source: str = "literature", *, progress: bool
     if not space:
         raise InputError("space", "at least one candidate", space)
     items = []
-    for candidate in tqdm(space, desc=f"properties ({source})", unit="cand", disable=not progress):
+    for candidate in tqdm(space, desc=f"properties ({source})", unit="cand",
+                          disable=None if progress else True):
         props = candidates.properties(candidate, source)
         items.append(SweepItem(composition_id=candidate.id, formula=candidate.formula,
                                fractions=candidate.fractions, params=props.params,
@@ -215,8 +216,41 @@ def sweep(
     if options.samples > 1 and module is not None:
         module = law_samples(module, model_uri, uri)
     items = prepare_items(space, source, progress=options.progress)
-    return execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
-                         metric_fn=metric_fn, client=client)
+    outcome = execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
+                            metric_fn=metric_fn, client=client)
+    log_report(client, outcome)
+    return outcome
+
+
+def log_report(client, outcome: SweepOutcome) -> str | None:
+    """Attach the sweep's HTML report (:mod:`screening.report`) to its parent run as ``report/report.html``
+    and share its ranking view in the MLflow UI.
+
+    The sweep's results are already safe in the store: a report that cannot be written is a warning
+    (and the parent run's tag ``report_error``), not a failed sweep.
+
+    Returns:
+        Where the logged report lies (:func:`screening.report.report_artifact`), or None.
+    """
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    from screening.report import report_artifact, report_for_sweep
+
+    if outcome.table.empty:
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="chemoscreen-report-") as tmp:
+            report_for_sweep(client, outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
+                             Path(tmp, "report.html"), table=outcome.table)
+        return report_artifact(client, outcome.parent_run_id)
+    except Exception as exc:  # noqa: BLE001 - any failure of the report leaves the sweep intact
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        warnings.warn(f"sweep {outcome.sweep_id}: the report was not written ({reason}); "
+                      "`chemoscreen report` writes it later", stacklevel=2)
+        client.set_tag(outcome.parent_run_id, "report_error", reason)
+        return None
 
 
 def run_sweep(

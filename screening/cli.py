@@ -22,7 +22,15 @@ from pathlib import Path
 
 from chemoscreen import options, store
 from mechanics.errors import InputError
-from screening.present import print_table, ui_hint
+from screening.present import (
+    DEFAULT_UI_URL,
+    check_ui_url,
+    print_table,
+    ranking_url,
+    share_ranking_view,
+    sweep_view_key,
+    ui_hint,
+)
 
 # the largest candidate space built without --max-candidates: step 0.02 over four metals (23,426) fits;
 # step 0.001 over four metals (167,668,501) would exhaust memory while the candidates are built
@@ -168,7 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "abs_volume_change_pct:V given as E,S,V")
     _add_objective_options(rank)
     rank.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
+    rank.add_argument("--ui-url", default=DEFAULT_UI_URL,
+                      help="the MLflow UI whose link to this ranking is printed (default: %(default)s)")
     rank.set_defaults(handler=cmd_rank)
+
+    # report: one self-contained HTML page of a sweep (screening.report); flags from ReportSettings
+    from chemoscreen.options import add_options
+    from screening.report import ReportSettings
+
+    report = sub.add_parser("report", help="write a sweep's report: one self-contained HTML file (ranking, "
+                                           "Pareto plot, snapshots, law, provenance)")
+    add_options(report, ReportSettings)
+    report.set_defaults(handler=cmd_report)
 
     try:
         from inverse.commands import register
@@ -294,6 +313,15 @@ def cmd_sweep(args) -> int:
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))
     print_table(outcome.table, top=20)
     print(f"MLflow UI: {ui_hint(outcome.tracking_uri)}")
+    client = store.open_store(outcome.tracking_uri)
+    if any(f.path.endswith("report.html") for f in client.list_artifacts(outcome.parent_run_id, "report")):
+        from screening.report import report_artifact
+
+        print(f"report: {report_artifact(client, outcome.parent_run_id)}")
+    if not outcome.table.empty:
+        view = sweep_view_key(outcome.sweep_id)
+        print(f"ranking in the MLflow UI: "
+              f"{ranking_url(DEFAULT_UI_URL, outcome.experiment_id, outcome.parent_run_id, view)}")
     finished = (outcome.table["status"] == "FINISHED").sum() if not outcome.table.empty else 0
     return 0 if finished > 0 else 1
 
@@ -308,6 +336,7 @@ def cmd_rank(args) -> int:
     spec = _objective_spec(args)
     candidates.check_table_path(args.out)
     check_output(args.out)
+    ui_url = check_ui_url(args.ui_url)
     uri = store.absolute_tracking_uri(store.resolve_tracking_uri(args.tracking_uri))
     store.probe_tracking_uri(uri)
     client = store.open_store(uri)
@@ -328,6 +357,22 @@ def cmd_rank(args) -> int:
     log_ranking(client, parent, table, spec)
     print_table(table, top=args.top)
     print(f"wrote {', '.join(map(str, written))}; logged on parent run {parent} (artifacts ranking/)")
+    sweep_id = client.get_run(parent).data.tags.get("sweep_id")
+    key = None
+    if sweep_id:  # the ranking columns shown in the UI (an MLflow shared view on the experiment)
+        key = share_ranking_view(client, experiment.experiment_id, sweep_id, parent, table.columns)
+    print(f"ranking in the MLflow UI: {ranking_url(ui_url, experiment.experiment_id, parent, key)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from chemoscreen.options import settings_from_args
+    from screening.report import ReportSettings, write_report
+
+    outcome = write_report(settings_from_args(ReportSettings, args))
+    print(f"wrote {outcome.path} (sweep {outcome.sweep_id}; also logged on parent run "
+          f"{outcome.parent_run_id} as report/report.html)")
+    print(f"ranking in the MLflow UI: {outcome.ranking_url}")
     return 0
 
 

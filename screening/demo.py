@@ -5,7 +5,8 @@
 3. generate the Fe/Mn/Co/Ni olivine candidates at step 0.25 (35 compositions);
 4. sweep them with the registered law on a local Ray, one MLflow run per candidate
    (:func:`screening.api.sweep`, the path of ``chemoscreen sweep``);
-5. rank them (score and Pareto front), write the table and the Pareto plot, print how to open the UI.
+5. rank them (score and Pareto front), write the table, the Pareto plot and the HTML report, print the
+   link to the ranking in the MLflow UI.
 
 Sizes are chosen so the whole demo takes a few minutes on 2 CPU cores; the science is the same as with
 the defaults, only coarser (see ``DEMO_SETTINGS``).
@@ -76,7 +77,8 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     from screening.cli import check_output
     from screening.driver import SweepOptions
     from screening.plots import pareto_png
-    from screening.present import print_table, ui_hint
+    from screening.present import DEFAULT_UI_URL, print_table, ranking_url, sweep_view_key, ui_hint
+    from screening.report import fetch_report
 
     begin = time.perf_counter()
     out = check_output(Path(out).resolve(), "--out", folder=True)
@@ -107,12 +109,16 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     candidates.write_table(table, out / "ranking.csv")
     if table["pareto_rank"].notna().any():
         pareto_png(table, out / "ranking_pareto.png")
-    _done(start, f"{out / 'ranking.csv'}, {out / 'ranking_pareto.png'}")
+    # the sweep logged its report on the parent run; a copy goes next to the ranking
+    report = fetch_report(store.open_store(uri), outcome.parent_run_id, out / "report.html")
+    _done(start, f"{out / 'ranking.csv'}, {out / 'ranking_pareto.png'}, {report}")
 
     print()
     print_table(table, top=15)
     print(f"\nWhole demo: {time.perf_counter() - begin:.0f} s. Everything is in {out}")
+    print(f"Open the report: {report}")
     print(f"Open the MLflow UI:\n  {ui_hint(uri)}")
-    print(f"  experiment {store.SCREENING_EXPERIMENT} → expand the sweep's parent run → sort by the score "
-          "or pareto_rank column")
+    link = ranking_url(DEFAULT_UI_URL, outcome.experiment_id, outcome.parent_run_id,
+                       sweep_view_key(outcome.sweep_id))
+    print(f"  then the ranking: {link}")
     return 0

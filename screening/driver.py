@@ -285,7 +285,10 @@ class _RunLogger:
                 "composition_id": item.composition_id, tracking.ARTIFACTS_TAG: logged, **extra_tags}
         if result.status != "FINISHED":
             tags["failure_reason"] = result.reason[:5000]
-        run_name = item.formula if fidelity == "periodic" else f"{item.formula} ({fidelity})"
+        from candidates.space import chemist_formula
+
+        display = chemist_formula(item.formula)  # the run name a person reads; tag formula stays pymatgen's
+        run_name = display if fidelity == "periodic" else f"{display} ({fidelity})"
         return tracking.log_child_run(
             self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
             reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
@@ -443,7 +446,8 @@ def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, opti
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="cand", disable=not enabled or total == 0, leave=True)
+    # disable=None: a bar on a terminal, nothing in a log file or CI (no carriage-return updates there)
+    return tqdm(total=total, desc=desc, unit="cand", disable=None if enabled and total else True, leave=True)
 
 
 class _DoneElsewhere:

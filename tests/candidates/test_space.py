@@ -176,3 +176,31 @@ def test_candidates_pickle_and_round_trip_through_json():
     with pytest.raises(InputError) as info:
         candidates.Candidate.from_dict({**c.to_dict(), "id": "0" * 12})
     assert info.value.field == "id"
+
+
+# --- the chemist's formula (display only; Candidate.formula stays pymatgen's reduced formula) ---
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"Co": 0.75, "Ni": 0.25}, "LiCo0.75Ni0.25PO4"),
+    ({"Fe": 1.0}, "LiFePO4"),
+    ({"Mn": 2 / 3, "Fe": 1 / 3}, "LiFe0.333333Mn0.666667PO4"),
+    ("Li1Co0.75Ni0.25P1O4", "LiCo0.75Ni0.25PO4"),   # pymatgen's form, as the issue quotes it
+    ("Li2Fe2P2O8", "LiFePO4"),                      # per formula unit of one P
+    ("FePO4", "FePO4"),                             # not a lithiated olivine: returned as it came
+    ("not a formula", "not a formula"),
+])
+def test_chemist_formula(given, expected):
+    from candidates.space import chemist_formula
+
+    assert chemist_formula(given) == expected
+
+
+def test_display_formula_keeps_the_machine_formula():
+    from candidates.space import chemist_formula
+
+    for c in candidates.olivine_space(metals=("Fe", "Mn", "Co", "Ni"), step=0.25):
+        assert c.display_formula == chemist_formula(c.formula) == chemist_formula(c.fractions)
+        assert c.formula == c.composition.reduced_formula
+        assert c.display_formula.startswith("Li") and "Li1" not in c.display_formula
+        assert c.display_formula.endswith("PO4") and "P1O" not in c.display_formula

@@ -77,6 +77,21 @@ def test_experiment_is_created_once_with_artifacts_beside_the_database(tmp_path)
         store.ensure_experiment(client, "store-test", uri)
 
 
+def test_experiments_open_as_model_training_in_the_ui(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.open_store(uri)
+    created = store.ensure_experiment(client, "kind-new", uri)
+    assert client.get_experiment(created).tags[store.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # one an older chemoscreen made without the tag gets it; a kind set on purpose stays
+    old = client.create_experiment("kind-old")
+    assert store.EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert store.ensure_experiment(client, "kind-old", uri) == old
+    assert client.get_experiment(old).tags[store.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    chosen = client.create_experiment("kind-chosen", tags={store.EXPERIMENT_KIND_TAG: "genai_development"})
+    store.ensure_experiment(client, "kind-chosen", uri)
+    assert client.get_experiment(chosen).tags[store.EXPERIMENT_KIND_TAG] == "genai_development"
+
+
 @pytest.mark.parametrize("value", ["a'b", "x' OR tags.k != '", "back\\slash", "new\nline"])
 def test_filter_values_that_a_literal_cannot_carry_are_refused(value):
     with pytest.raises(InputError, match="--model"):
