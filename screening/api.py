@@ -91,7 +91,7 @@ def _check_law(law) -> None:
         raise InputError("law", EXPECTED_LAW, law)
 
 
-def resolve_law(law, tracking_uri: str | None = None, client=None):
+def resolve_law(law, tracking_uri: str | None = None, client=None, *, allow_pickle: bool = False):
     """Turn ``law`` into ``(module, model_uri)``: the torch module the actors evaluate and its version label.
 
     Args:
@@ -101,6 +101,8 @@ def resolve_law(law, tracking_uri: str | None = None, client=None):
             version and loaded with ``inverse.tracking.load_law``.
         tracking_uri: the store holding the model (default: :func:`chemoscreen.store.resolve_tracking_uri`).
         client: an open ``MlflowClient`` on that store (default: probe and open it).
+        allow_pickle: also load a version stored with pickle by an older chemoscreen (runs code from the
+            store; see :func:`chemoscreen.models.load_model`).
 
     Returns:
         ``(module or None, model_uri)``; ``model_uri`` enters every candidate's ``candidate_id``.
@@ -123,7 +125,7 @@ def resolve_law(law, tracking_uri: str | None = None, client=None):
 
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        return load_law(pinned), pinned
+        return load_law(pinned, allow_pickle=allow_pickle), pinned
     return law, model_label(law)
 
 
@@ -212,7 +214,7 @@ def sweep(
     options = dataclasses.replace(options, tracking_uri=uri, address=address)
 
     client = store.open_store(uri)
-    module, model_uri = resolve_law(law, uri, client)
+    module, model_uri = resolve_law(law, uri, client, allow_pickle=options.allow_pickle_model)
     if options.samples > 1 and module is not None:
         module = law_samples(module, model_uri, uri)
     items = prepare_items(space, source, progress=options.progress)

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "metrics become means with _std, _p05, _p95 (default: 1, no draws)")
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
+    sweep.add_argument("--allow-pickle-model", action="store_true",
+                       help="also load a law version an older chemoscreen stored with pickle (unpickling "
+                            "runs code from the store: only when every writer of the store is trusted)")
     _add_settings_options(sweep)
     _add_objective_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
@@ -306,7 +309,7 @@ def cmd_sweep(args) -> int:
         experiment=args.experiment, tracking_uri=args.tracking_uri, address=args.address,
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
-        space=_describe_space(args))
+        allow_pickle_model=args.allow_pickle_model, space=_describe_space(args))
     outcome = sweep(space, law, settings, source=args.source, options=options)
     print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
           f"{outcome.failed} failed; model {outcome.model_uri}; parent run {outcome.parent_run_id}")

@@ -93,6 +93,9 @@ class SweepOptions:
     objectives: what the sweep is ranked by (:class:`screening.objectives.ObjectiveSpec`; None: its
     defaults), from ``--objectives``, ``--max-voltage`` and ``--constraint``. samples: joint draws of the
     law and the parameters per candidate (``--samples``; :mod:`screening.uncertainty`).
+    allow_pickle_model: also load a law version an older chemoscreen stored with pickle
+    (``--allow-pickle-model``); unpickling runs code from the store, so only for a store whose every
+    writer is trusted.
 
     Every field is checked when the options are built; a bad value is an :class:`InputError` naming
     the ``chemoscreen sweep`` option it comes from (``--refine``, ``--num-cpus``, ...), or the field
@@ -115,6 +118,7 @@ class SweepOptions:
     simulator: str = DEFAULT_SIMULATOR
     objectives: ObjectiveSpec | None = None
     samples: int = 1
+    allow_pickle_model: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment.strip():
@@ -136,7 +140,8 @@ class SweepOptions:
             raise InputError("--refine", "a non-negative number of candidates", self.refine)
         if not _is_int(self.max_retries, minimum=0):
             raise InputError("max_retries", "a non-negative integer", self.max_retries)
-        for name, flag in (("artifacts", "--no-artifacts"), ("progress", "progress")):
+        for name, flag in (("artifacts", "--no-artifacts"), ("progress", "progress"),
+                           ("allow_pickle_model", "--allow-pickle-model")):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(flag, "True or False", getattr(self, name))
         if not isinstance(self.space, str):
