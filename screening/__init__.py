@@ -25,6 +25,7 @@ _EXPORTS = {
     "rank_candidates": "screening.ranking", "scores": "screening.ranking",
     "SweepOptions": "screening.driver", "SweepOutcome": "screening.driver", "SweepItem": "screening.driver",
     "ScreeningSettings": "mechanics.screen", "ScreeningResult": "mechanics.screen",
+    "charging_envelope": "screening.envelope", "EnvelopeSettings": "screening.envelope",
 }
 
 __all__ = sorted(_EXPORTS)
