@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "64 on a CPU)")
     sweep.add_argument("--no-artifacts", dest="artifacts", action="store_false",
                        help="skip the snapshot and voltage PNGs")
+    sweep.add_argument("--envelope", action="store_true",
+                       help="also log each candidate's charging envelope at --particle-size-nm "
+                            "(docs/envelope.md)")
     _add_settings_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -226,6 +229,11 @@ def cmd_sweep(args) -> int:
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))
     print_table(outcome.table, top=20)
     print(f"MLflow UI: {ui_hint(outcome.tracking_uri)}")
+    if args.envelope:
+        from screening.envelope import log_sweep_envelope
+
+        where = log_sweep_envelope(outcome, space, law, settings, source=args.source)
+        print(f"envelope metrics logged on the candidate runs; files in {where}")
     finished = (outcome.table["status"] == "FINISHED").sum() if not outcome.table.empty else 0
     return 0 if finished > 0 else 1
 

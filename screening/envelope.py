@@ -429,7 +429,7 @@ def charging_envelope(
                      device=device, progress=progress)
     ids = [candidate_id(it.fractions, settings.as_dict(), label, it.source) for it in items]
     rates = sorted(set(env.c_rates) | {1.0})  # 1C is needed for the critical size
-    seeds = list(range(env.seeds))
+    seeds = [settings.seed + k for k in range(env.seeds)]  # noise seeds seed, seed + 1, ...
     sizes = list(env.sizes_nm)
     sigma_c = {(i, L): critical_stress_MPa(t.k_ic_MPa_sqrt_m, env.flaw_fraction * L, env.geometry_factor)
                for i, t in enumerate(toughness) for L in sizes}
@@ -721,3 +721,69 @@ def _plots(out_dir, result, sigma_c, ids, items, sizes, plan) -> list[Path]:
 
 __all__ = ["EnvelopeResult", "EnvelopeSettings", "charging_envelope", "critical_size",
            "fixed_time_schedule", "safe_windows", "window_from_margins"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sweep's --envelope: window and protocol figures as metrics of each candidate's MLflow run
+
+SWEEP_METRICS = ("min_safe_C_rate", "max_safe_C_rate", "critical_size_nm_at_1C", "fastest_time_min",
+                 "protocol_time_min", "protocol_peak_stress_MPa", "constant_peak_stress_MPa")
+
+
+def sweep_metrics(summary: pd.DataFrame, candidate_id: str, size_nm: float,
+                  scanned: tuple[float, float]) -> dict[str, float]:
+    """The finite envelope figures of one candidate as metrics ``<name>_<direction>_<size>nm``, plus the
+    ranking objective ``safe_window_decades`` (charge, at ``size_nm``; :mod:`screening.ranking`)."""
+    from screening.ranking import safe_window_decades
+
+    rows = summary[(summary["candidate_id"] == candidate_id) & (summary["size_nm"] == size_nm)]
+    out = {}
+    for row in rows.itertuples():
+        for name in SWEEP_METRICS:
+            value = float(getattr(row, name))
+            if math.isfinite(value):
+                out[f"{name}_{row.direction}_{size_nm:g}nm"] = value
+        if row.direction == "charge":
+            any_safe = "no scanned rate" not in str(row.note)
+            out["safe_window_decades"] = safe_window_decades(row.min_safe_C_rate, row.max_safe_C_rate,
+                                                             *scanned, any_safe=any_safe)
+    return out
+
+
+def log_sweep_envelope(outcome, space, law, settings, *, source: str = "literature",
+                       envelope: EnvelopeSettings | None = None,
+                       out: str | os.PathLike | None = None) -> Path:
+    """``chemoscreen sweep --envelope``: the envelope of the swept candidates at the sweep's
+    ``particle_size_nm`` and fidelity, logged on each finished candidate's child run (metrics above,
+    artifacts under ``envelope/``: the map, the protocol CSV and PNG).
+
+    Returns:
+        The directory holding the envelope's files (``out``, default ``envelope-<sweep_id>``).
+    """
+    from chemoscreen import store
+    from screening import tracking
+    from screening.api import prepare_items
+    from screening.ids import candidate_id
+
+    env = envelope if envelope is not None else EnvelopeSettings()
+    size = float(settings.particle_size_nm)
+    out_dir = Path(out) if out is not None else Path(f"envelope-{outcome.sweep_id}")
+    items = prepare_items(space, source)
+    result = charging_envelope(items, law, sizes_nm=(size,), settings=settings, envelope=env, out=out_dir,
+                               source=source, tracking_uri=outcome.tracking_uri)
+    client = store.open_store(outcome.tracking_uri)
+    runs = dict(zip(outcome.table["candidate_id"], outcome.table["run_id"]))
+    env_settings = dataclasses.replace(settings, snapshots=0, observations=env.soc_windows * max(
+        1, math.ceil(settings.observations / env.soc_windows)))
+    scanned = (min(env.c_rates), max(env.c_rates))
+    for item in items:
+        run_id = runs.get(candidate_id(item.fractions, settings.as_dict(), outcome.model_uri, item.source))
+        env_id = candidate_id(item.fractions, env_settings.as_dict(), outcome.model_uri, item.source)
+        if not isinstance(run_id, str):
+            continue
+        tracking.log_metrics(client, run_id, sweep_metrics(result.summary, env_id, size, scanned))
+        for path in (out_dir / f"map_{env_id}.png", out_dir / f"protocol_{env_id}_{size:g}.png",
+                     out_dir / f"protocol_{env_id}_{size:g}.csv"):
+            if path.exists():
+                client.log_artifact(run_id, str(path), "envelope")
+    return out_dir

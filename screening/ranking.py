@@ -7,6 +7,7 @@ Objectives (ARCHITECTURE.md §4.4 metric names):
 | ``specific_energy_Wh_kg`` | up | energy stored per kg of active material |
 | ``peak_tensile_stress_MPa`` | down | coherency stress during (de)lithiation drives fracture |
 | ``abs(volume_change_pct)`` | down | volume change strains the electrode and its binder |
+| ``safe_window_decades`` | up | decades of C-rate it charges without cracking (``sweep --envelope``) |
 
 Pareto rank: rank 1 is the non-dominated set; rank r + 1 is the non-dominated set of what remains after
 removing ranks 1..r (non-dominated sorting, Deb et al. 2002). A candidate dominates another when it is
@@ -34,6 +35,16 @@ OBJECTIVES: tuple[tuple[str, int], ...] = (
     ("abs_volume_change_pct", -1),
 )
 DEFAULT_WEIGHTS = (1.0, 1.0, 1.0)
+
+
+def safe_window_decades(min_safe: float, max_safe: float, lowest: float, highest: float,
+                        any_safe: bool = True) -> float:
+    """log10(max_safe_C_rate / min_safe_C_rate) of the charge window, open ends (NaN) capped at the scanned
+    [lowest, highest]; 0 when no scanned rate is safe. Larger is better: a wider safe range of rates."""
+    if not any_safe:
+        return 0.0
+    lo, hi = (lowest if np.isnan(min_safe) else min_safe), (highest if np.isnan(max_safe) else max_safe)
+    return float(np.log10(hi / lo))
 
 
 def objective_matrix(table: pd.DataFrame) -> np.ndarray:

@@ -111,3 +111,40 @@ def test_defaults_are_the_issues():
     assert env.c_rates == (0.05, 0.2, 1.0, 5.0, 20.0, 50.0, 200.0) and env.sizes_nm == (50.0, 100.0, 200.0)
     assert env.seeds >= 4 and env.safety_factor == 1.5 and env.target_min == 60.0 and env.soc_windows == 10
     assert dataclasses.replace(env, c_rates=[5, 1]).c_rates == (1.0, 5.0)
+
+
+def _lfp_item(fractions=None):
+    from mechanics.parameters.lfp import lfp_params
+    from screening.driver import SweepItem
+
+    return SweepItem(composition_id="lfp", formula="LiFePO4", fractions=fractions or {"Fe": 1.0},
+                     params=lfp_params(), descriptors={}, source="literature")
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--c-rates", "1,-5"], "--c-rates"),
+    (["--c-rates", ""], "--c-rates"),
+    (["--sizes", "2"], "--sizes"),
+    (["--target-min", "0"], "--target-min"),
+    (["--safety-factor", "0.8"], "--safety-factor"),
+    (["--c-rate", "2"], "--c-rate"),
+    (["--particle-size-nm", "80"], "--particle-size-nm"),
+    (["--grid-points", "12"], "--grid-points"),
+])
+def test_cli_bad_input_exits_2_naming_the_flag_and_writes_nothing(tmp_path, capsys, argv, field):
+    from screening.cli import main
+
+    out = tmp_path / "env"
+    code = main(["envelope", "--metals", "Fe", "--step", "1", "--law", "vegard", "--out", str(out), *argv])
+    assert code == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_toughness_that_cannot_be_estimated_is_refused_before_any_file(tmp_path):
+    from screening.envelope import charging_envelope
+
+    out = tmp_path / "env"
+    with pytest.raises(InputError, match="k_ic"):
+        charging_envelope([_lfp_item({"Fe": 0.5, "V": 0.5})], "vegard", out=out)
+    assert not out.exists()
