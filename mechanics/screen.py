@@ -33,14 +33,14 @@ import numpy as np
 import torch
 
 from mechanics import units
-from mechanics.errors import InputError
+from mechanics.errors import InputError, SolverError
+from mechanics.fracture import FLAW_FRACTION, flaw_averaged_stress
 from mechanics.grid import Grid
 from mechanics.parameters.base import MaterialParams
 from mechanics.phasefield import elastic as pf_elastic
 from mechanics.phasefield import metrics as pf_metrics
 from mechanics.phasefield import spectral
 from mechanics.phasefield.free_energy import RegularSolution
-from mechanics.phasefield.protocols import run_to_times
 from mechanics.phasefield.reaction import (
     AllenCahnReaction,
     ButlerVolmer,
@@ -62,7 +62,9 @@ class ScreeningSettings:
     platelet_thickness_nm: L_b of the rate scale; noise_per_sqrt_s: fluctuation amplitude;
     composition_tol: target max |Δc| per step; soc_step_max: largest ΔX per step (voltage-curve
     resolution); observations: stress/energy evaluations over the run; max_steps: per-candidate cap;
-    particle_padding_cells: void cells around the free platelet.
+    particle_padding_cells: void cells around the free platelet; direction: "discharge" (lithiation,
+    X rises from soc_start to soc_end, the default) or "charge" (delithiation of the cathode, X falls from
+    soc_end to soc_start: negative current, the overpotential reported positive for both).
     """
 
     grid_points: int = 64
@@ -82,6 +84,7 @@ class ScreeningSettings:
     observations: int = 24
     max_steps: int = 20_000
     particle_padding_cells: int = 8
+    direction: str = "discharge"
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid_points, int) or self.grid_points < 8:
@@ -120,13 +123,15 @@ class ScreeningSettings:
 @dataclass(frozen=True)
 class ScreeningResult:
     """metrics: scalars (units in the names); voltage_curve: (n, 2) [X, V]; snapshots: "composition"
-    (S, H, W), "max_principal_stress_GPa" (S, H, W), "soc" (S,); status "FINISHED" or "FAILED"."""
+    (S, H, W), "max_principal_stress_GPa" (S, H, W), "soc" (S,); status "FINISHED" or "FAILED";
+    observed: per observation (O,) "soc" (X) and "driving_stress_MPa" (the flaw-averaged stress then)."""
 
     metrics: dict[str, float]
     voltage_curve: np.ndarray
     snapshots: dict[str, np.ndarray]
     status: str
     reason: str = ""
+    observed: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -145,9 +150,14 @@ class _Batch:
     reorganization: torch.Tensor  # (B,) kT
 
 
-def _batch(params: Sequence[MaterialParams], settings: ScreeningSettings, dtype, device) -> _Batch:
+def _batch(params: Sequence[MaterialParams], settings: ScreeningSettings, dtype, device,
+           kappa_scale: Sequence[float] | None = None) -> _Batch:
+    """``kappa_scale`` (per element, default 1): (h_grid / h_element)², so an element of another size runs
+    on the shared grid with the gradient energy it has at its own spacing (the rest is scale-free)."""
     def t(values):
         return torch.tensor(np.asarray(values, dtype=np.float64), dtype=dtype, device=device)
+
+    scale = [1.0] * len(params) if kappa_scale is None else list(kappa_scale)
 
     k0_per_nm2_s = [p.exchange_rate_A_m2 / units.ELEMENTARY_CHARGE_C * units.M_PER_NM**2 for p in params]
     return _Batch(
@@ -156,7 +166,7 @@ def _batch(params: Sequence[MaterialParams], settings: ScreeningSettings, dtype,
         site_density=t([p.site_density_per_nm3 for p in params]),
         kT=t([units.kT_aJ(p.temperature_K) for p in params]),
         omega=t([p.omega_eV * units.AJ_PER_EV for p in params]),
-        kappa=t([[p.kappa_aJ_per_nm[a] for a in PLATELET_AXES] for p in params]),
+        kappa=t([[p.kappa_aJ_per_nm[a] * f for a in PLATELET_AXES] for p, f in zip(params, scale)]),
         voltage=t([p.voltage_V for p in params]),
         rate=t([2 * k / (p.site_density_per_nm3 * settings.platelet_thickness_nm)
                 for k, p in zip(k0_per_nm2_s, params)]),
@@ -165,25 +175,38 @@ def _batch(params: Sequence[MaterialParams], settings: ScreeningSettings, dtype,
     )
 
 
-def _noise_bank(settings: ScreeningSettings, shape, dtype, device, size: int = 61) -> torch.Tensor:
+def _noise_bank(seed: int, shape, dtype, device, size: int = 61) -> torch.Tensor:
     """Seeded zero-mean unit-variance fields (size, *shape); element i uses entry (steps_i mod size)."""
-    gen = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
     bank = torch.randn((size, *shape), generator=gen, dtype=torch.float64)
     bank = bank - bank.mean(dim=tuple(range(1, bank.ndim)), keepdim=True)
     return bank.to(dtype=dtype, device=device)
 
 
+def _view_tensor(coupling, field: torch.Tensor) -> torch.Tensor:
+    """The platelet part of a tensor field (*batch, *grid, d, d) (``coupling.view`` crops trailing axes)."""
+    return coupling.view(field.movedim((-2, -1), (0, 1))).movedim((0, 1), (-2, -1))
+
+
 class _Recorder:
     """Observers of one screening run: voltage per accepted step, stresses at observation times,
-    snapshots at snapshot times, failure reasons."""
+    snapshots at snapshot times, failure reasons.
+
+    Observation and snapshot times are fractions of each element's own run time (elements may run at
+    different currents); the loop sets :attr:`fraction` before calling :meth:`observe`.
+    """
 
     def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times,
-                 grid: Grid):
+                 grid: Grid, flaw_cells: float = 1.0):
         self.n = n
         self.coupling = coupling
         self.batch = batch
         self.settings = settings
         self.snapshot_times = list(snapshot_times)
+        self.fraction = math.nan
+        self.flaw_cells = flaw_cells
+        self.driving_stress = torch.full((n,), -math.inf, dtype=torch.float64)
+        self.observed: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.grid = grid
         self.curve: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_steps = None
@@ -234,6 +257,10 @@ class _Recorder:
         okc = ok.cpu()
         peak_s = s1.amax(dim=(-2, -1)).double().cpu()
         self.peak_stress = torch.where(okc, torch.maximum(self.peak_stress, peak_s), self.peak_stress)
+        flaw = flaw_averaged_stress(_view_tensor(self.coupling, result.stress), self.flaw_cells)
+        flaw = flaw.double().cpu()
+        self.driving_stress = torch.where(okc, torch.maximum(self.driving_stress, flaw), self.driving_stress)
+        self.observed.append((c.mean(dim=(-2, -1)).double().cpu(), torch.where(okc, flaw, math.nan)))
         peak_w = w.amax(dim=(-2, -1)).double().cpu()
         self.peak_energy = torch.where(okc, torch.maximum(self.peak_energy, peak_w), self.peak_energy)
         mean_w = w.mean(dim=(-2, -1)).double().cpu()
@@ -243,8 +270,7 @@ class _Recorder:
         better = okc & (std > self.separation)
         self.angle = torch.where(better, angle, self.angle)
         self.separation = torch.where(better, std, self.separation)
-        t = float(state.time.max())
-        if any(math.isclose(t, ts, rel_tol=1e-6) for ts in self.snapshot_times):
+        if any(math.isclose(self.fraction, ts, rel_tol=1e-9) for ts in self.snapshot_times):
             self.snaps_c.append(c.detach().cpu().numpy())
             self.snaps_s.append(s1.detach().cpu().numpy())
             self.snaps_x.append(c.mean(dim=(-2, -1)).detach().cpu().numpy())
@@ -256,17 +282,68 @@ def simulate_candidates(
     law: torch.nn.Module | None = None,
     device: str | torch.device = "cpu",
 ) -> list[ScreeningResult]:
-    """Lithiate every candidate galvanostatically in one batched run; one result per candidate, in order.
+    """Lithiate (or, with ``settings.direction == "charge"``, delithiate) every candidate galvanostatically
+    in one batched run; one result per candidate, in order.
 
     A candidate whose simulation fails (NaN, blow-up, an overpotential beyond floating point, too many
     steps) is frozen and returned FAILED with the reason; the others go on unaffected. Runs without
     autograd (a learned law's parameters are not traced; differentiate through the steppers instead).
     """
+    return simulate_conditions(params, settings, law, device)
+
+
+def simulate_conditions(
+    params: Sequence[MaterialParams],
+    settings: ScreeningSettings,
+    law: torch.nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    c_rates: Sequence[float] | None = None,
+    sizes_nm: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    flaw_fraction: float = FLAW_FRACTION,
+) -> list[ScreeningResult]:
+    """:func:`simulate_candidates` with a C-rate, a platelet size and a noise seed of its own per element,
+    all in one tensor program (the envelope batches candidates × rates × sizes × seeds this way).
+
+    Sizes share one grid of ``settings.grid_points`` cells: linear elasticity has no length scale, the
+    rate per site and the noise do not depend on the size, so an element of size L runs with its
+    gradient energy rescaled to the shared spacing, κ·(h_grid/h_L)² (exact for the discrete model).
+    Metrics gain ``driving_stress_MPa`` (the largest tensile stress normal to a flaw of length
+    a₀ = ``flaw_fraction``·L averaged over the flaw, :func:`mechanics.fracture.flaw_averaged_stress`, over
+    the observations) and ``max_overpotential_mV`` (the largest |V − V₀| over the run).
+
+    Args:
+        params, settings, law, device: as :func:`simulate_candidates`.
+        c_rates, sizes_nm, seeds: one per element (default: the settings' ``c_rate``,
+            ``particle_size_nm``, ``seed``). An element's C-rate may be a sequence of K rates (the same K
+            for every element): a piecewise-constant current over K equal windows of X between
+            ``soc_start`` and ``soc_end``, in the order they are traversed (a charging protocol).
+        flaw_fraction: a₀ / L (at least one grid cell is used).
+
+    Raises:
+        InputError: a list of the wrong length or a bad value, before any work.
+    """
     with torch.no_grad():
-        return _simulate(params, settings, law, device)
+        return _simulate(params, settings, law, device, c_rates, sizes_nm, seeds, flaw_fraction)
 
 
-def _simulate(params, settings, law, device) -> list[ScreeningResult]:
+def _per_element(name: str, values, default, n: int, kind=float) -> list:
+    """One value per element (``default`` for all when None), checked: positive floats or integers."""
+    if values is None:
+        return [default] * n
+    values = list(values)
+    if len(values) != n:
+        raise InputError(name, f"{n} values, one per element", len(values))
+    for v in values:
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if not ok or not math.isfinite(v) or (kind is float and v <= 0):
+            raise InputError(name, "positive finite numbers" if kind is float else "integers", v)
+    return [kind(v) for v in values]
+
+
+def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=None,
+              flaw_fraction=FLAW_FRACTION) -> list[ScreeningResult]:
     if isinstance(params, MaterialParams) or len(params) == 0:
         raise InputError("params", "a non-empty sequence of MaterialParams", params)
     for i, p in enumerate(params):
@@ -274,13 +351,26 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
             raise InputError(f"params[{i}]", "a MaterialParams", type(p).__name__)
     if not isinstance(settings, ScreeningSettings):
         raise InputError("settings", "a ScreeningSettings", type(settings).__name__)
+    if settings.direction not in ("discharge", "charge"):
+        raise InputError("direction", "'discharge' (lithiation) or 'charge' (delithiation)",
+                         settings.direction)
+    if not (isinstance(flaw_fraction, (int, float)) and 0 < flaw_fraction <= 1):
+        raise InputError("flaw_fraction", "a number in (0, 1]", flaw_fraction)
+    n_el = len(params)
+    schedule = _schedule(c_rates, settings.c_rate, n_el)  # (B, K) C-rates
+    sizes = _per_element("sizes_nm", sizes_nm, settings.particle_size_nm, n_el)
+    seed_list = _per_element("seeds", seeds, settings.seed, n_el, kind=int)
     dtype = getattr(torch, settings.dtype)
     device = torch.device(device)
-    b = _batch(params, settings, dtype, device)
-    n_el = len(params)
     n = settings.grid_points
-    grid = Grid((n, n), spacing_nm=settings.particle_size_nm / n)
-    current = settings.c_rate / 3600.0
+    grid = Grid((n, n), spacing_nm=sizes[0] / n)
+    b = _batch(params, settings, dtype, device, kappa_scale=[(sizes[0] / size) ** 2 for size in sizes])
+    sign = 1.0 if settings.direction == "discharge" else -1.0  # charge: X falls, the current is negative
+    rate_table = torch.tensor(schedule, dtype=dtype, device=device) / 3600.0  # (B, K) s⁻¹
+    windows = rate_table.shape[1]
+    current = sign * rate_table[:, 0].clone()  # updated in place at each window edge
+    speed = current.abs()
+    dt_max = settings.soc_step_max / speed  # updated in place with the current
 
     coupling, boundary, linear_kernel, potential = _elastic_setup(b, settings, law, grid, dtype, device)
     d = 2
@@ -297,12 +387,14 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
         rate_law = CoupledIonElectron(
             spectral.per_element(b.rate, d, like=b.kT), spectral.per_element(b.reorganization, d, like=b.kT)
         )
-    bank = _noise_bank(settings, (n, n), dtype, device)
+    distinct = sorted(set(seed_list))
+    bank = torch.stack([_noise_bank(s, (n, n), dtype, device) for s in distinct])  # (seeds, size, n, n)
+    which = torch.tensor([distinct.index(s) for s in seed_list], device=device)
 
     def noise(state, dt):
         if settings.noise_per_sqrt_s == 0:
             return torch.zeros_like(state.c)
-        xi = bank[state.steps % bank.shape[0]]
+        xi = bank[which, state.steps % bank.shape[1]]
         return settings.noise_per_sqrt_s * torch.sqrt(dt.clamp_min(0)).reshape(-1, 1, 1) * xi
 
     model = AllenCahnReaction(
@@ -312,30 +404,73 @@ def _simulate(params, settings, law, device) -> list[ScreeningResult]:
         site_density_per_nm3=b.site_density,
         kT_aJ=b.kT,
         rate_law=rate_law,
-        current_per_s=torch.full((n_el,), current, dtype=dtype, device=device),
+        current_per_s=current,
         boundary=boundary,
         linear_kernel_GPa=linear_kernel,
         explicit_potential=potential,
         noise=noise,
         dc_tol=settings.composition_tol,
-        dt_max_s=settings.soc_step_max / current,
+        dt_max_s=dt_max,
     )
     init_fn, step_fn = allen_cahn_reaction(model)
-    c0 = torch.full((n_el, n, n), settings.soc_start, dtype=dtype, device=device)
-    state = init_fn(c0, 0.1 * settings.soc_step_max / current)
+    start = settings.soc_start if sign > 0 else settings.soc_end
+    c0 = torch.full((n_el, n, n), start, dtype=dtype, device=device)
+    state = init_fn(c0, 0.1 * settings.soc_step_max / speed)
 
-    t_end = (settings.soc_end - settings.soc_start) / current
-    obs_times = [t_end * (j + 1) / settings.observations for j in range(settings.observations)]
-    snap_times = [t_end * (s + 1) / (settings.snapshots + 1) for s in range(settings.snapshots)]
-    times = sorted(set(obs_times) | set(snap_times))
-    recorder = _Recorder(n_el, coupling, b, settings, snap_times, grid)
+    # time to traverse each window (B, K) and the time at which each element reaches a fraction of X
+    window_time = (settings.soc_end - settings.soc_start) / windows / rate_table
+    edges = torch.cat([torch.zeros_like(window_time[:, :1]), torch.cumsum(window_time, dim=1)], dim=1)
+
+    def time_at(fraction: float) -> torch.Tensor:
+        k = min(int(math.floor(fraction * windows + 1e-9)), windows - 1)
+        return edges[:, k] + (fraction * windows - k) * window_time[:, k]
+
+    obs = [(j + 1) / settings.observations for j in range(settings.observations)]
+    snaps = [(k + 1) / (settings.snapshots + 1) for k in range(settings.snapshots)]
+    switches = {k / windows: k for k in range(1, windows)}
+    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, flaw_cells=max(1.0, flaw_fraction * n))
     recorder.on_step(state)
+    for fraction in sorted(set(obs) | set(snaps) | set(switches)):
+        state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * settings.max_steps)
+        if fraction in switches:  # the next window's current (and the Δt bound that follows it)
+            current.copy_(sign * rate_table[:, switches[fraction]])
+            dt_max.copy_(settings.soc_step_max / current.abs())
+            state = dataclasses.replace(state, dt=torch.minimum(state.dt, dt_max))
+        if fraction in obs or fraction in snaps:
+            recorder.fraction = fraction
+            recorder.observe(state)
+    return _results(recorder, state, b, sign)
 
-    state = run_to_times(
-        step_fn, state, times, [recorder.observe], on_step=recorder.on_step, stop=recorder.health,
-        max_steps=10 * settings.max_steps,
-    )
-    return _results(recorder, state, b)
+
+def _schedule(c_rates, default: float, n: int) -> list[list[float]]:
+    if c_rates is None:
+        return [[float(default)]] * n
+    rows = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else [r] for r in c_rates]
+    if len(rows) != n:
+        raise InputError("c_rates", f"{n} entries, one per element", len(rows))
+    if len({len(r) for r in rows}) != 1 or not rows[0]:
+        raise InputError("c_rates", "the same number K ≥ 1 of window rates for every element",
+                         sorted({len(r) for r in rows}))
+    for row in rows:
+        for v in row:
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            if not ok or not math.isfinite(v) or v <= 0:
+                raise InputError("c_rates", "positive finite C-rates", v)
+    return [[float(v) for v in r] for r in rows]
+
+
+def _run_to(step_fn, state, target: torch.Tensor, recorder: _Recorder, *, max_steps: int):
+    """Step every element to its own time target (*batch,), capping the step so it is hit exactly
+    (:func:`mechanics.phasefield.protocols.run_to_times` with a target per element). Failed elements
+    (``recorder.health``) count as done."""
+    for _ in range(max_steps):
+        remaining = target - state.time
+        done = (remaining <= 1e-9 * target.clamp_min(1.0)) | recorder.health(state)
+        if bool(done.all()):
+            return state
+        state = step_fn(state, torch.where(done, torch.zeros_like(remaining), remaining))
+        recorder.on_step(state)
+    raise SolverError("simulate_conditions", f"more than {max_steps} steps in one stretch")
 
 
 def _elastic_setup(b: _Batch, settings, law, grid: Grid, dtype, device):
@@ -359,7 +494,8 @@ def _elastic_setup(b: _Batch, settings, law, grid: Grid, dtype, device):
     return coupling, "noflux", None, pf_elastic.explicit_potential(coupling)
 
 
-def _results(rec: _Recorder, state, b: _Batch) -> list[ScreeningResult]:
+def _results(rec: _Recorder, state, b: _Batch, sign: float = 1.0) -> list[ScreeningResult]:
+    """``sign``: +1 lithiation, −1 delithiation (overpotentials are reported positive for both)."""
     moved = torch.stack([m for m, _, _ in rec.curve])  # (T, B)
     xs = torch.stack([x for _, x, _ in rec.curve]).double()
     vs = torch.stack([v for _, _, v in rec.curve]).double()
@@ -371,6 +507,7 @@ def _results(rec: _Recorder, state, b: _Batch) -> list[ScreeningResult]:
         curve = torch.stack([xs[keep, i], vs[keep, i]], dim=1).numpy()
         metrics = {
             "peak_tensile_stress_MPa": float(rec.peak_stress[i]) * units.MPA_PER_GPA,
+            "driving_stress_MPa": float(rec.driving_stress[i]) * units.MPA_PER_GPA,
             "peak_elastic_energy_MJ_m3": float(rec.peak_energy[i]) * units.MJ_PER_M3_PER_GPA,
             "peak_mean_elastic_energy_MJ_m3": float(rec.peak_mean_energy[i]) * units.MJ_PER_M3_PER_GPA,
             "phase_separation": float(rec.separation[i]),
@@ -380,12 +517,15 @@ def _results(rec: _Recorder, state, b: _Batch) -> list[ScreeningResult]:
         }
         if len(curve) >= 2:
             x, v = curve[:, 0], curve[:, 1]
-            mean_v = float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(x)) / max(x[-1] - x[0], 1e-30))
+            span = x[-1] - x[0]  # negative on charge, like np.diff(x)
+            area = float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(x)))
+            mean_v = area / float(span) if abs(span) > 1e-12 else math.nan
             metrics.update(voltage_V=mean_v, voltage_min_V=float(v.min()), voltage_max_V=float(v.max()),
-                           overpotential_mV=(float(b.voltage[i]) - mean_v) * 1e3)
+                           overpotential_mV=sign * (float(b.voltage[i]) - mean_v) * 1e3,
+                           max_overpotential_mV=float(np.abs(v - float(b.voltage[i])).max()) * 1e3)
         else:
             metrics.update(voltage_V=math.nan, voltage_min_V=math.nan, voltage_max_V=math.nan,
-                           overpotential_mV=math.nan)
+                           overpotential_mV=math.nan, max_overpotential_mV=math.nan)
         failed = bool(rec.failed[i])
         essential = ("voltage_V", "peak_tensile_stress_MPa")
         if not failed and not all(math.isfinite(metrics[k]) for k in essential):
@@ -396,9 +536,13 @@ def _results(rec: _Recorder, state, b: _Batch) -> list[ScreeningResult]:
             "max_principal_stress_GPa": np.stack([s[i] for s in rec.snaps_s]) if n_snap else empty,
             "soc": np.array([s[i] for s in rec.snaps_x]),
         }
+        flaw = np.array([float(f[i]) for _, f in rec.observed])
+        observed = {"soc": np.array([float(x[i]) for x, _ in rec.observed]),
+                    "driving_stress_MPa": units.MPA_PER_GPA * flaw}
         out.append(ScreeningResult(metrics=metrics, voltage_curve=curve, snapshots=snaps,
-                                   status="FAILED" if failed else "FINISHED", reason=rec.reasons[i]))
+                                   status="FAILED" if failed else "FINISHED", reason=rec.reasons[i],
+                                   observed=observed))
     return out
 
 
-__all__ = ["ScreeningResult", "ScreeningSettings", "simulate_candidates"]
+__all__ = ["ScreeningResult", "ScreeningSettings", "simulate_candidates", "simulate_conditions"]

@@ -26,6 +26,7 @@ _EXPORTS = {
     "SweepOptions": "screening.driver", "SweepOutcome": "screening.driver", "SweepItem": "screening.driver",
     "ScreeningSettings": "mechanics.screen", "ScreeningResult": "mechanics.screen",
     "ObjectiveSpec": "screening.objectives", "rank_draws": "screening.ranking",
+    "charging_envelope": "screening.envelope", "EnvelopeSettings": "screening.envelope",
 }
 
 __all__ = sorted(_EXPORTS)

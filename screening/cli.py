@@ -11,6 +11,7 @@ The commands are thin: ``sweep`` builds :class:`mechanics.screen.ScreeningSettin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -163,9 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--allow-pickle-model", action="store_true",
                        help="also load a law version an older chemoscreen stored with pickle (unpickling "
                             "runs code from the store: only when every writer of the store is trusted)")
+    sweep.add_argument("--envelope", action="store_true",
+                       help="also log each candidate's charging envelope at --particle-size-nm "
+                            "(docs/envelope.md)")
     _add_settings_options(sweep)
     _add_objective_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
+
+    _add_envelope_parser(sub)
 
     rank = sub.add_parser("rank", help="ranking table and Pareto front of the latest sweep, from MLflow")
     _add_tracking_options(rank)
@@ -316,6 +322,11 @@ def cmd_sweep(args) -> int:
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))
     print_table(outcome.table, top=20)
     print(f"MLflow UI: {ui_hint(outcome.tracking_uri)}")
+    if args.envelope:
+        from screening.envelope import log_sweep_envelope
+
+        where = log_sweep_envelope(outcome, space, law, settings, source=args.source)
+        print(f"envelope metrics logged on the candidate runs; files in {where}")
     client = store.open_store(outcome.tracking_uri)
     if any(f.path.endswith("report.html") for f in client.list_artifacts(outcome.parent_run_id, "report")):
         from screening.report import report_artifact
@@ -404,6 +415,71 @@ def cmd_demo(args) -> int:
     from screening.demo import run_demo
 
     return run_demo(args.out, num_cpus=args.num_cpus)
+
+
+# ---------------------------------------------------------------------------------------------------
+# envelope (issue 15): safe charging window, critical size and protocols per candidate (docs/envelope.md)
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+
+
+def _add_envelope_parser(sub) -> None:
+    env = sub.add_parser("envelope", help="fracture-limited safe C-rate window, critical size and charging "
+                                          "protocols per candidate (free platelet)")
+    _add_space_options(env)
+    law = env.add_mutually_exclusive_group()
+    law.add_argument("--model", default=None,
+                     help=f"eigenstrain law from the MLflow registry (default: {store.DEFAULT_MODEL_URI})")
+    law.add_argument("--law", choices=("vegard",), default=None, help="use Vegard's law instead of a model")
+    env.add_argument("--tracking-uri", default=None, help="MLflow store holding --model")
+    env.add_argument("--sizes", type=_numbers, default=None,
+                     help="platelet edges in nm (default: 50,100,200)")
+    env.add_argument("--c-rates", type=_numbers, default=None,
+                     help="scanned C-rates (default: 0.05,0.2,1,5,20,50,200)")
+    env.add_argument("--target-min", type=float, default=None,
+                     help="charge time T of protocol (b) (default: 60)")
+    env.add_argument("--safety-factor", type=float, default=None, help="s in σ ≤ σ_c/s (default: 1.5)")
+    env.add_argument("--max-overpotential-mV", dest="max_overpotential_mV", type=float, default=None,
+                     help="largest |η| over a run (default: 200, an LFP cell's ~3.65 V charge cut-off)")
+    env.add_argument("--seeds", type=int, default=None, help="noise seeds per condition (default: 4)")
+    env.add_argument("--out", default="envelope-output", help="output directory (default: envelope-output)")
+    _add_settings_options(env)
+    env.set_defaults(handler=cmd_envelope)
+
+
+def cmd_envelope(args) -> int:
+    from mechanics.screen import ScreeningSettings
+    from screening.api import VEGARD
+    from screening.envelope import EnvelopeSettings, charging_envelope, default_simulation_settings
+
+    for flag, name in (("--c-rate", "c_rate"), ("--particle-size-nm", "particle_size_nm"),
+                       ("--direction", "direction")):
+        value = getattr(args, options.option_dest(ScreeningSettings, name), None)
+        if value is not None:
+            raise InputError(flag, "not used by envelope: it scans --c-rates, --sizes and both directions",
+                             value)
+    # the envelope's own defaults (free platelet, ...) under the flags the user gave
+    settings = options.settings_from_args(ScreeningSettings, args,
+                                          **dataclasses.asdict(default_simulation_settings()))
+    values = {"c_rates": args.c_rates, "sizes_nm": args.sizes, "target_min": args.target_min,
+              "safety_factor": args.safety_factor, "max_overpotential_mV": args.max_overpotential_mV,
+              "seeds": args.seeds}
+    envelope = EnvelopeSettings(**{k: v for k, v in values.items() if v is not None})
+    law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
+    result = charging_envelope(_space(args), law, settings=settings, envelope=envelope, out=args.out,
+                               source=args.source, tracking_uri=args.tracking_uri, progress=True)
+    columns = ["formula", "size_nm", "direction", "min_safe_C_rate", "max_safe_C_rate",
+               "critical_size_nm_at_1C", "fastest_time_min", "protocol_peak_stress_MPa",
+               "constant_peak_stress_MPa"]
+    print(result.summary[columns].to_string(index=False, float_format="{:.4g}".format))
+    print(f"{result.simulated} simulations run; wrote {len(result.files)} files to {args.out} "
+          "(K_Ic estimated: see k_ic_source)")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------

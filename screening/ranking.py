@@ -5,6 +5,8 @@ What a candidate is ranked by (objectives, weights, voltage window, constraints)
 peak tensile stress (down), |volume change| (down), raw-material cost per kWh (down) and supply-risk
 HHI (down). Infeasible candidates (capacity outside the voltage window, a violated constraint) stay in
 the table with ``feasible=False`` and ``infeasible_reason``, but get neither a score nor a Pareto rank.
+``safe_window_decades`` (up: decades of C-rate a candidate charges without cracking, from
+``sweep --envelope``; :func:`safe_window_decades`) joins them when chosen.
 
 Pareto rank: rank 1 is the non-dominated set; rank r + 1 is the non-dominated set of what remains after
 removing ranks 1..r (non-dominated sorting, Deb et al. 2002). A candidate dominates another when it is
@@ -28,6 +30,16 @@ from mechanics.errors import InputError
 from screening.objectives import OBJECTIVES, ObjectiveSpec, evaluate, objective_matrix, weights_alias
 
 DEFAULT_WEIGHTS = (1.0, 1.0, 1.0)
+
+
+def safe_window_decades(min_safe: float, max_safe: float, lowest: float, highest: float,
+                        any_safe: bool = True) -> float:
+    """log10(max_safe_C_rate / min_safe_C_rate) of the charge window, open ends (NaN) capped at the scanned
+    [lowest, highest]; 0 when no scanned rate is safe. Larger is better: a wider safe range of rates."""
+    if not any_safe:
+        return 0.0
+    lo, hi = (lowest if np.isnan(min_safe) else min_safe), (highest if np.isnan(max_safe) else max_safe)
+    return float(np.log10(hi / lo))
 
 
 def pareto_ranks(objectives: np.ndarray) -> np.ndarray:
