@@ -141,8 +141,8 @@ def open_parent_run(client, experiment_id: str, sweep_id: str, run_name: str,
     Search, then create, then search again: when another driver created a parent for the same sweep
     id meanwhile, the oldest one (start time, then run id) wins and the younger ones are deleted
     (tagged ``duplicate_of``) before anything is logged under them. Each driver searches after
-    creating its own, so of two drivers at least the younger sees both and both end on the oldest
-    (docs/guarantees.md; on a tracking server the start times come from the clients' clocks).
+    creating its own, so of two drivers at least the younger sees both and joins the oldest; one that
+    chose a parent deleted later is brought over by :func:`converge_sweep` (docs/guarantees.md).
 
     Returns ``(run_id, resumed)``: ``resumed`` is True when the run was not created by this call.
     """
@@ -227,8 +227,9 @@ def converge_sweep(client, experiment_id: str, sweep_id: str) -> str:
     The oldest active parent wins and younger active ones are deleted. A driver that had already
     chosen a younger parent (its create reached the store first but carries a later start time) keeps
     logging under it after another driver deleted it; its children are moved to the winner here (their
-    ``mlflow.parentRunId`` tag is rewritten) and then :func:`settle_duplicates` keeps one done run per
-    candidate. Every driver calls this before ranking, so the last one leaves the sweep settled.
+    ``mlflow.parentRunId`` tag is rewritten; only parents deleted as duplicates, never one a user
+    deleted) and then :func:`settle_duplicates` keeps one done run per candidate. Every driver calls
+    this before ranking, so the last one leaves the sweep settled.
 
     Args:
         client: an :class:`mlflow.MlflowClient`.
@@ -247,8 +248,8 @@ def converge_sweep(client, experiment_id: str, sweep_id: str) -> str:
     winner, *younger = active
     _delete_duplicates(client, younger, winner)
     for run in parents:
-        if run.info.run_id == winner:
-            continue
+        if run.info.run_id == winner or DUPLICATE_TAG not in run.data.tags:
+            continue  # the winner, or a parent a user deleted (its runs are not to be counted)
         for child in store.search_all_runs(client, experiment_id, children_filter(run.info.run_id)):
             try:
                 client.set_tag(child.info.run_id, PARENT_TAG, winner)

@@ -29,8 +29,11 @@ def _closed_port() -> int:
         (["--step", "0.3"], "step"),
         (["--tracking-uri", "http://127.0.0.1:{port}"], "--tracking-uri"),
         (["--address", "127.0.0.1:{port}"], "--address"),
+        (["--tracking-uri", "foo://host/x"], "--tracking-uri"),
+        (["--step", "0.001"], "--step"),
     ],
-    ids=["unknown-metal", "bad-step", "unreachable-tracking-server", "unreachable-ray"],
+    ids=["unknown-metal", "bad-step", "unreachable-tracking-server", "unreachable-ray", "unknown-scheme",
+         "space-too-large"],
 )
 def test_bad_input_fails_fast_with_exit_2(tmp_path, chemoscreen, args, field):
     port = _closed_port()
@@ -40,6 +43,7 @@ def test_bad_input_fails_fast_with_exit_2(tmp_path, chemoscreen, args, field):
     elapsed = time.perf_counter() - start
     assert result.returncode == 2, result.stdout + result.stderr
     assert field in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr  # one line
     # nothing simulated and nothing logged: the store is not even created
     assert not (tmp_path / "mlflow.db").exists()
     assert "simulate" not in result.stderr

@@ -221,3 +221,14 @@ def test_children_under_a_parent_another_driver_deleted_are_moved_to_the_winner(
     assert len(tracking.child_runs(client, experiment_id, parent_b)) == 3  # the other c1 run was deleted
     assert tracking.converge_sweep(client, experiment_id, sweep) == parent_b  # a second driver agrees
     assert len(tracking.child_runs(client, experiment_id, parent_b)) == 3
+
+
+def test_runs_of_a_parent_a_user_deleted_are_not_adopted(store):
+    _, client, experiment_id = store
+    sweep = "5ee000000008"
+    old = client.create_run(experiment_id, start_time=1_000, tags={"sweep_id": sweep}).info.run_id
+    _child(client, experiment_id, old, "c1", artifacts="logged")
+    client.delete_run(old)  # deleted in the UI to redo the sweep
+    new, resumed = tracking.open_parent_run(client, experiment_id, sweep, "s", {}, {})
+    assert not resumed and tracking.converge_sweep(client, experiment_id, sweep) == new
+    assert tracking.child_runs(client, experiment_id, new) == []
