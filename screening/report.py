@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import json
 import math
 import os
 import shutil
@@ -296,7 +295,7 @@ def collect(client, tracking_uri: str, experiment_id: str, parent_run_id: str, *
             found = _download_images(client, str(run_id), folder)
             if found:
                 images[str(run_id)] = found
-    settings = {k: v for k, v in sorted(parent.data.params.items())}
+    settings = dict(sorted(parent.data.params.items()))
     return ReportData(
         experiment=experiment.name, experiment_id=experiment_id, sweep_id=tags.get("sweep_id", ""),
         parent_run_id=parent_run_id, table=table, ui_url=ui_url, view_key=view_key, images=images,
@@ -436,7 +435,6 @@ def render(data: ReportData) -> str:
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "plotly_js": Markup(plotly.offline.get_plotlyjs()), "plotly_version": plotly.__version__,
         "n_finished": int((table.get("status", pd.Series(dtype=str)) == "FINISHED").sum()),
-        "report_data": Markup(json.dumps({"sweep_id": data.sweep_id}).replace("</", "<\\/")),
     }
     return _environment().get_template("report.html.j2").render(**context)
 
