@@ -204,7 +204,10 @@ class _RunLogger:
                 self.renderers = [ray.remote(num_cpus=0)(Renderer).remote() for _ in range(count)]
             renderer = self.renderers[self.rendered % len(self.renderers)]
             self.rendered += 1
-            rendering = renderer.render.remote(result.snapshots, result.voltage_curve, item.formula)
+            from candidates.space import chemist_formula
+
+            rendering = renderer.render.remote(result.snapshots, result.voltage_curve,
+                                               chemist_formula(item.formula))
         return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags,
                                 rendering)
 

@@ -426,8 +426,10 @@ def render(data: ReportData) -> str:
              "parent": run_url(data.ui_url, data.experiment_id, data.parent_run_id)}
     law_summary = None
     if data.law is not None:
-        law_summary = {"samples": data.law["samples"], "band": data.law["low"] is not None,
-                       "end": {a: f"{data.law['mean'][-1, i]:.3f}" for i, a in enumerate(LAW_AXES)}}
+        band = data.law["low"] is not None
+        law_summary = {"samples": data.law["samples"], "band": band,
+                       "end": {a: f"{data.law['mean'][-1, i]:.3f}" for i, a in enumerate(LAW_AXES)},
+                       "widest": f"{float(np.max(data.law['high'] - data.law['low'])):.3g}" if band else ""}
     context = {
         "title": f"chemoscreen sweep {data.sweep_id}", "data": data, "headers": headers, "rows": rows,
         "figures": figure_html, "candidates": candidates, "links": links, "law": law_summary,
