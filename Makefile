@@ -13,7 +13,7 @@ EXTRAS ?= dev,chgnet,cluster
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test test-slow test-cluster lint docs bench clean
+.PHONY: venv demo test test-slow test-cluster test-browser lint docs bench clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ test-slow: $(STAMP)
 test-cluster: $(STAMP)
 	sh infra/scripts/install-postgres.sh
 	$(PY) -m pytest -q -m cluster tests/infra
+
+## make test-browser: the MLflow UI and the sweep report in headless Chromium (Debian's `chromium` package,
+## driven by Playwright; nothing is downloaded). Without Chromium the tests fail and say how to install it.
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m browser tests/browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .

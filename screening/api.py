@@ -247,7 +247,7 @@ def log_report(client, outcome: SweepOutcome) -> str | None:
             report_for_sweep(client, outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id,
                              Path(tmp, "report.html"), table=outcome.table)
         return report_artifact(client, outcome.parent_run_id)
-    except Exception as exc:  # noqa: BLE001 - any failure of the report leaves the sweep intact
+    except Exception as exc:  # any failure of the report leaves the sweep intact
         reason = f"{type(exc).__name__}: {exc}"[:500]
         warnings.warn(f"sweep {outcome.sweep_id}: the report was not written ({reason}); "
                       "`chemoscreen report` writes it later", stacklevel=2)

@@ -109,8 +109,11 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     candidates.write_table(table, out / "ranking.csv")
     if table["pareto_rank"].notna().any():
         pareto_png(table, out / "ranking_pareto.png")
-    # the sweep logged its report on the parent run; a copy goes next to the ranking
-    report = fetch_report(store.open_store(uri), outcome.parent_run_id, out / "report.html")
+    # the sweep logged its report on the parent run (or warned why not); a copy goes next to the ranking
+    try:
+        report = fetch_report(store.open_store(uri), outcome.parent_run_id, out / "report.html")
+    except Exception as exc:  # the ranking above is written; the report can be made later
+        report = f"not written ({type(exc).__name__}); run `chemoscreen report --tracking-uri {uri}`"
     _done(start, f"{out / 'ranking.csv'}, {out / 'ranking_pareto.png'}, {report}")
 
     print()

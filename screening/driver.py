@@ -239,7 +239,10 @@ class _RunLogger:
                reuse_run_id: str | None, extra_tags: Mapping[str, str]) -> Future:
         rendering = None
         if self.artifacts and result.status == "FINISHED":
-            rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve, item.formula)
+            from candidates.space import chemist_formula
+
+            rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve,
+                                                       chemist_formula(item.formula))
         return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags,
                                 rendering)
 

@@ -123,9 +123,12 @@ def pareto_png(table, path: Path) -> None:
     front = ranked[ranked["pareto_rank"] == 1].sort_values("peak_tensile_stress_MPa")
     ax.scatter(front["peak_tensile_stress_MPa"], front[energy], s=70,
                facecolor="none", edgecolor="crimson", lw=1.4, label="Pareto front (rank 1)")
+    from candidates.space import chemist_formula  # here, not at the top: the Renderer actors stay light
+
     for _, row in front.iterrows():
         xy = (row["peak_tensile_stress_MPa"], row[energy])
-        ax.annotate(str(row.get("formula", "")), xy, fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(chemist_formula(str(row.get("formula", ""))), xy, fontsize=6, xytext=(3, 3),
+                    textcoords="offset points")
     fig.colorbar(points, ax=ax, label="|volume change| (%)")
     ax.set_xlabel("peak tensile stress (MPa)  ← better")
     ax.set_ylabel(f"{'usable ' if energy.startswith('usable') else ''}specific energy (Wh/kg)  ↑ better")

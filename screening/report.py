@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import json
 import math
 import os
 import shutil
@@ -296,7 +295,7 @@ def collect(client, tracking_uri: str, experiment_id: str, parent_run_id: str, *
             found = _download_images(client, str(run_id), folder)
             if found:
                 images[str(run_id)] = found
-    settings = {k: v for k, v in sorted(parent.data.params.items())}
+    settings = dict(sorted(parent.data.params.items()))
     return ReportData(
         experiment=experiment.name, experiment_id=experiment_id, sweep_id=tags.get("sweep_id", ""),
         parent_run_id=parent_run_id, table=table, ui_url=ui_url, view_key=view_key, images=images,
@@ -427,8 +426,10 @@ def render(data: ReportData) -> str:
              "parent": run_url(data.ui_url, data.experiment_id, data.parent_run_id)}
     law_summary = None
     if data.law is not None:
-        law_summary = {"samples": data.law["samples"], "band": data.law["low"] is not None,
-                       "end": {a: f"{data.law['mean'][-1, i]:.3f}" for i, a in enumerate(LAW_AXES)}}
+        band = data.law["low"] is not None
+        law_summary = {"samples": data.law["samples"], "band": band,
+                       "end": {a: f"{data.law['mean'][-1, i]:.3f}" for i, a in enumerate(LAW_AXES)},
+                       "widest": f"{float(np.max(data.law['high'] - data.law['low'])):.3g}" if band else ""}
     context = {
         "title": f"chemoscreen sweep {data.sweep_id}", "data": data, "headers": headers, "rows": rows,
         "figures": figure_html, "candidates": candidates, "links": links, "law": law_summary,
@@ -436,7 +437,6 @@ def render(data: ReportData) -> str:
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "plotly_js": Markup(plotly.offline.get_plotlyjs()), "plotly_version": plotly.__version__,
         "n_finished": int((table.get("status", pd.Series(dtype=str)) == "FINISHED").sum()),
-        "report_data": Markup(json.dumps({"sweep_id": data.sweep_id}).replace("</", "<\\/")),
     }
     return _environment().get_template("report.html.j2").render(**context)
 

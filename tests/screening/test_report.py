@@ -179,6 +179,8 @@ def test_law_with_its_bootstrap_band(sweep):
     assert curves["high"][mid] == pytest.approx(high, abs=1e-12)
     assert 'id="law"' in sweep["html"] and f"{N_SAMPLES} bootstrap replicates" in sweep["html"]
     assert f"{100 * LAW_VALUES[0, -1]:.3f} %" in sweep["html"]
+    widest = float(np.max(curves["high"] - curves["low"]))
+    assert f"at its widest {widest:.3g} percentage points" in sweep["html"]
 
 
 def test_provenance(sweep):
