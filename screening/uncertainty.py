@@ -71,8 +71,8 @@ class ParameterSpread:
     kappa_rel: float
 
 
-#: every end member a draw can perturb, in a fixed order (the normals are indexed by it)
 def _end_members() -> tuple[str, ...]:
+    """Every end member a draw can perturb, in a fixed order (the normals are indexed by it)."""
     from candidates.mixing import delithiated_formula, lithiated_formula
     from candidates.space import OLIVINE_METALS
 
