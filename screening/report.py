@@ -148,10 +148,10 @@ def column_source(name: str) -> str:
 def display_columns(table: pd.DataFrame) -> list[str]:
     """The ranking's columns in the report's order: rank, formula, score, pareto_rank, the objectives,
     every other column alphabetically (a ``X_std`` right after ``X``), then status and failure reason."""
-    from screening.ranking import OBJECTIVES
+    from screening.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 
-    lead = ["rank", "formula", "score", "pareto_rank"]
-    lead += [name.replace("abs_", "", 1) for name, _ in OBJECTIVES]
+    lead = ["rank", "formula", "score", "pareto_rank", "feasible", "infeasible_reason"]
+    lead += [OBJECTIVES[name].column for name, _ in DEFAULT_OBJECTIVES]
     tail = ["status", "failure_reason"]
     rest = sorted(c for c in table.columns if c not in lead + tail + list(HIDDEN_COLUMNS)
                   and not c.endswith("_std"))

@@ -62,6 +62,8 @@ def _ranked_store(tmp_path_factory):
         tracking.log_metrics(client, child.info.run_id, {"specific_energy_Wh_kg": energy,
                                                           "peak_tensile_stress_MPa": stress,
                                                           "volume_change_pct": volume})
+        for metal, fraction in (("Fe", 1.0 - 0.5 * k), ("Mn", 0.5 * k)):  # the composition, as logged
+            client.log_param(child.info.run_id, f"x_{metal}", fraction)
         client.set_terminated(child.info.run_id, "FINISHED")
     client.log_text(parent, "rank,formula\n1,F0\n", "ranking/ranking.csv")
     return tmp_path, client, parent
@@ -116,7 +118,7 @@ def test_out_in_a_read_only_folder_exits_2_naming_out(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize(("argv", "field"), [
     (["demo", "--num-cpus", "-1"], "--num-cpus"),
-    (["sweep", "--law", "vegard", "--particle-padding-cells", "-5"], "particle_padding_cells"),
+    (["sweep", "--law", "vegard", "--particle-padding-cells", "-5"], "--particle-padding-cells"),
     (["sweep", "--law", "vegard", "--step", "0.001"], "--step"),
     (["candidates", "--step", "0.001"], "--step"),
     (["candidates", "--max-candidates", "0"], "--max-candidates"),
@@ -126,7 +128,7 @@ def test_out_in_a_read_only_folder_exits_2_naming_out(tmp_path, monkeypatch, cap
 def test_bad_input_exits_2_naming_the_field_before_any_work(tmp_path, monkeypatch, capsys, argv, field):
     monkeypatch.chdir(tmp_path)
     code, err = _run(argv, capsys)
-    assert code == 2 and f"{field}:" in err and "Traceback" not in err, err
+    assert code == 2 and f"error: {field}" in err and "Traceback" not in err, err
     assert _tree(tmp_path) == {}  # nothing simulated, no candidates built, no store, no demo folder
 
 
