@@ -72,6 +72,8 @@ class PlateletPCG:
       max_iter: iteration cap (≥ 1); a solve that reaches it raises :class:`~mechanics.errors.SolverError`.
       conv: True for the convolution form of the element operators, False for array slices, None
         (default) for convolutions on a GPU and on a CPU up to ``CONV_MAX_CPU_ELEMENTS`` cropped elements.
+      check_every: K, the residual is checked (one host synchronisation) every K iterations, so a solve
+        takes up to K − 1 iterations more than it needs; None (default): 8 for a batch, 4 for one RHS.
 
     Raises:
       InputError: a malformed argument (the field is named).
@@ -83,7 +85,7 @@ class PlateletPCG:
 
     def __init__(self, mask, stiffness_2d, spacing_nm: float, *, weights=None, device=None,
                  dtype=torch.float64, rtol: float = 1e-9, max_iter: int = 5000,
-                 conv: bool | None = None) -> None:
+                 conv: bool | None = None, check_every: int | None = None) -> None:
         mask_np, c, h = platelet_inputs(mask, stiffness_2d, spacing_nm)
         if c.shape == (2, 2, 2, 2):
             c = c[None]
@@ -99,6 +101,12 @@ class PlateletPCG:
             raise InputError("rtol", "a positive finite relative residual", rtol)
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
             raise InputError("max_iter", "an integer >= 1", max_iter)
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
+                                        or check_every < 1):
+            raise InputError("check_every", "an integer >= 1 or None", check_every)
+        # residual checked (one host sync) every K iterations: 8 for a batch, 4 for one RHS by default
+        self._check_batch = check_every or 8
+        self._check_single = check_every or 4
         self.dtype = dtype
         self._rtol = float(rtol)
         self._max_iter = int(max_iter)
@@ -296,7 +304,7 @@ class PlateletPCG:
         for it in range(self._max_iter + 1):
             rnorm = torch.linalg.vector_norm(r.reshape(n, -1), dim=1)
             active = rnorm > target
-            if it % 8 == 0 or it == self._max_iter:  # a host sync every few iterations only
+            if it % self._check_batch == 0 or it == self._max_iter:  # a host sync every K iterations only
                 if not bool(active.any()):
                     break
                 if it == self._max_iter:
@@ -319,10 +327,11 @@ class PlateletPCG:
     def _cg_single(self, x, r, p, rz, bnorm, target, escale, sym_inv, rtol) -> torch.Tensor:
         """One right-hand side: the plain PCG recurrences (fewer kernels per iteration than the batched
         loop, which matters when kernel launches, not memory, bound a small solve); the residual is
-        checked every 4 iterations (one host sync), so a solve may take up to 3 extra iterations."""
+        checked every K iterations (one host sync; K = 4 unless ``check_every``), so a solve may take up to
+        K − 1 extra iterations."""
         it = 0
         while True:
-            if it % 4 == 0:
+            if it % self._check_single == 0:
                 rnorm = torch.linalg.vector_norm(r)
                 if bool(rnorm <= target[0]):
                     break

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from mechanics.errors import SolverError
+from mechanics.errors import InputError, SolverError
 from mechanics.phasefield.cahn_hilliard import PhaseFieldState
 
 
@@ -23,6 +23,7 @@ def run_to_times(
     max_steps: int = 10_000_000,
     on_step: Callable | None = None,
     stop: Callable | None = None,
+    sync_every: int = 1,
 ) -> PhaseFieldState:
     """Step every element until it reaches each output time in turn (the step is capped so outputs are
     hit exactly) and call the observers there (also at t = 0 when 0 is an output time).
@@ -30,10 +31,15 @@ def run_to_times(
     Elements that reached the current output time wait (dt cap 0) for the others. ``on_step(state)`` is
     called after every step (progress bars live at the caller's edge). ``stop(state) -> (*batch,) bool``
     freezes the elements it flags (e.g. failed ones): they count as done from then on.
+    ``sync_every`` K: the loop asks the device whether every element is done only every K steps (one host
+    synchronisation per K steps; elements already done take zero-length steps in between), so a GPU
+    queue never drains between steps.
 
     Raises:
       SolverError: more than ``max_steps`` steps before an output time (the steppers stalled).
     """
+    if not isinstance(sync_every, int) or sync_every < 1:
+        raise InputError("sync_every", "an integer ≥ 1", sync_every)
     steps = 0
     for t_out in output_times:
         target = torch.as_tensor(t_out, dtype=state.time.dtype, device=state.time.device)
@@ -43,7 +49,7 @@ def run_to_times(
             done = remaining <= 1e-9 * max(1.0, abs(float(t_out)))
             if stop is not None:
                 done = done | stop(state)
-            if bool(done.all()):
+            if steps % sync_every == 0 and bool(done.all()):
                 break
             cap = torch.where(done, torch.zeros_like(remaining), remaining)
             state = step_fn(state, cap)

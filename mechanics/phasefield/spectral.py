@@ -85,3 +85,48 @@ def spectral_gradient(
             k = torch.where(k.abs() >= k.abs().max(), torch.zeros_like(k), k)
         out.append(irfft(1j * k * c_hat, shape))
     return out
+
+
+def scale_spectrum(c_hat: torch.Tensor, symbol: torch.Tensor) -> torch.Tensor:
+    """ĉ·L(k) for a real symbol L, computed on the real view of ĉ (inductor generates no code for
+    complex arithmetic, so the fused steps keep Fourier-space pointwise work real). ``symbol`` broadcasts
+    on ĉ; returns a complex tensor of ĉ's shape."""
+    out = torch.view_as_real(c_hat) * symbol.unsqueeze(-1)
+    return torch.view_as_complex(out)
+
+
+def mirror_odd(c: torch.Tensor, d: int, value: torch.Tensor | float) -> torch.Tensor:
+    """Odd (half-sample antisymmetric) extension of c − value along the last d axes, plus value:
+    (…, n) → (…, 2n). A periodic FFT of it is a DST-II of c − value, so c equals ``value`` on the cell faces
+    of the boundary (a fixed surface composition). ``value`` broadcasts on c (e.g. (*batch, 1, …, 1))."""
+    x = c - value
+    for axis in spatial_axes(d):
+        x = torch.cat([x, -torch.flip(x, dims=(axis,))], dim=axis)
+    return x + value
+
+
+def masked_divergence(c: torch.Tensor, kappa: torch.Tensor, spacing: float, open_faces: list[torch.Tensor],
+                      surface: torch.Tensor | None = None, wet_faces: list[torch.Tensor] | None = None
+                      ) -> torch.Tensor:
+    """∇·(κ∇c) by second-order finite differences with fluxes only through open cell faces.
+
+    Args:
+      c: (*batch, *grid); kappa: (*batch, d) or (d,) per grid axis; spacing: h.
+      open_faces: per axis i, a {0, 1} tensor broadcast on c: 1 where the face between cell j and j+1
+        (periodic index) carries flux (both cells inside the particle, not across a no-flux grid edge).
+      surface, wet_faces: optional fixed surface composition (broadcast on c) and, per axis, two {0, 1}
+        tensors (faces at j+½ and j−½) marking particle cells whose face there is a wetted surface: the
+        flux through it is 2κ(c_s − c_j)/h² (the value c_s sits on the face, half a cell away).
+
+    Returns (*batch, *grid), κ's unit per length².
+    """
+    d = len(open_faces)
+    out = torch.zeros_like(c)
+    h2 = spacing * spacing
+    for i, axis in enumerate(spatial_axes(d)):
+        k_i = kappa[..., i].reshape(*kappa.shape[:-1], *([1] * d)) / h2
+        flux = k_i * (torch.roll(c, -1, dims=axis) - c) * open_faces[i]  # face j+½
+        out = out + flux - torch.roll(flux, 1, dims=axis)
+        if wet_faces is not None:
+            out = out + 2 * k_i * (surface - c) * (wet_faces[2 * i] + wet_faces[2 * i + 1])
+    return out

@@ -296,3 +296,24 @@ def test_element_weights_match_between_solvers_and_keep_closed_forms():
         PlateletLU(mask, c, 9.0, weights=weights[:-1])
     with pytest.raises(InputError, match="> 0 on every mask pixel"):
         PlateletLU(mask, c, 9.0, weights=np.where(mask, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("n_rhs", [1, 3])
+def test_convergence_is_checked_every_k_iterations(n_rhs):
+    """With check_every = K the residual (a host sync) is read every K iterations only: the solve takes
+    a multiple of K iterations (or stops at the first multiple of K past convergence) and the strain equals
+    the every-iteration-checked solve to the tolerance (both are converged CG iterates: 1e-8 relative)."""
+    mask = _masks(16)["ellipse"]
+    eps = _eigenstrain(16, n_rhs)
+    every = PlateletPCG(mask, _stiffness(angle_deg=25.0), 4.0, rtol=1e-10, check_every=1)
+    sparse = PlateletPCG(mask, _stiffness(angle_deg=25.0), 4.0, rtol=1e-10, check_every=10)
+    a, b = every.apply(eps), sparse.apply(eps)
+    need = int(every.iterations.max())
+    took = int(sparse.iterations.max())
+    assert need <= took < need + 10
+    if n_rhs == 1:
+        assert took % 10 == 0
+    assert np.abs(b - a).max() <= 1e-8 * np.abs(a).max()
+    with pytest.raises(InputError) as err:
+        PlateletPCG(mask, _stiffness(), 1.0, check_every=0)
+    assert err.value.field == "check_every"

@@ -141,3 +141,69 @@ def test_models_take_a_grid_and_name_it_when_wrong():
         AllenCahnReaction(grid=(16, 16), free_energy=free, kappa_aJ_per_nm=1.0, site_density_per_nm3=1.0,
                           kT_aJ=1.0, rate_law=ButlerVolmer(1.0, 0.5), current_per_s=torch.tensor([0.01]))
     assert err.value.field == "grid"
+
+
+def test_activity_exchange_reduces_to_the_ideal_form_for_an_ideal_solution():
+    """Bazant's i₀ = k(1−c)a^α with a = c/(1−c) (ideal solution, no gradient) is k c^α (1−c)^{1−α}: the
+    two exchange forms agree to round-off (1e-12 relative, float64)."""
+    c = torch.linspace(0.01, 0.99, 41, dtype=torch.float64)
+    mu = torch.log(c / (1 - c))
+    for alpha in (0.3, 0.5, 0.7):
+        ideal = ButlerVolmer(0.7, alpha).exchange(c)
+        activity = ButlerVolmer(0.7, alpha, exchange_form="activity").exchange(c, mu)
+        torch.testing.assert_close(activity, ideal, rtol=1e-12, atol=0)
+
+
+def test_activity_exchange_carries_the_regular_solution_and_gradient_terms():
+    """On a cosine field c = c̄ + δ cos(qx) with Ω: μ/kT = ln(c/(1−c)) + Ω(1−2c)/kT + κq²δcos(qx)/(ρ_s kT)
+    (−κc'' of a single Fourier mode is exact spectrally), so i₀ = k(1−c) exp(α μ/kT) in closed form
+    (1e-10, float64). Near c → 0 the activity form exceeds the ideal one by e^{αΩ/kT} (9.5× for
+    Ω = 4.5 kT, α = ½)."""
+    from mechanics.phasefield.reaction import _symbols, chemical_potential
+
+    n, omega, kappa = 32, 4.5, 2.0
+    x = torch.arange(n, dtype=torch.float64)
+    q = 2 * math.pi * 3 / n
+    c = (0.3 + 0.1 * torch.cos(q * x)).unsqueeze(0)
+    free = RegularSolution(site_density_per_nm3=1.0, kT_aJ=1.0, omega_aJ=omega)
+    law = ButlerVolmer(0.7, 0.5, exchange_form="activity")
+    model = AllenCahnReaction(grid=Grid((n,), spacing_nm=1.0), free_energy=free, kappa_aJ_per_nm=kappa,
+                              site_density_per_nm3=1.0, kT_aJ=1.0, rate_law=law,
+                              current_per_s=torch.tensor([0.01], dtype=torch.float64))
+    mu, _ = chemical_potential(model, c, None, _symbols(model, c))
+    expected_mu = torch.log(c / (1 - c)) + omega * (1 - 2 * c) + kappa * q**2 * 0.1 * torch.cos(q * x)
+    torch.testing.assert_close(mu, expected_mu, rtol=0, atol=1e-10)
+    torch.testing.assert_close(law.exchange(c, mu), 0.7 * (1 - c) * torch.exp(0.5 * expected_mu),
+                               rtol=1e-10, atol=0)
+    c0 = torch.tensor([1e-6], dtype=torch.float64)
+    mu0 = torch.log(c0 / (1 - c0)) + omega * (1 - 2 * c0)
+    ratio = law.exchange(c0, mu0) / ButlerVolmer(0.7, 0.5).exchange(c0)
+    assert float(ratio) == pytest.approx(math.exp(0.5 * omega), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.3])
+def test_uniform_voltage_with_the_activity_exchange_follows_closed_form(alpha):
+    """A uniform regular solution (Ω = 1 kT) with i₀ = k(1−c)a^α, a = e^{μ}: the reservoir potential ν
+    solves I = i₀(e^{−α(μ−ν)} − e^{(1−α)(μ−ν)}); for α = ½ ν = μ + 2 asinh(I/(2i₀)) in closed form, for
+    α = 0.3 the residual of that equation vanishes (1e-9)."""
+    current = 0.02
+    law = ButlerVolmer(rate_per_s=1.0, alpha=alpha, exchange_form="activity")
+    model = _model(omega=1.0, current=current, law=law)
+    init_fn, step_fn = allen_cahn_reaction(model, compile=False)
+    for x in (0.05, 0.37, 0.93):
+        state = step_fn(init_fn(torch.full((1, 16, 16), x, dtype=torch.float64), 0.01))
+        mu = math.log(x / (1 - x)) + 1.0 * (1 - 2 * x)
+        i0 = (1 - x) * math.exp(alpha * mu)
+        nu = float(state.aux.nu[0])
+        if alpha == 0.5:
+            assert nu == pytest.approx(mu + 2 * math.asinh(current / (2 * i0)), abs=1e-9)
+        eta = mu - nu
+        assert i0 * (math.exp(-alpha * eta) - math.exp((1 - alpha) * eta)) == pytest.approx(current, abs=1e-9)
+
+
+def test_exchange_form_is_validated():
+    from mechanics.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        ButlerVolmer(1.0, 0.5, exchange_form="bazant")
+    assert err.value.field == "exchange_form"
