@@ -257,3 +257,24 @@ def test_files_follow_the_contract_and_a_rerun_simulates_nothing(tiny_envelope):
     assert summary["k_ic_source"].str.startswith("estimated").all()
     pd.testing.assert_frame_equal(first.summary, again.summary)
     assert all(p.exists() for p in first.files) and any(p.suffix == ".png" for p in first.files)
+
+
+def test_sweep_metric_names_and_safe_window_decades():
+    """Metrics are <name>_<direction>_<size>nm with NaN left out; safe_window_decades caps open ends at
+    the scanned range and is 0 when no rate is safe."""
+    from screening.envelope import SUMMARY_COLUMNS, sweep_metrics
+    from screening.ranking import safe_window_decades
+
+    assert safe_window_decades(0.5, 50.0, 0.05, 200.0) == pytest.approx(2.0)
+    assert safe_window_decades(math.nan, 20.0, 0.05, 200.0) == pytest.approx(math.log10(20 / 0.05))
+    assert safe_window_decades(math.nan, math.nan, 0.05, 200.0, any_safe=False) == 0.0
+    row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
+    row.update(candidate_id="c1", formula="LiFePO4", size_nm=100.0, k_ic_source="estimated", note="")
+    charge = {**row, "direction": "charge", "min_safe_C_rate": 0.5, "max_safe_C_rate": 50.0,
+              "fastest_time_min": 3.0}
+    discharge = {**row, "direction": "discharge", "min_safe_C_rate": 0.2,
+                 "note": "upper end open: safe at the fastest scanned rate 200C"}
+    metrics = sweep_metrics(pd.DataFrame([charge, discharge]), "c1", 100.0, (0.05, 200.0))
+    assert metrics == {"min_safe_C_rate_charge_100nm": 0.5, "max_safe_C_rate_charge_100nm": 50.0,
+                       "fastest_time_min_charge_100nm": 3.0, "min_safe_C_rate_discharge_100nm": 0.2,
+                       "safe_window_decades": pytest.approx(2.0)}
