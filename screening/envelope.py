@@ -370,6 +370,13 @@ class EnvelopeResult:
     files: list = field(default_factory=list)
 
 
+def simulation_settings(settings, env: EnvelopeSettings):
+    """The settings the envelope simulates with: no snapshots, and a whole number of observations per
+    protocol window (so each window's driving stress is the maximum over its own observations)."""
+    per_window = max(1, math.ceil(settings.observations / env.soc_windows))
+    return dataclasses.replace(settings, snapshots=0, observations=env.soc_windows * per_window)
+
+
 def _check_inputs(env: EnvelopeSettings, settings) -> None:
     from mechanics.screen import ScreeningSettings
 
@@ -433,8 +440,7 @@ def charging_envelope(
     settings = default_simulation_settings() if settings is None else settings
     _check_inputs(env, settings)
     windows = env.soc_windows
-    settings = dataclasses.replace(settings, snapshots=0,
-                                   observations=windows * max(1, math.ceil(settings.observations / windows)))
+    settings = simulation_settings(settings, env)
     space = list(candidates)
     if not space:
         raise InputError("candidates", "at least one candidate", space)
@@ -798,8 +804,7 @@ def log_sweep_envelope(outcome, space, law, settings, *, source: str = "literatu
                                source=source, tracking_uri=outcome.tracking_uri)
     client = store.open_store(outcome.tracking_uri)
     runs = dict(zip(outcome.table["candidate_id"], outcome.table["run_id"]))
-    env_settings = dataclasses.replace(settings, snapshots=0, observations=env.soc_windows * max(
-        1, math.ceil(settings.observations / env.soc_windows)))
+    env_settings = simulation_settings(settings, env)
     scanned = (min(env.c_rates), max(env.c_rates))
     for item in items:
         run_id = runs.get(candidate_id(item.fractions, settings.as_dict(), outcome.model_uri, item.source))

@@ -1,5 +1,5 @@
 """The charging envelope: root search on synthetic margins with known roots, the fixed-time protocol
-against constant current, limits of the physics (zero misfit, doubled misfit), bad input and resume."""
+against constant current, a limit of the physics (zero misfit), bad input and resume."""
 
 import dataclasses
 import math
@@ -158,6 +158,7 @@ TINY_ENV = dict(c_rates=(1.0, 200.0), sizes_nm=(50.0, 200.0), seeds=1, bisection
 
 
 def _scaled_misfit(item, factor, name, omega_factor=1.0):
+    """A variant of ``item`` with its misfit (and optionally Ω) scaled."""
     from mechanics.parameters.base import OrthorhombicLattice
 
     p = item.params
@@ -167,21 +168,21 @@ def _scaled_misfit(item, factor, name, omega_factor=1.0):
     return dataclasses.replace(item, composition_id=name, formula=name, params=params)
 
 
-def _tiny_settings(composition_tol=0.05):
+def _tiny_settings():
     from mechanics.screen import ScreeningSettings
 
-    settings = ScreeningSettings(grid_points=16, fidelity="periodic", soc_step_max=0.1,
-                                 composition_tol=composition_tol, observations=2)
+    settings = ScreeningSettings(grid_points=16, fidelity="periodic", soc_step_max=0.1, composition_tol=0.05,
+                                 observations=2)
     return settings, EnvelopeSettings(**TINY_ENV)
 
 
 @pytest.fixture(scope="module")
 def tiny_envelope(tmp_path_factory):
-    """LiFePO4 and the same with zero and with doubled misfit, through the envelope (twice: resume)."""
+    """LiFePO4 and the same with zero misfit, through the envelope (twice: resume)."""
     from screening.envelope import charging_envelope
 
     lfp = _lfp_item()
-    items = [lfp, _scaled_misfit(lfp, 0.0, "zero"), _scaled_misfit(lfp, 2.0, "double")]  # 3 rows each
+    items = [lfp, _scaled_misfit(lfp, 0.0, "zero")]
     out = tmp_path_factory.mktemp("envelope")
     settings, env = _tiny_settings()
     first = charging_envelope(items, "vegard", settings=settings, envelope=env, out=out)
@@ -200,42 +201,10 @@ def test_zero_misfit_never_fractures(tiny_envelope):
     assert math.isnan(row.min_safe_C_rate) and "lower end open" in row.note
 
 
-@pytest.mark.slow
-def test_larger_misfit_has_a_smaller_critical_size(tmp_path):
-    """A larger misfit in a particle that still phase separates scales the coherency stress of the
-    two-phase state (linear elasticity), and σ_c ∝ L^-½: with 1.6× the misfit the 1C driving stress rises
-    by more than 1.3× (1.6× less the interfaces' diffuseness and the noise of one seed on 16²) and the
-    largest size safe at 1C moves down (below the scan counts as smaller: NaN with the note that the
-    smallest size already fails).
-
-    Doubling the misfit alone is not a clean test in this model: measured on the 16² periodic platelet
-    with one seed, it gave 791 MPa at 50 nm against LiFePO4's 953 MPa (1C), because the plane-stress
-    platelet relaxes most coherency stress by turning its interfaces towards the invariant line, so the
-    stress left is not proportional to the misfit. The candidate compared here has 1.6× the misfit and
-    2× Ω (a deeper miscibility gap), step control 0.02 (3× Ω blew up at the coarse default)."""
-    from screening.envelope import charging_envelope
-
-    lfp = _lfp_item()
-    settings, env = _tiny_settings(composition_tol=0.02)
-    result = charging_envelope([lfp, _scaled_misfit(lfp, 1.6, "larger", omega_factor=2.0)], "vegard",
-                               settings=settings, envelope=env, out=tmp_path)
-    s = result.summary.set_index("formula")
-    one_c = result.table[result.table["c_rate"] == 1.0].set_index(["formula", "size_nm"])
-    for size in (50.0, 200.0):
-        assert one_c.loc[("larger", size), "driving_stress_MPa"] > 1.3 * one_c.loc[("LiFePO4", size),
-                                                                                   "driving_stress_MPa"]
-    lfp, larger = s.loc["LiFePO4"].iloc[0], s.loc["larger"].iloc[0]
-    assert math.isfinite(lfp.critical_size_nm_at_1C), lfp.note
-    if math.isfinite(larger.critical_size_nm_at_1C):
-        assert larger.critical_size_nm_at_1C < lfp.critical_size_nm_at_1C
-    else:
-        assert "smallest scanned size" in larger.note
-
-
 def test_protocol_is_never_worse_than_constant_current_and_takes_exactly_T(tiny_envelope, tmp_path):
     result, _, out = tiny_envelope
     charge = result.summary[(result.summary["direction"] == "charge") & (result.summary["formula"] != "zero")]
-    assert len(charge) == 4
+    assert len(charge) == 2
     for row in charge.itertuples():
         assert row.protocol_peak_stress_MPa <= row.constant_peak_stress_MPa
         assert row.protocol_time_min == pytest.approx(TINY_ENV["target_min"], rel=1e-9)
@@ -253,7 +222,7 @@ def test_files_follow_the_contract_and_a_rerun_simulates_nothing(tiny_envelope):
     table = pd.read_csv(out / "envelope.csv")
     summary = pd.read_csv(out / "envelope_summary.csv")
     assert list(table.columns) == ENVELOPE_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
-    assert len(table) == 3 * 2 * 2 and len(summary) == 3 * 2
+    assert len(table) == 2 * 2 * 2 and len(summary) == 2 * 2
     assert summary["k_ic_source"].str.startswith("estimated").all()
     pd.testing.assert_frame_equal(first.summary, again.summary)
     assert all(p.exists() for p in first.files) and any(p.suffix == ".png" for p in first.files)
