@@ -247,3 +247,29 @@ def test_sweep_metric_names_and_safe_window_decades():
     assert metrics == {"min_safe_C_rate_charge_100nm": 0.5, "max_safe_C_rate_charge_100nm": 50.0,
                        "fastest_time_min_charge_100nm": 3.0, "min_safe_C_rate_discharge_100nm": 0.2,
                        "safe_window_decades": pytest.approx(2.0)}
+
+
+@pytest.mark.slow
+def test_sweep_envelope_logs_window_metrics_and_artifacts_on_the_candidate_run(tmp_path, monkeypatch):
+    """``sweep --envelope`` path: a one-candidate sweep on a local Ray and SQLite, then the envelope at the
+    sweep's particle size logged on the candidate's child run (metrics and envelope/ artifacts)."""
+    import candidates
+    import screening
+    from chemoscreen import store
+    from screening.envelope import log_sweep_envelope
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings, env = _tiny_settings()
+    settings = dataclasses.replace(settings, particle_size_nm=50.0, snapshots=1)
+    space = candidates.olivine_space(metals=("Fe",), step=1.0)
+    options = screening.SweepOptions(tracking_uri=uri, num_cpus=2, artifacts=False, progress=False)
+    outcome = screening.sweep(space, "vegard", settings, options=options)
+    out = log_sweep_envelope(outcome, space, "vegard", settings, envelope=env, out=tmp_path / "env")
+    client = store.open_store(outcome.tracking_uri)
+    run_id = outcome.table["run_id"].iloc[0]
+    metrics = client.get_run(run_id).data.metrics
+    assert "safe_window_decades" in metrics and metrics["safe_window_decades"] > 0
+    assert any(k.endswith("_charge_50nm") for k in metrics), sorted(metrics)
+    artifacts = [a.path for a in client.list_artifacts(run_id, "envelope")]
+    assert any(a.endswith(".png") for a in artifacts) and (out / "envelope_summary.csv").exists()
