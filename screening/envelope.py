@@ -261,6 +261,7 @@ class _Runner:
 
         item = self.items[spec.cand]
         payload = {"composition": composition_key(item.fractions), "source": item.source,
+                   "params": params_digest(item.params),
                    "settings": dataclasses.replace(self.settings, direction=spec.direction).as_dict(),
                    "law": self.law_label, "size_nm": round(spec.size_nm, 9),
                    "schedule": [round(r, 12) for r in spec.schedule], "seed": spec.seed,
@@ -305,8 +306,7 @@ class _Runner:
         obs = result.observed
         n_obs = len(obs.get("driving_stress_MPa", []))
         per = max(1, n_obs // windows)
-        stress = [float(np.nanmax(obs["driving_stress_MPa"][w * per:(w + 1) * per])) if n_obs else math.nan
-                  for w in range(windows)]
+        stress = [_finite_max(obs["driving_stress_MPa"][w * per:(w + 1) * per]) for w in range(windows)]
         v0 = self.items[spec.cand].params.voltage_V
         curve = result.voltage_curve
         eta = []
@@ -323,6 +323,28 @@ class _Runner:
         metrics = {k: float(v) for k, v in result.metrics.items()}
         return {"key": key, "status": result.status, "reason": result.reason, "metrics": metrics,
                 "window_stress_MPa": stress, "window_overpotential_mV": eta}
+
+
+def _finite_max(values) -> float:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.max()) if values.size else math.nan
+
+
+def params_digest(params) -> str:
+    """A hash of a candidate's parameters: two candidates of one composition with other parameters (a
+    property source, a variant) are other simulations."""
+    text = json.dumps(dataclasses.asdict(params), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def envelope_id(item, settings, law_label: str) -> str:
+    """The envelope's ``candidate_id``: :func:`screening.ids.candidate_id` over the composition, the
+    envelope's simulation settings (with the parameters' hash) and the law."""
+    from screening.ids import candidate_id
+
+    return candidate_id(item.fractions, {**settings.as_dict(), "params": params_digest(item.params)},
+                        law_label, item.source)
 
 
 def _quantile(values, q: float) -> float:
@@ -346,6 +368,13 @@ class EnvelopeResult:
     protocols: dict = field(default_factory=dict)
     simulated: int = 0
     files: list = field(default_factory=list)
+
+
+def simulation_settings(settings, env: EnvelopeSettings):
+    """The settings the envelope simulates with: no snapshots, and a whole number of observations per
+    protocol window (so each window's driving stress is the maximum over its own observations)."""
+    per_window = max(1, math.ceil(settings.observations / env.soc_windows))
+    return dataclasses.replace(settings, snapshots=0, observations=env.soc_windows * per_window)
 
 
 def _check_inputs(env: EnvelopeSettings, settings) -> None:
@@ -398,7 +427,6 @@ def charging_envelope(
     from mechanics.parameters.fracture_toughness import fracture_toughness
     from screening.api import prepare_items, resolve_law
     from screening.driver import SweepItem
-    from screening.ids import candidate_id
 
     env = envelope if envelope is not None else EnvelopeSettings()
     if not isinstance(env, EnvelopeSettings):
@@ -412,8 +440,7 @@ def charging_envelope(
     settings = default_simulation_settings() if settings is None else settings
     _check_inputs(env, settings)
     windows = env.soc_windows
-    settings = dataclasses.replace(settings, snapshots=0,
-                                   observations=windows * max(1, math.ceil(settings.observations / windows)))
+    settings = simulation_settings(settings, env)
     space = list(candidates)
     if not space:
         raise InputError("candidates", "at least one candidate", space)
@@ -427,7 +454,7 @@ def charging_envelope(
         out_dir.mkdir(parents=True, exist_ok=True)
     runner = _Runner(items, settings, module, label, env, None if out_dir is None else out_dir / CACHE_FILE,
                      device=device, progress=progress)
-    ids = [candidate_id(it.fractions, settings.as_dict(), label, it.source) for it in items]
+    ids = [envelope_id(it, settings, label) for it in items]
     rates = sorted(set(env.c_rates) | {1.0})  # 1C is needed for the critical size
     seeds = [settings.seed + k for k in range(env.seeds)]  # noise seeds seed, seed + 1, ...
     sizes = list(env.sizes_nm)
@@ -469,12 +496,16 @@ def charging_envelope(
     keys = [(i, L, d) for i in range(len(items)) for L in sizes for d in env.directions]
     window = safe_windows(evaluate, keys, rates, env.bisections)
 
-    rows = []
+    rows, failures = [], {}
     for d in env.directions:
         for i, it in enumerate(items):
             for L in sizes:
                 for r in rates:
-                    st = stats(runner.run([_Spec(i, L, (r,), d, s) for s in seeds]))
+                    recs = runner.run([_Spec(i, L, (r,), d, s) for s in seeds])
+                    for rec in recs:
+                        if rec["status"] != "FINISHED":
+                            failures.setdefault((i, L, d), f"{r:g}C failed: {rec['reason']}")
+                    st = stats(recs)
                     st = st or {k: math.nan for k in ("peak_tensile_stress_MPa", "driving_stress_MPa",
                                                        "overpotential_mV", "phase_separation")}
                     drive = st["driving_stress_MPa"]
@@ -497,7 +528,7 @@ def charging_envelope(
             for L in sizes:
                 lo, hi, note = window[(i, L, d)]
                 p = plan.get((i, L), {}) if d == "charge" else {}
-                notes = [n for n in (note, crit_note, p.get("note", "")) if n]
+                notes = [n for n in (note, crit_note, p.get("note", ""), failures.get((i, L, d), "")) if n]
                 summary_rows.append({
                     "candidate_id": ids[i], "formula": it.formula, "size_nm": L, "direction": d,
                     "min_safe_C_rate": lo, "max_safe_C_rate": hi, "critical_size_nm_at_1C": crit,
@@ -506,7 +537,7 @@ def charging_envelope(
                     "protocol_peak_stress_MPa": p.get("protocol_peak_stress_MPa", math.nan),
                     "constant_peak_stress_MPa": p.get("constant_peak_stress_MPa", math.nan),
                     "k_ic_source": toughness[i].source, "note": "; ".join(notes)})
-                if p:
+                if "fixed_time" in p:
                     protocols[(ids[i], L)] = {"fixed_time": p["fixed_time"], "fastest": p.get("fastest")}
     summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS)
     result = EnvelopeResult(table, summary, protocols, simulated=runner.simulated)
@@ -636,8 +667,8 @@ def _protocols(items, sizes, rates, env, settings, sigma_c, runner, stats, seeds
 
 def _schedule_frame(schedule, settings, k_windows) -> pd.DataFrame:
     hi, delta = settings.soc_end, (settings.soc_end - settings.soc_start) / k_windows
-    return pd.DataFrame({"soc_start": [hi - w * delta for w in range(k_windows)],
-                         "soc_end": [hi - (w + 1) * delta for w in range(k_windows)],
+    return pd.DataFrame({"soc_start": [round(hi - w * delta, 9) for w in range(k_windows)],
+                         "soc_end": [round(hi - (w + 1) * delta, 9) for w in range(k_windows)],
                          "c_rate": list(schedule)})
 
 
@@ -773,12 +804,11 @@ def log_sweep_envelope(outcome, space, law, settings, *, source: str = "literatu
                                source=source, tracking_uri=outcome.tracking_uri)
     client = store.open_store(outcome.tracking_uri)
     runs = dict(zip(outcome.table["candidate_id"], outcome.table["run_id"]))
-    env_settings = dataclasses.replace(settings, snapshots=0, observations=env.soc_windows * max(
-        1, math.ceil(settings.observations / env.soc_windows)))
+    env_settings = simulation_settings(settings, env)
     scanned = (min(env.c_rates), max(env.c_rates))
     for item in items:
         run_id = runs.get(candidate_id(item.fractions, settings.as_dict(), outcome.model_uri, item.source))
-        env_id = candidate_id(item.fractions, env_settings.as_dict(), outcome.model_uri, item.source)
+        env_id = envelope_id(item, env_settings, outcome.model_uri)
         if not isinstance(run_id, str):
             continue
         tracking.log_metrics(client, run_id, sweep_metrics(result.summary, env_id, size, scanned))

@@ -1,10 +1,11 @@
 """The charging envelope: root search on synthetic margins with known roots, the fixed-time protocol
-against constant current, limits of the physics (zero misfit, doubled misfit), bad input and resume."""
+against constant current, a limit of the physics (zero misfit), bad input and resume."""
 
 import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mechanics.errors import InputError
@@ -148,3 +149,127 @@ def test_a_toughness_that_cannot_be_estimated_is_refused_before_any_file(tmp_pat
     with pytest.raises(InputError, match="k_ic"):
         charging_envelope([_lfp_item({"Fe": 0.5, "V": 0.5})], "vegard", out=out)
     assert not out.exists()
+
+
+# --- physics limits through the whole envelope (periodic pre-screen fidelity, tiny grid, one seed) -------
+
+TINY_ENV = dict(c_rates=(1.0, 200.0), sizes_nm=(50.0, 200.0), seeds=1, bisections=0, soc_windows=2,
+                target_min=10.0, directions=("charge",), flaw_fraction=0.125)
+
+
+def _scaled_misfit(item, factor, name, omega_factor=1.0):
+    """A variant of ``item`` with its misfit (and optionally Ω) scaled."""
+    from mechanics.parameters.base import OrthorhombicLattice
+
+    p = item.params
+    de = p.delithiated.edges_A
+    lattice = OrthorhombicLattice(*[d * (1 + factor * m) for d, m in zip(de, p.misfit)])
+    params = dataclasses.replace(p, name=name, lithiated=lattice, omega_eV=omega_factor * p.omega_eV)
+    return dataclasses.replace(item, composition_id=name, formula=name, params=params)
+
+
+def _tiny_settings():
+    from mechanics.screen import ScreeningSettings
+
+    settings = ScreeningSettings(grid_points=16, fidelity="periodic", soc_step_max=0.1, composition_tol=0.05,
+                                 observations=2)
+    return settings, EnvelopeSettings(**TINY_ENV)
+
+
+@pytest.fixture(scope="module")
+def tiny_envelope(tmp_path_factory):
+    """LiFePO4 and the same with zero misfit, through the envelope (twice: resume)."""
+    from screening.envelope import charging_envelope
+
+    lfp = _lfp_item()
+    items = [lfp, _scaled_misfit(lfp, 0.0, "zero")]
+    out = tmp_path_factory.mktemp("envelope")
+    settings, env = _tiny_settings()
+    first = charging_envelope(items, "vegard", settings=settings, envelope=env, out=out)
+    again = charging_envelope(items, "vegard", settings=settings, envelope=env, out=out)
+    return first, again, out
+
+
+def test_zero_misfit_never_fractures(tiny_envelope):
+    """No misfit, no coherency stress: the driving stress is zero to round-off at every rate and size,
+    nothing fractures and the lower end of the window is open."""
+    result, _, _ = tiny_envelope
+    zero = result.table[result.table["formula"] == "zero"]
+    assert (zero["driving_stress_MPa"].abs() < 1e-6).all()
+    assert not zero["fractured"].any()
+    row = result.summary[result.summary["formula"] == "zero"].iloc[0]
+    assert math.isnan(row.min_safe_C_rate) and "lower end open" in row.note
+
+
+def test_protocol_is_never_worse_than_constant_current_and_takes_exactly_T(tiny_envelope, tmp_path):
+    result, _, out = tiny_envelope
+    charge = result.summary[(result.summary["direction"] == "charge") & (result.summary["formula"] != "zero")]
+    assert len(charge) == 2
+    for row in charge.itertuples():
+        assert row.protocol_peak_stress_MPa <= row.constant_peak_stress_MPa
+        assert row.protocol_time_min == pytest.approx(TINY_ENV["target_min"], rel=1e-9)
+        frame = pd.read_csv(out / f"protocol_{row.candidate_id}_{row.size_nm:g}.csv")
+        assert list(frame.columns) == ["soc_start", "soc_end", "c_rate"]
+        hours = ((frame["soc_start"] - frame["soc_end"]) / frame["c_rate"]).sum()
+        assert hours * 60 == pytest.approx(TINY_ENV["target_min"], rel=1e-6)
+
+
+def test_files_follow_the_contract_and_a_rerun_simulates_nothing(tiny_envelope):
+    from screening.envelope import ENVELOPE_COLUMNS, SUMMARY_COLUMNS
+
+    first, again, out = tiny_envelope
+    assert first.simulated > 0 and again.simulated == 0
+    table = pd.read_csv(out / "envelope.csv")
+    summary = pd.read_csv(out / "envelope_summary.csv")
+    assert list(table.columns) == ENVELOPE_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
+    assert len(table) == 2 * 2 * 2 and len(summary) == 2 * 2
+    assert summary["k_ic_source"].str.startswith("estimated").all()
+    pd.testing.assert_frame_equal(first.summary, again.summary)
+    assert all(p.exists() for p in first.files) and any(p.suffix == ".png" for p in first.files)
+
+
+def test_sweep_metric_names_and_safe_window_decades():
+    """Metrics are <name>_<direction>_<size>nm with NaN left out; safe_window_decades caps open ends at
+    the scanned range and is 0 when no rate is safe."""
+    from screening.envelope import SUMMARY_COLUMNS, sweep_metrics
+    from screening.ranking import safe_window_decades
+
+    assert safe_window_decades(0.5, 50.0, 0.05, 200.0) == pytest.approx(2.0)
+    assert safe_window_decades(math.nan, 20.0, 0.05, 200.0) == pytest.approx(math.log10(20 / 0.05))
+    assert safe_window_decades(math.nan, math.nan, 0.05, 200.0, any_safe=False) == 0.0
+    row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
+    row.update(candidate_id="c1", formula="LiFePO4", size_nm=100.0, k_ic_source="estimated", note="")
+    charge = {**row, "direction": "charge", "min_safe_C_rate": 0.5, "max_safe_C_rate": 50.0,
+              "fastest_time_min": 3.0}
+    discharge = {**row, "direction": "discharge", "min_safe_C_rate": 0.2,
+                 "note": "upper end open: safe at the fastest scanned rate 200C"}
+    metrics = sweep_metrics(pd.DataFrame([charge, discharge]), "c1", 100.0, (0.05, 200.0))
+    assert metrics == {"min_safe_C_rate_charge_100nm": 0.5, "max_safe_C_rate_charge_100nm": 50.0,
+                       "fastest_time_min_charge_100nm": 3.0, "min_safe_C_rate_discharge_100nm": 0.2,
+                       "safe_window_decades": pytest.approx(2.0)}
+
+
+@pytest.mark.slow
+def test_sweep_envelope_logs_window_metrics_and_artifacts_on_the_candidate_run(tmp_path, monkeypatch):
+    """``sweep --envelope`` path: a one-candidate sweep on a local Ray and SQLite, then the envelope at the
+    sweep's particle size logged on the candidate's child run (metrics and envelope/ artifacts)."""
+    import candidates
+    import screening
+    from chemoscreen import store
+    from screening.envelope import log_sweep_envelope
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings, env = _tiny_settings()
+    settings = dataclasses.replace(settings, particle_size_nm=50.0, snapshots=1)
+    space = candidates.olivine_space(metals=("Fe",), step=1.0)
+    options = screening.SweepOptions(tracking_uri=uri, num_cpus=2, artifacts=False, progress=False)
+    outcome = screening.sweep(space, "vegard", settings, options=options)
+    out = log_sweep_envelope(outcome, space, "vegard", settings, envelope=env, out=tmp_path / "env")
+    client = store.open_store(outcome.tracking_uri)
+    run_id = outcome.table["run_id"].iloc[0]
+    metrics = client.get_run(run_id).data.metrics
+    assert "safe_window_decades" in metrics and metrics["safe_window_decades"] > 0
+    assert any(k.endswith("_charge_50nm") for k in metrics), sorted(metrics)
+    artifacts = [a.path for a in client.list_artifacts(run_id, "envelope")]
+    assert any(a.endswith(".png") for a in artifacts) and (out / "envelope_summary.csv").exists()
