@@ -307,8 +307,13 @@ def log_calibration(cal, *, out_dir=None, tracking_uri: str | None = None, regis
 
     Args:
         cal: the :class:`~inverse.result.Calibration`.
-        out_dir, tracking_uri, register, promote, experiment, track: as in :func:`prepare_outputs`, which
-            is called here unless ``outputs`` (its result, made before the fit) is given.
+        out_dir: the output folder, as in :func:`prepare_outputs` (called here unless ``outputs``, its
+            result made before the fit, is given); so are the next five.
+        tracking_uri: the MLflow store.
+        register: registered model name (None: no version).
+        promote: move the ``champion`` alias to the new version.
+        experiment: MLflow experiment of the run.
+        track: log the run at all.
         inputs: paths of the image files (their sha256 go into calibration.json); default the sources
             recorded when the sets were loaded.
         truth: ``truth_*`` arrays of a synthetic set, drawn in the law plot.

@@ -314,11 +314,16 @@ def simulate_conditions(
     the observations) and ``max_overpotential_mV`` (the largest |V − V₀| over the run).
 
     Args:
-        params, settings, law, device: as :func:`simulate_candidates`.
-        c_rates, sizes_nm, seeds: one per element (default: the settings' ``c_rate``,
-            ``particle_size_nm``, ``seed``). An element's C-rate may be a sequence of K rates (the same K
-            for every element): a piecewise-constant current over K equal windows of X between
-            ``soc_start`` and ``soc_end``, in the order they are traversed (a charging protocol).
+        params: as :func:`simulate_candidates` (so are ``settings``, ``law`` and ``device``).
+        settings: the shared :class:`ScreeningSettings`.
+        law: the eigenstrain law module, or None for Vegard.
+        device: where the batch runs.
+        c_rates: one per element (default: the settings' ``c_rate``). An element's C-rate may be a
+            sequence of K rates (the same K for every element): a piecewise-constant current over K equal
+            windows of X between ``soc_start`` and ``soc_end``, in the order they are traversed (a
+            charging protocol).
+        sizes_nm: one platelet edge per element (default: the settings' ``particle_size_nm``).
+        seeds: one noise seed per element (default: the settings' ``seed``).
         flaw_fraction: a₀ / L (at least one grid cell is used).
 
     Raises:

@@ -407,7 +407,8 @@ def charging_envelope(
     Args:
         candidates: ``candidates.Candidate`` objects (or :class:`screening.driver.SweepItem`).
         law: the eigenstrain law (see :func:`screening.api.resolve_law`): ``"vegard"``, a module, a URI.
-        c_rates, sizes_nm: override ``envelope.c_rates`` / ``envelope.sizes_nm``.
+        c_rates: override ``envelope.c_rates``.
+        sizes_nm: override ``envelope.sizes_nm``.
         settings: the simulation's :class:`mechanics.screen.ScreeningSettings` (default
             :func:`default_simulation_settings`, the free platelet); its ``c_rate``,
             ``particle_size_nm`` and ``direction`` are replaced by the scan.
