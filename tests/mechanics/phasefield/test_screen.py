@@ -105,6 +105,8 @@ def test_linear_law_through_the_stress_path_equals_the_kernel_path():
 
 def test_settings_validation_and_json():
     json.dumps(ScreeningSettings().as_dict())
+    for law in ("butler-volmer", "butler-volmer-activity", "ciet"):
+        assert ScreeningSettings(rate_law=law).rate_law == law
     for bad in ({"grid_points": 4}, {"c_rate": 0}, {"soc_start": 0.9, "soc_end": 0.5}, {"dtype": "float16"},
                 {"fidelity": "3d"}, {"rate_law": "tafel"}):
         with pytest.raises(InputError) as info:
