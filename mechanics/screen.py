@@ -49,6 +49,7 @@ from mechanics.phasefield.reaction import (
 )
 
 PLATELET_AXES = (0, 2)  # grid axes hold crystal a and c
+RATE_LAWS = ("butler-volmer", "butler-volmer-activity", "ciet")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class ScreeningSettings:
     grid_points: cells per side; particle_size_nm: periodic cell edge (or platelet edge); c_rate:
     lithiation rate (1 = full capacity in one hour); soc_start/soc_end: Li fraction X at start/end;
     snapshots: number of field snapshots (evenly spaced in X, interior); dtype: "float32"/"float64";
-    seed: noise seed; fidelity: "periodic" or "particle"; rate_law: "butler-volmer" or "ciet";
+    seed: noise seed; fidelity: "periodic" or "particle"; rate_law: "butler-volmer" (ideal-solution
+    exchange current), "butler-volmer-activity" (Bazant's activity form) or "ciet";
     platelet_thickness_nm: L_b of the rate scale; noise_per_sqrt_s: fluctuation amplitude;
     composition_tol: target max |Δc| per step; soc_step_max: largest ΔX per step (voltage-curve
     resolution); observations: stress/energy evaluations over the run; max_steps: per-candidate cap;
@@ -101,8 +103,8 @@ class ScreeningSettings:
             raise InputError("dtype", "'float32' or 'float64'", self.dtype)
         if self.fidelity not in ("periodic", "particle"):
             raise InputError("fidelity", "'periodic' or 'particle'", self.fidelity)
-        if self.rate_law not in ("butler-volmer", "ciet"):
-            raise InputError("rate_law", "'butler-volmer' or 'ciet'", self.rate_law)
+        if self.rate_law not in RATE_LAWS:
+            raise InputError("rate_law", "'butler-volmer', 'butler-volmer-activity' or 'ciet'", self.rate_law)
         if not isinstance(self.snapshots, int) or self.snapshots < 0:
             raise InputError("snapshots", "an integer ≥ 0", self.snapshots)
         if not isinstance(self.observations, int) or self.observations < 1:
@@ -210,6 +212,7 @@ class _Recorder:
         self.grid = grid
         self.curve: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_steps = None
+        self.last_x = None
         self.peak_stress = torch.full((n,), -math.inf, dtype=torch.float64)
         self.peak_energy = torch.zeros(n, dtype=torch.float64)
         self.peak_mean_energy = torch.zeros(n, dtype=torch.float64)
@@ -227,12 +230,17 @@ class _Recorder:
         self.failed |= mask
 
     def on_step(self, state) -> None:
+        """Record (X, V) of one state: ``aux.nu`` of an accepted step was solved from the state the step
+        started from, so it is paired with that state's filling (kept from the previous call), not with
+        the filling after the step."""
         moved = state.steps > (self.last_steps if self.last_steps is not None else -1)
         self.last_steps = state.steps.clone()
-        x = state.c.mean(dim=(-2, -1))
+        x_after = state.c.mean(dim=(-2, -1)).detach().cpu()
+        x = x_after if self.last_x is None else self.last_x
+        self.last_x = x_after
         kT_eV = self.batch.kT / units.AJ_PER_EV
         v = self.batch.voltage - state.aux.nu * kT_eV
-        self.curve.append((moved.cpu(), x.detach().cpu(), v.detach().cpu()))
+        self.curve.append((moved.cpu(), x, v.detach().cpu()))
 
     def health(self, state) -> torch.Tensor:
         aux = state.aux
@@ -384,9 +392,10 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
         spectral.per_element(b.kT, d, like=b.kT),
         spectral.per_element(b.omega, d, like=b.kT),
     )
-    if settings.rate_law == "butler-volmer":
+    if settings.rate_law in ("butler-volmer", "butler-volmer-activity"):
         rate_law = ButlerVolmer(
-            spectral.per_element(b.rate, d, like=b.kT), spectral.per_element(b.alpha, d, like=b.kT)
+            spectral.per_element(b.rate, d, like=b.kT), spectral.per_element(b.alpha, d, like=b.kT),
+            exchange_form="ideal" if settings.rate_law == "butler-volmer" else "activity",
         )
     else:
         rate_law = CoupledIonElectron(

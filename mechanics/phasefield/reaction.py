@@ -609,18 +609,13 @@ def allen_cahn_reaction(model: AllenCahnReaction, compile: bool | str = "auto"):
                 return _acr_step(model, sym, state, dt_cap)
 
             fuse = compile is True or (compile == "auto" and c.device.type == "cuda")
-            steppers[key] = fused(one) if fuse else one
+            steppers[key] = torch.compile(one, dynamic=False) if fuse else one
         return steppers[key]
 
     def step_fn(state: PhaseFieldState, dt_cap: torch.Tensor | None = None) -> PhaseFieldState:
         return stepper(state.c)(state, dt_cap)
 
     return init_fn, step_fn
-
-
-def fused(fn: Callable) -> Callable:
-    """``torch.compile`` of a step (inductor, dynamic shapes off: a run keeps its shapes)."""
-    return torch.compile(fn, dynamic=False)
 
 
 def acr_fixed_step(model: AllenCahnReaction, dt: float | torch.Tensor):
