@@ -161,7 +161,8 @@ def score_errorbars_png(table, path: Path, top: int = 20) -> None:
 def beats_png(p_beats, labels, path: Path) -> None:
     """Heat map of P(row beats column): the fraction of draws in which the row candidate scores higher."""
     plt = _pyplot()
-    p_beats = np.asarray(p_beats, dtype=float)
+    p_beats = np.array(p_beats, dtype=float)
+    np.fill_diagonal(p_beats, np.nan)  # a candidate against itself: left blank
     fig, ax = plt.subplots(figsize=(0.45 * len(labels) + 2.6, 0.45 * len(labels) + 1.8), dpi=100)
     image = ax.imshow(p_beats, cmap="RdBu_r", vmin=0.0, vmax=1.0)
     for i in range(p_beats.shape[0]):

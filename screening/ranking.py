@@ -133,7 +133,8 @@ def rank_draws(ranked: pd.DataFrame, draws: Mapping[str, np.ndarray], spec: Obje
     In draw d every objective read from ``draws`` takes its draw-d value (the others, e.g. the closed-form
     ones, keep their exact value); infeasible rows stay out (feasibility of the means). Per draw: the
     score (min-max utilities over the feasible rows of that draw), the Pareto front and the top ``top_k``
-    by score.
+    by score. Only complete draws count: a draw in which a ranked row has no value (its simulation
+    failed in that draw) is left out for every row, so that the comparison stays paired.
 
     Args:
         ranked: the output of :func:`rank_candidates` (``feasible`` and the objective columns).
@@ -156,9 +157,14 @@ def rank_draws(ranked: pd.DataFrame, draws: Mapping[str, np.ndarray], spec: Obje
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or next(iter(shapes))[0] != n or len(next(iter(shapes))) != 2:
         raise InputError("draws", f"arrays (n_rows={n}, n_draws) of one shape", sorted(shapes))
-    n_draws = next(iter(shapes))[1]
     base = objective_matrix(ranked, spec)
     infeasible = ~ranked["feasible"].to_numpy(dtype=bool)
+    ranked_rows = np.isfinite(ranked["score"].to_numpy(dtype=float))
+    complete = np.ones(next(iter(shapes))[1], dtype=bool)
+    for array in arrays.values():
+        complete &= np.isfinite(array[ranked_rows]).all(axis=0)
+    arrays = {k: a[:, complete] for k, a in arrays.items()}
+    n_draws = int(complete.sum())
     score_draws = np.full((n_draws, n), np.nan)
     front = np.zeros((n_draws, n))
     top = np.zeros((n_draws, n))
@@ -176,11 +182,12 @@ def rank_draws(ranked: pd.DataFrame, draws: Mapping[str, np.ndarray], spec: Obje
         finite = np.flatnonzero(np.isfinite(score))
         top[d, finite[np.argsort(-score[finite], kind="stable")[:top_k]]] = 1.0
     out = ranked.copy()
-    ranked_rows = np.isfinite(score_draws).all(axis=0)
-    with np.errstate(invalid="ignore"):
+    ranked_rows &= n_draws > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
         std = np.std(score_draws, axis=0, ddof=1) if n_draws > 1 else np.zeros(n)
-    out["score_std"] = np.where(ranked_rows, std, np.nan)
-    out["p_pareto"] = np.where(ranked_rows, front.mean(axis=0), np.nan)
-    out["p_top_k"] = np.where(ranked_rows, top.mean(axis=0), np.nan)
-    beats = (score_draws[:, :, None] > score_draws[:, None, :]).mean(axis=0)
+        out["score_std"] = np.where(ranked_rows, std, np.nan)
+        out["p_pareto"] = np.where(ranked_rows, front.mean(axis=0), np.nan)
+        out["p_top_k"] = np.where(ranked_rows, top.mean(axis=0), np.nan)
+        beats = (score_draws[:, :, None] > score_draws[:, None, :]).mean(axis=0)
+    out["draws_ranked"] = n_draws
     return out, beats

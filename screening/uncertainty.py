@@ -13,8 +13,8 @@ sample of
     end member share its error), plus for mixtures the deviation from Vegard's rule
     (``candidates.mixing.VEGARD_REL_SIGMA``: 0.09 % lithiated, 0.73 % delithiated per edge); the
     stiffness scale (15 % for LiFePO4, 30 % for other compositions, one tensor for all); Ω and κ
-    (10 % and 30 % for LiFePO4, 50 % otherwise). Factors are truncated at
-    0.2 of the nominal value to stay physical.
+    (10 % and 30 % for LiFePO4, 50 % otherwise). These three scale factors are lognormal with the
+    relative σ as their log-σ (median 1, always positive).
 
 Common random numbers: the standard normals of draw k depend only on (seed, k), never on the candidate,
 so draw k uses the same law sample, the same end-member errors, the same stiffness/Ω/κ factors and the
@@ -43,7 +43,6 @@ from mechanics.errors import InputError
 from mechanics.parameters.base import MaterialParams, OrthorhombicLattice
 from screening.actors import CandidateResult
 
-MIN_FACTOR = 0.2
 _SCALARS = ("stiffness", "omega", "kappa", "vegard_li_a", "vegard_li_b", "vegard_li_c", "vegard_de_a",
             "vegard_de_b", "vegard_de_c")
 
@@ -125,7 +124,8 @@ def draw_parameters(params: MaterialParams, fractions: Mapping[str, float], spre
         return OrthorhombicLattice(*(float(e + d) for e, d in zip(lattice.edges_A, delta)))
 
     def factor(rel: float, name: str) -> float:
-        return max(MIN_FACTOR, 1.0 + rel * float(z_scalar[name]))
+        # lognormal with log-σ = the relative σ and median 1: positive, and symmetric in ratio
+        return float(np.exp(rel * float(z_scalar[name])))
 
     voigt = params.stiffness_voigt() * factor(spread.stiffness_rel, "stiffness")
     kappa = factor(spread.kappa_rel, "kappa")
@@ -248,8 +248,9 @@ class DrawStage:
     """Expands ``work`` = [(candidate_id, SweepItem)] into ``samples`` draws per candidate and merges
     each candidate's draws back into one :class:`DrawnResult` for ``on_result``.
 
-    Draw items are ``("<candidate_id>#<k>", item with DrawnParams)``; a candidate is FAILED when any of
-    its draws failed (with that draw's reason).
+    Draw items are ``("<candidate_id>#<k>", item with DrawnParams)``; a candidate is FAILED only when every
+    draw failed; otherwise its statistics are over the finished draws and ``draws_failed`` counts the
+    others (their history values are NaN).
     """
 
     def __init__(self, work: Sequence, samples: int, seed: int, on_result) -> None:
@@ -277,14 +278,15 @@ def merge_draws(candidate_id: str, results: Sequence):
 
     failed = [(k, r) for k, r in enumerate(results) if r.status != "FINISHED"]
     seconds = float(sum(r.seconds for r in results))
-    if failed:
+    if len(failed) == len(results):
         k, first = failed[0]
-        reason = f"draw {k} of {len(results)}: {first.reason}"
+        reason = f"all {len(results)} draws failed; draw {k}: {first.reason}"
         return DrawnResult(candidate_id, "FAILED", reason, seconds=seconds)
-    metrics: dict[str, float] = {}
+    finished = [r for r in results if r.status == "FINISHED"]
+    metrics: dict[str, float] = {"draws_failed": float(len(failed))}
     draws: dict[str, list[float]] = {}
-    for name in results[0].metrics:
-        values = [r.metrics.get(name, np.nan) for r in results]
+    for name in finished[0].metrics:
+        values = [r.metrics.get(name, np.nan) if r.status == "FINISHED" else np.nan for r in results]
         stats = summarize(values)
         if not stats:
             continue
@@ -292,8 +294,9 @@ def merge_draws(candidate_id: str, results: Sequence):
         if name in DRAWN_METRICS:
             metrics.update({name + suffix: stats[suffix] for suffix in STAT_SUFFIXES})
             draws[name] = [float(v) for v in values]
-    return DrawnResult(candidate_id, "FINISHED", "", metrics, results[0].voltage_curve, results[0].snapshots,
-                       seconds, draws=draws)
+    first = finished[0]
+    return DrawnResult(candidate_id, "FINISHED", "", metrics, first.voltage_curve, first.snapshots, seconds,
+                       draws=draws)
 
 
 @dataclass(frozen=True)

@@ -316,3 +316,24 @@ def test_registered_posterior_samples_reach_the_actors(tmp_path):
     # the bent shapes change the stress by more than float noise, in opposite directions
     change = (with_law - vegard) / vegard
     assert (np.abs(change) > 1e-6).all() and change[0] * change[1] < 0
+
+
+def test_a_failed_draw_is_counted_and_left_out_of_the_paired_ranking():
+    from screening.actors import CandidateResult
+
+    ok = [CandidateResult("c#0", "FINISHED", "", {"peak_tensile_stress_MPa": 100.0}),
+          CandidateResult("c#1", "FAILED", "blow-up"),
+          CandidateResult("c#2", "FINISHED", "", {"peak_tensile_stress_MPa": 300.0})]
+    merged = merge_draws("c", ok)
+    assert merged.status == "FINISHED" and merged.metrics["draws_failed"] == 1.0
+    assert merged.metrics["peak_tensile_stress_MPa"] == 200.0
+    assert np.isnan(merged.draws["peak_tensile_stress_MPa"][1])
+    assert merge_draws("c", [ok[1], ok[1]]).status == "FAILED"
+    # draw 1 failed for A: it is left out for B too, so that A and B are compared in draws 0 and 2 only
+    ranked = _two(200.0, 250.0)
+    values = {"a": [100.0, np.nan, 300.0], "b": [150.0, 10.0, 350.0]}
+    draws = {"peak_tensile_stress_MPa": np.array([values[c] for c in ranked["candidate_id"]])}
+    out, _ = rank_draws(ranked, draws)
+    by = out.set_index("candidate_id")
+    assert by.loc["a", "p_pareto"] == 1.0 and by.loc["b", "p_pareto"] == 0.0
+    assert (out["draws_ranked"] == 2).all()
