@@ -40,7 +40,7 @@ def _done(start: float, detail: str = "") -> None:
 def calibrate_and_register(out: Path, tracking_uri: str) -> str:
     """Steps 1–2: write the synthetic image set, calibrate, log and register; returns the pinned model URI."""
     import inverse
-    from inverse.tracking import log_calibration
+    from inverse.tracking import log_calibration, prepare_outputs
 
     start = _step(1, "synthesize a correlative LFP image set (bowed law, noise, dislocations)")
     images = inverse.synthesize(inverse.SynthSettings(**DEMO_SYNTH))
@@ -48,10 +48,12 @@ def calibrate_and_register(out: Path, tracking_uri: str) -> str:
     _done(start, str(images_path))
 
     start = _step(2, f"calibrate the eigenstrain law and register it as {store.MODEL_NAME}@{store.ALIAS}")
-    calibration = inverse.calibrate(images, inverse.CalibrationSettings(**DEMO_CALIBRATION), progress=True)
     calibration_dir = out / "calibration"
-    calibration = log_calibration(calibration, out_dir=calibration_dir, tracking_uri=tracking_uri,
-                                  register=store.MODEL_NAME, inputs=[images_path])
+    # the outputs and the store are checked and reserved before the fit, as `chemoscreen calibrate` does
+    with prepare_outputs(calibration_dir, tracking_uri=tracking_uri, register=store.MODEL_NAME) as outputs:
+        settings = inverse.CalibrationSettings(**DEMO_CALIBRATION)
+        calibration = inverse.calibrate(images, settings, progress=True)
+        calibration = log_calibration(calibration, outputs=outputs, inputs=[images_path])
     model_uri = calibration.mlflow["model_uri"] if isinstance(calibration.mlflow, dict) else None
     _done(start, f"{calibration_dir / 'calibration.json'}; model {model_uri}")
     return model_uri or store.DEFAULT_MODEL_URI
