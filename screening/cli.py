@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chemoscreen",
         description="Learn the chemo-mechanics of olivine cathodes from correlative images and screen "
                     "alternative electrodes with phase-field simulations on Ray, tracked in MLflow.",
-        epilog="Exit codes: 0 success, 2 bad input, 1 other failure. A failure prints one line and keeps its "
-               "traceback in a log file; --debug (anywhere on the command line) or CHEMOSCREEN_DEBUG=1 prints "
-               "it instead.")
+        epilog="Exit codes: 0 success, 2 bad input, 1 other failure. A failure prints one line and keeps "
+               "its traceback in a log file; --debug (anywhere on the command line) or CHEMOSCREEN_DEBUG=1 "
+               "prints it instead.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the whole pipeline on embedded defaults "
