@@ -10,8 +10,10 @@ Flow of one sweep:
 4. Start actors (Ray restarts a killed actor: ``max_restarts``). A batch whose actor died is resubmitted
    to a live actor; the dead one gets no work until a ping shows it restarted, because an actor whose
    node is gone may wait for resources forever. Submit batches with at most two in flight per live
-   actor (back-pressure through ``ray.wait``); the law goes to the object store once (``ray.put``).
-5. Each result is logged by a background thread while the actors keep simulating.
+   actor (back-pressure through ``ray.wait``); the law goes to the object store once (``ray.put``)
+   (:mod:`screening.pool`).
+5. Each result is logged by a background thread while the actors keep simulating
+   (:mod:`screening.runlog`).
 6. Optionally rerun the top K on the free-surface particle (``fidelity="particle"``) as further child runs
    tagged ``fidelity=particle`` and ``refines=<candidate_id of the periodic run>``.
 7. Rank the sweep, log ``score``/``pareto_rank`` on the children whose values changed and the ranking
@@ -24,24 +26,20 @@ import contextlib
 import dataclasses
 import math
 import numbers
-import os
-import shutil
-import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from chemoscreen import store
 from mechanics.errors import InputError
 from screening import ids, tracking
-from screening.actors import CandidateResult, SimulatorActor
+from screening.actors import CandidateResult
 from screening.cluster import ray_session, resolve_address
 from screening.objectives import ObjectiveSpec
+from screening.pool import ActorPool, simulate
 from screening.results import (  # noqa: F401  (the metric names are part of this module's interface)
     CONTRACT_METRICS,
     DESCRIPTOR_METRICS,
@@ -50,6 +48,7 @@ from screening.results import (  # noqa: F401  (the metric names are part of thi
     log_ranking,
     rank_sweep,
 )
+from screening.runlog import RunLogger
 from screening.scratch import scratch_folder
 
 
@@ -198,259 +197,6 @@ def _child_params(item: SweepItem, settings: dict, model_uri: str) -> dict[str, 
     return params
 
 
-class _RunLogger:
-    """Writes finished candidates to MLflow while the actors keep simulating.
-
-    PNGs are drawn by a few :class:`screening.plots.Renderer` actors that reserve no CPU (matplotlib
-    holds the GIL for a few hundred ms per candidate, which would serialise the driver); the MLflow calls
-    run in logging threads: one for a SQLite store (it serialises writes anyway), four for a server.
-    A renderer that dies is restarted by Ray (``max_restarts``) and its lost drawing is asked again,
-    of the next renderer, up to ``max_retries`` times; a candidate whose PNGs are still lost is logged
-    FINISHED with the tag ``artifacts=missing``, counted as failed, and redone by a resumed sweep.
-    """
-
-    def __init__(self, client, experiment_id: str, parent_run_id: str, artifacts: bool,
-                 threads: int = 1, max_retries: int = 3, scratch: Path | None = None) -> None:
-        self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
-        self.artifacts = artifacts
-        self.max_retries = max_retries
-        self.scratch = scratch  # where PNGs wait for their upload (None: the system's temporary folder)
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-logger")
-        self.busy_s = 0.0  # time the logging threads spent (overlaps the simulations)
-        self.renderers: list = []
-        self.rendered = 0
-        self.artifacts_lost = 0
-
-    def _renderer(self):
-        """The next renderer, round robin (started on first use)."""
-        if not self.renderers:
-            import ray
-
-            from screening.plots import Renderer
-
-            count = max(1, min(4, (os.cpu_count() or 2) // 4))
-            remote = ray.remote(num_cpus=0, max_restarts=self.max_retries, max_task_retries=0)(Renderer)
-            self.renderers = [remote.remote() for _ in range(count)]
-        renderer = self.renderers[self.rendered % len(self.renderers)]
-        self.rendered += 1
-        return renderer
-
-    def submit(self, result: CandidateResult, item: SweepItem, *, fidelity: str, params: dict,
-               reuse_run_id: str | None, extra_tags: Mapping[str, str]) -> Future:
-        rendering = None
-        if self.artifacts and result.status == "FINISHED":
-            from candidates.space import chemist_formula
-
-            rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve,
-                                                       chemist_formula(item.formula))
-        return self.pool.submit(self._log, result, item, fidelity, params, reuse_run_id, extra_tags,
-                                rendering)
-
-    def _pngs(self, result: CandidateResult, item: SweepItem, rendering) -> dict[str, bytes]:
-        """The rendered PNGs; a drawing lost with its renderer is asked again (Ray restarts the actor)."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        for attempt in range(self.max_retries + 1):
-            try:
-                return ray.get(rendering)
-            except RayActorError:
-                if attempt == self.max_retries:
-                    raise
-                rendering = self._renderer().render.remote(result.snapshots, result.voltage_curve,
-                                                           item.formula)
-        raise AssertionError("unreachable")
-
-    def _log(self, result, item, fidelity, params, reuse_run_id, extra_tags, rendering) -> str:
-        start = time.perf_counter()
-        directory = None
-        try:
-            if rendering is not None:
-                directory = tempfile.mkdtemp(prefix="chemoscreen-", dir=self.scratch)
-                try:
-                    for name, data in self._pngs(result, item, rendering).items():
-                        Path(directory, name).write_bytes(data)
-                except Exception as exc:  # a lost plot must not lose the candidate's metrics
-                    self.artifacts_lost += 1
-                    extra_tags = {**extra_tags, "artifacts_error": f"{type(exc).__name__}: {exc}"[:500],
-                                  tracking.ARTIFACTS_TAG: tracking.ARTIFACTS_MISSING}
-            return self._write(result, item, fidelity, params, reuse_run_id, extra_tags, directory)
-        finally:
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-            self.busy_s += time.perf_counter() - start
-
-    def _write(self, result, item, fidelity, params, reuse_run_id, extra_tags, directory) -> str:
-        metrics = {k: float(item.descriptors[k]) for k in DESCRIPTOR_METRICS if k in item.descriptors}
-        for key, value in result.metrics.items():
-            # the simulator's own voltage (under current) must not overwrite the open-circuit descriptor
-            metrics[f"sim_{key}" if key in DESCRIPTOR_METRICS else key] = value
-        metrics["sim_seconds"] = result.seconds
-        artifact_dir = directory if directory is not None and any(Path(directory).iterdir()) else None
-        # FINISHED is written after the artifacts, so "logged" is true of every FINISHED run that carries it
-        logged = "logged" if artifact_dir else ("none" if self.artifacts else "off")
-        tags = {"candidate_id": result.candidate_id, "formula": item.formula, "fidelity": fidelity,
-                "composition_id": item.composition_id, tracking.ARTIFACTS_TAG: logged, **extra_tags}
-        if result.status != "FINISHED":
-            tags["failure_reason"] = result.reason[:5000]
-        from candidates.space import chemist_formula
-
-        display = chemist_formula(item.formula)  # the run name a person reads; tag formula stays pymatgen's
-        run_name = display if fidelity == "periodic" else f"{display} ({fidelity})"
-        return tracking.log_child_run(
-            self.client, self.experiment_id, self.parent_run_id, run_name=run_name,
-            reuse_run_id=reuse_run_id, tags=tags, params=params, metrics=metrics,
-            status=result.status, artifact_dir=artifact_dir, history=getattr(result, "draws", None))
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
-class ActorPool:
-    """Actors holding the law on their device; batches go to the least-loaded one, two in flight each."""
-
-    def __init__(self, law, options: SweepOptions, tracking_uri: str, metric_fn: Callable | None,
-                 work_items: int) -> None:
-        import ray
-
-        resources = ray.cluster_resources()
-        gpus = float(resources.get("GPU", 0.0))
-        self.on_gpu = gpus > 0 and options.gpus_per_actor > 0
-        if self.on_gpu:
-            capacity = int(gpus / options.gpus_per_actor + 1e-9)
-            placement = {"num_gpus": options.gpus_per_actor, "num_cpus": 1}
-            threads = 1
-        else:
-            capacity = int(float(resources.get("CPU", 1.0)) / options.cpus_per_actor + 1e-9)
-            placement = {"num_gpus": 0, "num_cpus": options.cpus_per_actor}
-            threads = max(1, int(options.cpus_per_actor))
-        count = options.actors or max(1, capacity)
-        count = max(1, min(count, work_items))
-        env = {"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": str(threads)}
-        # no task retries inside Ray: a call on a dead actor fails at once and the sweep resubmits the
-        # batch to a live actor (Ray would hold it for a restart that may never find resources)
-        remote = ray.remote(SimulatorActor).options(
-            **placement, max_restarts=options.max_retries, max_task_retries=0,
-            runtime_env={"env_vars": env})
-        _ship_by_value(metric_fn)
-        # the law goes to the object store once; actors receive the reference (boxed) with each batch
-        self.law_box = [ray.put(law)]
-        self.actors = [remote.remote(threads, metric_fn, options.simulator) for _ in range(count)]
-        self.in_flight = [0] * count
-        # wait until every actor holds its simulator: a worker that cannot import it fails here, once
-        self.devices = ray.get([actor.describe.remote() for actor in self.actors])
-
-    def batch_size(self, options: SweepOptions, work_items: int) -> int:
-        """``options.batch_size``, else one batch per actor up to 256 (GPU) or 64 (CPU) candidates.
-
-        A time step of a small batch costs about the same as of a large one (kernel launches on a GPU,
-        Python overhead per step on a CPU), so fewer, larger batches win until the device is full.
-        """
-        if options.batch_size:
-            return int(options.batch_size)
-        return max(1, min(256 if self.on_gpu else 64, math.ceil(work_items / len(self.actors))))
-
-    def close(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor)
-
-
-def _ship_by_value(function: Callable | None) -> None:
-    """Make Ray pickle a user function's module by value when workers may not be able to import it.
-
-    A metric function defined in a script, a notebook or a test module lives in a module that exists
-    only in the driver's ``sys.path``; functions from installed packages travel by reference as usual.
-    """
-    import sys
-    import sysconfig
-
-    module = sys.modules.get(getattr(function, "__module__", None) or "")
-    if function is None or module is None or module.__name__ == "__main__":
-        return
-    path = getattr(module, "__file__", None) or ""
-    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
-    ours = module.__name__.split(".")[0] in ("mechanics", "inverse", "candidates", "screening")
-    if ours or any(path.startswith(p) for p in installed):
-        return
-    import ray.cloudpickle
-
-    ray.cloudpickle.register_pickle_by_value(module)
-
-
-def _simulate(pool: ActorPool, work: list[tuple[str, SweepItem]], settings, options: SweepOptions,
-              on_result: Callable[[CandidateResult], None],
-              still_todo: Callable[[list], list] | None = None) -> None:
-    """Run ``work`` = [(candidate_id, item)] through the pool; call ``on_result`` for each candidate.
-
-    An actor whose call fails with ``RayActorError`` is set aside and pinged (``describe``); it gets
-    batches again once the ping returns (Ray restarted it). When every actor is set aside and none can
-    come back (all pings failed), the remaining batches are reported FAILED instead of waiting forever.
-    ``still_todo(batch)`` drops, just before a batch is submitted, candidates no longer to be done
-    (another driver of the same sweep finished them); they get no ``on_result``.
-    """
-    import ray
-    from ray.exceptions import RayActorError
-
-    size = pool.batch_size(options, len(work))
-    queue = deque((work[i:i + size], 0) for i in range(0, len(work), size))
-    settings_ref = ray.put(settings)
-    pending: dict = {}
-    pings: dict = {}  # ping ref -> slot of an actor set aside
-    lost: set[int] = set()  # slots whose actor failed a ping: restarts exhausted
-    n_slots = len(pool.actors)
-
-    def set_aside(slot: int) -> None:
-        if slot not in pings.values() and slot not in lost:
-            pings[pool.actors[slot].describe.remote()] = slot
-
-    while queue or pending:
-        usable = [i for i in range(n_slots) if i not in pings.values() and i not in lost]
-        if not usable and not pings and not pending:
-            while queue:
-                batch, attempt = queue.popleft()
-                for cid, _ in batch:
-                    on_result(CandidateResult(cid, "FAILED", "every simulator actor died"))
-            break
-        while queue and usable and min(pool.in_flight[i] for i in usable) < 2:
-            batch, attempt = queue.popleft()
-            batch = still_todo(batch) if still_todo is not None else batch
-            if not batch:
-                continue
-            slot = min(usable, key=lambda i: pool.in_flight[i])
-            ref = pool.actors[slot].run_batch.remote([(cid, it.params) for cid, it in batch], settings_ref,
-                                                     pool.law_box)
-            pending[ref] = (batch, attempt, slot)
-            pool.in_flight[slot] += 1
-        if not pending and not pings:
-            continue  # every queued batch was done elsewhere
-        ready, _ = ray.wait([*pending, *pings], num_returns=1)
-        for ref in ready:
-            if ref in pings:
-                slot = pings.pop(ref)
-                try:
-                    ray.get(ref)  # the actor is back
-                except RayActorError:
-                    lost.add(slot)
-                continue
-            batch, attempt, slot = pending.pop(ref)
-            pool.in_flight[slot] -= 1
-            try:
-                results = ray.get(ref)
-            except RayActorError as exc:
-                set_aside(slot)
-                if attempt < options.max_retries:
-                    queue.append((batch, attempt + 1))
-                    continue
-                results = [CandidateResult(cid, "FAILED", f"actor died {attempt + 1} times: {exc}")
-                           for cid, _ in batch]
-            except Exception as exc:  # the actor raised outside the per-candidate guard
-                results = [CandidateResult(cid, "FAILED", f"{type(exc).__name__}: {exc}") for cid, _ in batch]
-            for result in results:
-                on_result(result)
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -483,7 +229,7 @@ class _DoneElsewhere:
         return kept
 
 
-def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, model_uri: str,
+def _run_stage(pool_for, work, settings, logger: RunLogger, *, fidelity: str, model_uri: str,
                existing: Mapping[str, tracking.ChildRun], options: SweepOptions,
                extra_tags: Mapping[str, Mapping[str, str]], samples: int = 1) -> tuple[int, int]:
     """Simulate and log ``work`` (``samples`` draws each, merged); returns (simulated, failed), failed
@@ -517,16 +263,16 @@ def _run_stage(pool_for, work, settings, logger: _RunLogger, *, fidelity: str, m
 
         # a candidate's draws are merged only when all have come back: none is dropped half-way
         stage = DrawStage(work, samples, settings.seed, on_result)
-        _simulate(pool_for(len(stage.items)), stage.items, settings, options, stage)
+        simulate(pool_for(len(stage.items)), stage.items, settings, options, stage)
     else:
-        _simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=still_todo)
+        simulate(pool_for(len(work)), work, settings, options, on_result, still_todo=still_todo)
     for future in futures:
         future.result()  # re-raise a logging error here, after the simulations
     bar.close()
     return len(work) - elsewhere.dropped, failed + logger.artifacts_lost - lost_before
 
 
-def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: _RunLogger, client, uri: str,
+def _refine(pool_for, items_by_id: Mapping[str, SweepItem], settings, logger: RunLogger, client, uri: str,
             experiment_id: str, parent_id: str, model_uri: str, options: SweepOptions) -> tuple[int, int]:
     """Rerun the top ``options.refine`` periodic candidates on the free-surface particle.
 
@@ -615,7 +361,7 @@ def execute_sweep(
     address = resolve_address(options.address)
     status = "FAILED"
     scratch = contextlib.ExitStack()
-    logger = _RunLogger(client, experiment_id, parent_id, options.artifacts,
+    logger = RunLogger(client, experiment_id, parent_id, options.artifacts,
                         threads=1 if uri.startswith("sqlite:") else 4, max_retries=options.max_retries,
                         scratch=scratch.enter_context(scratch_folder()))
     try:
