@@ -30,8 +30,8 @@ HAS_SWEEP=$($PY -c "import ray, mlflow" > /dev/null 2>&1 && echo 1 || echo 0)
 if [ "$QUICK" = 1 ]; then
     step phasefield_eager 300 $PY benchmarks/phasefield_speed.py --device cpu --quick --repeats 3
     step phasefield_fused 600 $PY benchmarks/phasefield_speed.py --device cpu --quick --repeats 3 --compile
-    step mechanics 120 $PY benchmarks/mechanics.py --device cpu --quick --repeats 2
-    step bm1a 120 $PY benchmarks/pfhub_bm1.py --case a --t-end 100 --n 50 --device cpu --out "$OUT/bm1"
+    step mechanics 300 $PY benchmarks/mechanics.py --device cpu --quick --repeats 2
+    step bm1a 300 $PY benchmarks/pfhub_bm1.py --case a --t-end 10 --n 50 --device cpu --out "$OUT/bm1"
     step inverse 300 $PY benchmarks/inverse.py --device cpu --sizes 64 --bootstrap 4
     step screen 300 $PY benchmarks/screen_throughput.py --device cpu --candidates 4 --batch-size 4 --grid-points 16
     [ "$HAS_SWEEP" = 1 ] && step sweep 600 $PY benchmarks/sweep.py --candidates 4 --grid-points 16 --batch-size 4
