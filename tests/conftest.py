@@ -31,3 +31,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot create files in (root ignores permission bits: then sysfs, where
+    nobody can create a file)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
+    if not any(line.split()[1:3] == ["/sys", "sysfs"] for line in mounts.splitlines()):
+        pytest.skip("running as root without sysfs on /sys: no folder here that root cannot write")
+    yield Path("/sys")

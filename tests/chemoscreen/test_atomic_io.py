@@ -80,22 +80,6 @@ def test_a_target_that_is_a_folder_is_an_input_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder this process cannot create files in."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "ro"
-        folder.mkdir()
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    # root ignores permission bits; sysfs has no way to create a file, even for root
-    mounts = Path("/proc/mounts")
-    if not mounts.exists() or not any(line.split()[1:3] == ["/sys", "sysfs"]
-                                      for line in mounts.read_text().splitlines()):
-        pytest.skip("running as root without sysfs on /sys: no folder here that root cannot write")
-    yield Path("/sys")
 
 
 def test_a_read_only_folder_is_an_input_error(read_only_folder):

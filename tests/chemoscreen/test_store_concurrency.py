@@ -79,20 +79,6 @@ def test_an_unknown_uri_scheme_is_refused_by_the_probe(uri):
     assert "known kind" in str(info.value)
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder this process cannot create files in (root ignores permission bits: then sysfs)."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "ro"
-        folder.mkdir()
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
-    if not any(line.split()[1:3] == ["/sys", "sysfs"] for line in mounts.splitlines()):
-        pytest.skip("running as root without sysfs on /sys: no folder here that root cannot write")
-    yield Path("/sys")
 
 
 def test_a_sqlite_store_in_a_read_only_folder_fails_fast(read_only_folder):

@@ -3,7 +3,6 @@ field before any work and writes nothing; any other failure prints one line and 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,6 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder this process cannot create files in (root ignores permission bits: then sysfs)."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "ro"
-        folder.mkdir()
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
-    if not any(line.split()[1:3] == ["/sys", "sysfs"] for line in mounts.splitlines()):
-        pytest.skip("running as root without sysfs on /sys: no folder here that root cannot write")
-    yield Path("/sys")
 
 
 @pytest.fixture(autouse=True)
