@@ -282,6 +282,11 @@ class _Runner:
         groups: dict[tuple, list] = {}
         for k, s in todo.items():
             groups.setdefault((s.direction, len(s.schedule)), []).append((k, s))
+        from tqdm.auto import tqdm
+
+        # one bar on a terminal, nothing in logs and CI (disable=None)
+        bar = tqdm(total=len(todo), desc="envelope simulations", unit="sim",
+                   disable=None if self.progress and todo else True)
         for (direction, _), members in groups.items():
             settings = dataclasses.replace(self.settings, direction=direction)
             for start in range(0, len(members), self.env.batch_elements):
@@ -297,8 +302,8 @@ class _Runner:
                 if self.cache_path is not None:
                     with self.cache_path.open("a") as fh:
                         fh.writelines(json.dumps(rec) + "\n" for rec in records)
-                if self.progress:
-                    print(f"  envelope: {self.simulated} simulations ({direction})", flush=True)
+                bar.update(len(records))
+        bar.close()
         return [self.cache[k] for k in keys]
 
     def _record(self, key: str, result, spec: _Spec) -> dict:
@@ -417,7 +422,7 @@ def charging_envelope(
         source: end-member property source.
         device: torch device of the simulations.
         tracking_uri: the MLflow store of a model URI ``law``.
-        progress: print a line per simulated batch.
+        progress: a progress bar over the simulations (on a terminal; quiet in logs).
 
     Returns:
         :class:`EnvelopeResult`.
