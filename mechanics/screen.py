@@ -405,10 +405,22 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
     bank = torch.stack([_noise_bank(s, (n, n), dtype, device) for s in distinct])  # (seeds, size, n, n)
     which = torch.tensor([distinct.index(s) for s in seed_list], device=device)
 
+    size = bank.shape[1]
+    cells = torch.arange(n, device=device)
+
     def noise(state, dt):
         if settings.noise_per_sqrt_s == 0:
             return torch.zeros_like(state.c)
-        xi = bank[which, state.steps % bank.shape[1]]
+        # each time an element's step count wraps the bank, its fields are moved on the grid by a new
+        # offset: a moved white-noise field is uncorrelated with the unmoved one, so the noise summed over
+        # a run grows as √steps, not linearly (a repeated bank made it grow with every wrap, and tighter
+        # step control, with more steps, blew up). The first `size` steps are the bank as it is; the
+        # offsets depend on the step count only, so candidates keep common random numbers.
+        wraps = state.steps // size
+        rows = (cells[None, :] + wraps[:, None] % n) % n  # (B, n)
+        cols = (cells[None, :] + (wraps[:, None] // n) % n) % n
+        xi = bank[which, state.steps % size]
+        xi = xi.gather(1, rows[:, :, None].expand(-1, -1, n)).gather(2, cols[:, None, :].expand(-1, n, -1))
         return settings.noise_per_sqrt_s * torch.sqrt(dt.clamp_min(0)).reshape(-1, 1, 1) * xi
 
     model = AllenCahnReaction(
