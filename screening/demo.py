@@ -106,7 +106,8 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     _done(start, f"{outcome.simulated} simulated, {outcome.skipped} already finished, "
                  f"{outcome.failed} failed")
 
-    start = _step(5, "rank: score and Pareto front (specific energy up, tensile stress and |ΔV| down)")
+    start = _step(5, "rank: feasibility (4.5 V window), score and Pareto front "
+                    "(usable energy up; stress, |ΔV|, cost and supply risk down)")
     table = outcome.table
     candidates.write_table(table, out / "ranking.csv")
     if table["pareto_rank"].notna().any():
