@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from ray_processes import busy_worker_of
 
 from chemoscreen import store
 from screening import tracking
@@ -53,32 +54,6 @@ def test_two_identical_sweeps_at_once_leave_one_finished_run_per_candidate(tmp_p
     assert again.returncode == 0 and "0 simulated, 10 already finished" in again.stdout, again.stdout
 
 
-def _parent_pid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _busy_renderer_of(root: int) -> int | None:
-    """A process of ``root``'s tree whose title says a Renderer actor is drawing (``render``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if not cmdline.startswith(b"ray::Renderer.render"):
-            continue
-        ancestor = int(entry.name)
-        while ancestor > 1:
-            ancestor = _parent_pid(ancestor)
-            if ancestor == root:
-                return int(entry.name)
-    return None
-
-
 PNGS = {"composition.png", "stress.png", "voltage.png"}
 
 
@@ -93,7 +68,7 @@ def test_killing_the_renderer_loses_no_plot_and_lost_plots_are_redone(tmp_path, 
     deadline = time.monotonic() + 400
     try:
         while process.poll() is None and len(killed) < 2 and time.monotonic() < deadline:
-            pid = _busy_renderer_of(process.pid)
+            pid = busy_worker_of(process.pid, b"ray::Renderer.render")
             if pid is not None and pid not in killed:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

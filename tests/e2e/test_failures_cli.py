@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from ray_processes import busy_worker_of, parent_pid
 
 from chemoscreen import store
 from screening import tracking
@@ -58,33 +59,6 @@ def test_missing_model_explains_how_to_get_one(tmp_path, chemoscreen):
         assert hint in result.stderr
 
 
-def _parent_pid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _busy_actor_of(root: int) -> int | None:
-    """A process of ``root``'s tree whose title says a SimulatorActor is inside ``run_batch``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if not cmdline.startswith(b"ray::SimulatorActor.run_batch"):
-            continue
-        pid = ancestor = int(entry.name)
-        while ancestor > 1:
-            ancestor = _parent_pid(ancestor)
-            if ancestor == root:
-                return pid
-    return None
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray actor processes through /proc")
 def test_killing_an_actor_mid_sweep_keeps_one_run_per_candidate(tmp_path, chemoscreen_popen, small_sweep):
     process = chemoscreen_popen(["sweep", *small_sweep, "--batch-size", "2"], tmp_path)
@@ -92,7 +66,7 @@ def test_killing_an_actor_mid_sweep_keeps_one_run_per_candidate(tmp_path, chemos
     deadline = time.monotonic() + 240
     try:
         while process.poll() is None and killed is None and time.monotonic() < deadline:
-            pid = _busy_actor_of(process.pid)
+            pid = busy_worker_of(process.pid, b"ray::SimulatorActor.run_batch")
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
@@ -118,7 +92,7 @@ def _descendants(root: int) -> list[int]:
         if entry.name.isdigit():
             pid = ancestor = int(entry.name)
             while ancestor > 1:
-                ancestor = _parent_pid(ancestor)
+                ancestor = parent_pid(ancestor)
                 if ancestor == root:
                     found.append(pid)
                     break
