@@ -130,6 +130,14 @@ def _chgnet_lattice_provider(
     return provider
 
 
+def lattice_provider(source: str = "literature", cache_dir: str | os.PathLike | None = None
+                     ) -> Callable[[str], tuple[OrthorhombicLattice, float]]:
+    """The end-member lattices of ``source``: ``provider(formula) -> (lattice, 1σ per edge in Å)``, as
+    :func:`properties` mixes them (``candidates.mixing.vegard``)."""
+    _check_source(source)
+    return _literature_lattice if source == "literature" else _chgnet_lattice_provider(cache_dir)
+
+
 # ---------------------------------------------------------------------------------------------------
 # descriptors
 
@@ -212,7 +220,7 @@ def properties(
     notes: list[str] = []
     citations: list[str] = []
 
-    provider = _literature_lattice if source == "literature" else _chgnet_lattice_provider(cache_dir)
+    provider = lattice_provider(source, cache_dir)
     lithiated: MixedLattice = vegard(metals, provider, "lithiated")
     delithiated: MixedLattice = vegard(metals, provider, "delithiated")
     if source == "literature":

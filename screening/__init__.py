@@ -27,6 +27,7 @@ _EXPORTS = {
     "ScreeningSettings": "mechanics.screen", "ScreeningResult": "mechanics.screen",
     "ObjectiveSpec": "screening.objectives", "rank_draws": "screening.ranking",
     "charging_envelope": "screening.envelope", "EnvelopeSettings": "screening.envelope",
+    "StrategySettings": "screening.strategies",
 }
 
 __all__ = sorted(_EXPORTS)

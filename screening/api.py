@@ -167,6 +167,7 @@ def sweep(
     *,
     source: str = "literature",
     options: SweepOptions | None = None,
+    strategy=None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep of ``space``: the one path behind the CLI, the demo and :func:`run_sweep`.
 
@@ -185,6 +186,10 @@ def sweep(
             :class:`mechanics.screen.ScreeningResult` (runs in the Ray actor).
         source: where end-member properties come from (``"literature"`` or ``"chgnet"``).
         options: how to run it (default ``SweepOptions()``): experiment, store, Ray, actors, refine.
+        strategy: None simulates every candidate of ``space``; a
+            :class:`screening.strategies.StrategySettings` makes ``space`` the pool of an
+            active-learning sweep that simulates ``strategy.budget`` of them, chosen in batches
+            (:mod:`screening.active`).
 
     Returns:
         The :class:`SweepOutcome`: sweep id, parent run id, the store used (absolute), the pinned
@@ -199,6 +204,13 @@ def sweep(
     options = SweepOptions() if options is None else options
     if not isinstance(options, SweepOptions):
         raise InputError("options", "a screening.SweepOptions", options)
+    from screening.strategies import StrategySettings
+
+    if strategy is not None and not isinstance(strategy, StrategySettings):
+        raise InputError("strategy", "a screening.StrategySettings or None", strategy)
+    if strategy is not None and options.refine:
+        raise InputError("--refine", "0 with --strategy (refine a ranked sweep with a plain sweep)",
+                         options.refine)
     _check_law(law)
     if source not in candidates.SOURCES:
         raise InputError("--source", f"one of {', '.join(candidates.SOURCES)}", source)
@@ -217,6 +229,13 @@ def sweep(
     module, model_uri = resolve_law(law, uri, client, allow_pickle=options.allow_pickle_model)
     if options.samples > 1 and module is not None:
         module = law_samples(module, model_uri, uri)
+    if strategy is not None:
+        from screening.active import run_active
+
+        outcome = run_active(space, settings, law=module, model_uri=model_uri, options=options,
+                             strategy=strategy, source=source, client=client, metric_fn=metric_fn)
+        log_report(client, outcome)
+        return outcome
     items = prepare_items(space, source, progress=options.progress)
     outcome = execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
                             metric_fn=metric_fn, client=client)
@@ -273,6 +292,10 @@ def run_sweep(
     progress: bool = False,
     objectives=None,
     samples: int = 1,
+    strategy: str | None = None,
+    budget: int = 64,
+    proposal_batch: int = 8,
+    proposal_seed: int = 0,
 ) -> pd.DataFrame:
     """Screen ``space`` (``list[candidates.Candidate]``) and return the ranked table, one row per candidate.
 
@@ -300,6 +323,11 @@ def run_sweep(
         objectives: what the candidates are ranked by (:class:`screening.objectives.ObjectiveSpec`;
             default: its defaults).
         samples: joint draws of the law and the parameters per candidate (:mod:`screening.uncertainty`).
+        strategy: None simulates all of ``space``; ``"grid"``, ``"random"`` or ``"bayes"`` simulate
+            ``budget`` candidates of it, ``proposal_batch`` at a time (:mod:`screening.active`).
+        budget: simulations in all (with ``strategy``).
+        proposal_batch: candidates proposed per iteration (with ``strategy``).
+        proposal_seed: seed of the proposals (with ``strategy``).
 
     Returns:
         Columns ``rank``, ``candidate_id``, ``formula``, ``score``, ``pareto_rank``, the metrics of
@@ -309,4 +337,9 @@ def run_sweep(
                            num_cpus=num_cpus, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
                            artifacts=artifacts, progress=progress, space=f"python API ({source})",
                            objectives=objectives, samples=samples)
-    return sweep(space, law, settings, metric_fn, source=source, options=options).table
+    chosen = None
+    if strategy is not None:
+        from screening.strategies import StrategySettings
+
+        chosen = StrategySettings(strategy, budget, proposal_batch, proposal_seed)
+    return sweep(space, law, settings, metric_fn, source=source, options=options, strategy=chosen).table

@@ -99,6 +99,30 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     options.add_options(group, ScreeningSettings)
 
 
+def _add_strategy_options(parser: argparse.ArgumentParser) -> None:
+    """``--strategy``, ``--budget``, ``--proposal-batch``, ``--proposal-seed`` from
+    :class:`screening.strategies.StrategySettings`; any of them makes the sweep an active-learning one."""
+    from screening.strategies import StrategySettings
+
+    group = parser.add_argument_group(
+        "active learning (screening.StrategySettings): simulate --budget candidates of the space, chosen "
+        "--proposal-batch at a time; without these options every candidate is simulated")
+    options.add_options(group, StrategySettings)
+
+
+def strategy_from_args(args: argparse.Namespace):
+    """The :class:`screening.strategies.StrategySettings` of the options given, or None when none was.
+
+    Raises:
+        InputError: a value the settings refuse, named with its option (``--budget (budget)``).
+    """
+    from screening.strategies import StrategySettings
+
+    given = [f.name for f in dataclasses.fields(StrategySettings)
+             if getattr(args, options.option_dest(StrategySettings, f.name), None) is not None]
+    return options.settings_from_args(StrategySettings, args) if given else None
+
+
 def settings_from_args(args: argparse.Namespace):
     """ScreeningSettings from its defaults and the ``--<field>`` options given.
 
@@ -171,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(docs/envelope.md)")
     _add_settings_options(sweep)
     _add_objective_options(sweep)
+    _add_strategy_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     _add_envelope_parser(sub)
@@ -310,6 +335,10 @@ def cmd_sweep(args) -> int:
     from screening.api import VEGARD, sweep
     from screening.driver import SweepOptions
 
+    strategy = strategy_from_args(args)
+    if strategy is not None and args.envelope:
+        raise InputError("--envelope", "no --envelope with --strategy (run `chemoscreen envelope` on the "
+                         "ranked candidates)", True)
     space = _space(args)
     settings = settings_from_args(args)
     law = VEGARD if args.law == VEGARD else (args.model or store.DEFAULT_MODEL_URI)
@@ -318,7 +347,7 @@ def cmd_sweep(args) -> int:
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
         allow_pickle_model=args.allow_pickle_model, space=_describe_space(args))
-    outcome = sweep(space, law, settings, source=args.source, options=options)
+    outcome = sweep(space, law, settings, source=args.source, options=options, strategy=strategy)
     print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
           f"{outcome.failed} failed; model {outcome.model_uri}; parent run {outcome.parent_run_id}")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))

@@ -307,6 +307,10 @@ def execute_sweep(
     options: SweepOptions,
     metric_fn: Callable | None = None,
     client=None,
+    sweep_key: str | None = None,
+    child_tags: Mapping[str, Mapping[str, str]] | None = None,
+    finish: bool = True,
+    keep_actors: list | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep of prepared ``items`` and return its ranked table.
 
@@ -322,6 +326,13 @@ def execute_sweep(
         options: how to run it.
         metric_fn: user metrics from each simulation result (runs in the actor).
         client: an open ``MlflowClient`` on ``options.tracking_uri`` (default: probe and open it).
+        sweep_key: the sweep id to log under instead of the hash of ``items`` (an active-learning sweep
+            adds its items one iteration at a time to one parent run: :mod:`screening.active`).
+        child_tags: extra tags of the child runs by ``composition_id`` (e.g. ``iteration``).
+        finish: rank the sweep and mark the parent FINISHED; False leaves the parent RUNNING and the table
+            empty (more iterations follow).
+        keep_actors: a list that holds the actor pool across calls (started by the first call that
+            simulates, under a Ray session the caller keeps open); the caller closes it.
 
     Returns:
         The :class:`SweepOutcome`.
@@ -343,7 +354,9 @@ def execute_sweep(
     if len(unique) != len(work):
         raise InputError("space", "distinct candidates (two entries have the same composition)",
                          len(work) - len(unique))
-    sweep = ids.sweep_id(unique, settings_dict, model_uri)
+    sweep = sweep_key or ids.sweep_id(unique, settings_dict, model_uri)
+    tags_of = {cid: dict(child_tags[it.composition_id]) for cid, it in work
+               if child_tags and it.composition_id in child_tags}
     parent_tags = {"model_uri": model_uri, "candidate_space": options.space[:5000],
                    "n_candidates": str(len(work))}
     parent_params = {f"settings.{k}": v for k, v in settings_dict.items()}
@@ -366,7 +379,7 @@ def execute_sweep(
                         scratch=scratch.enter_context(scratch_folder()))
     try:
         with contextlib.ExitStack() as stack:
-            pools: list[ActorPool] = []
+            pools: list[ActorPool] = [] if keep_actors is None else keep_actors
 
             def pool_for(work_items: int) -> ActorPool:
                 """Start Ray and the actors on first use only: a sweep with nothing to do starts neither."""
@@ -376,7 +389,8 @@ def execute_sweep(
                     outcome.timings["ray_start_s"] = time.perf_counter() - t_ray
                     t_actors = time.perf_counter()
                     pools.append(ActorPool(law, options, uri, metric_fn, work_items))
-                    stack.callback(pools[0].close)
+                    if keep_actors is None:
+                        stack.callback(pools[0].close)
                     outcome.timings["actor_start_s"] = time.perf_counter() - t_actors
                 return pools[0]
 
@@ -385,7 +399,7 @@ def execute_sweep(
             if todo:
                 simulated, failed = _run_stage(pool_for, todo, settings, logger, fidelity="periodic",
                                                model_uri=model_uri, existing=existing, options=options,
-                                               extra_tags={}, samples=options.samples)
+                                               extra_tags=tags_of, samples=options.samples)
                 outcome.simulated += simulated
                 outcome.skipped += len(todo) - simulated
                 outcome.failed += failed
@@ -400,19 +414,23 @@ def execute_sweep(
                 outcome.timings["refine_s"] = time.perf_counter() - t0
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
-        t0 = time.perf_counter()
-        parent_id, outcome.table = _settle_and_rank(client, uri, experiment_id, sweep, options.objectives)
-        outcome.parent_run_id = parent_id
-        outcome.timings["rank_s"] = time.perf_counter() - t0
-        status = "FINISHED"
+        if finish:
+            t0 = time.perf_counter()
+            parent_id, outcome.table = _settle_and_rank(client, uri, experiment_id, sweep, options.objectives)
+            outcome.parent_run_id = parent_id
+            outcome.timings["rank_s"] = time.perf_counter() - t0
+            status = "FINISHED"
+        else:  # an iteration of a sweep that goes on: the parent stays open
+            status = "RUNNING"
     finally:
         logger.close()
         scratch.close()
         n_failed = int((outcome.table.get("status", pd.Series(dtype=str)) != "FINISHED").sum())
         try:
-            client.set_tag(parent_id, "status", status)
-            client.set_tag(parent_id, "n_failed", str(n_failed))
-            client.set_terminated(parent_id, status)
+            if status != "RUNNING":
+                client.set_tag(parent_id, "status", status)
+                client.set_tag(parent_id, "n_failed", str(n_failed))
+                client.set_terminated(parent_id, status)
         except MlflowException:
             if status == "FINISHED":
                 raise
