@@ -357,7 +357,7 @@ def run_active(space: Sequence, settings, *, law, model_uri: str, options, strat
             if logged >= expected and all(i in obs.done for i, it in obs.iteration.items() if it == k):
                 k += 1  # a finished iteration of an earlier driver: its proposal is its runs
                 continue
-            scale = _scale(pool, obs)
+            scale = observed_scale(pool, obs)
             values = np.array([obs.values[i] for i in observed]).reshape(len(observed), len(pool.simulated))
             proposal = next_batch(strategy, pool, observed, values, scale if k > 0 else None, k, noisy, left)
             if not proposal:
@@ -387,7 +387,8 @@ def run_active(space: Sequence, settings, *, law, model_uri: str, options, strat
     return final
 
 
-def _scale(pool: Pool, obs: Observations) -> Scale:
+def observed_scale(pool: Pool, obs: Observations) -> Scale:
+    """The sweep's :class:`Scale`: :func:`scale_of` the pool and iteration 0's observations."""
     first = [obs.values[i] for i, it in sorted(obs.iteration.items()) if it == 0]
     return scale_of(pool, np.array(first).reshape(len(first), len(pool.simulated)))
 
@@ -398,7 +399,7 @@ def _record(client, experiment_id: str, parent_id: str, pool: Pool, strategy: St
     from mlflow.entities import Param, RunTag
 
     obs = read_observations(tracking.child_runs(client, experiment_id, parent_id), pool)
-    scale = _scale(pool, obs)
+    scale = observed_scale(pool, obs)
     run = client.get_run(parent_id)
     params = {f"strategy.{k}": v for k, v in strategy.identity().items()}
     params.update({"strategy.reference_point": f"{REFERENCE:g} (objectives normalised to [0, 1])",
@@ -418,7 +419,7 @@ def _finish_record(client, experiment_id: str, parent_id: str, pool: Pool, strat
                    spec: ObjectiveSpec) -> None:
     """The whole hypervolume trace (missing steps logged) and its PNG on the parent."""
     obs = read_observations(tracking.child_runs(client, experiment_id, parent_id), pool)
-    points = _log_trace(client, parent_id, pool, obs, _scale(pool, obs))
+    points = _log_trace(client, parent_id, pool, obs, observed_scale(pool, obs))
     with tempfile.TemporaryDirectory(prefix="chemoscreen-active-") as tmp:
         label = f"{strategy.strategy}, batch {strategy.proposal_batch}, seed {strategy.proposal_seed}"
         path = trace_png(points, Path(tmp, Path(TRACE_ARTIFACT).name), label)
