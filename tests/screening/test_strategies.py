@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mechanics.errors import InputError
-from screening.strategies import StrategySettings, hypervolume, propose
+from screening.strategies import StrategySettings, hypervolume, hypervolume_qmc, propose
 
 
 def _simplex(step: float) -> np.ndarray:
@@ -100,3 +100,37 @@ def test_bayes_beats_random_at_equal_budget():
     random = [_run("random", seed, pool) for seed in range(5)]
     bayes = [_run("bayes", seed, pool) for seed in range(5)]
     assert np.median(bayes) >= np.median(random) + 0.02, (random, bayes)
+
+
+def test_qmc_hypervolume_agrees_with_the_exact_one():
+    # 40 points of a concave front in three objectives (all non-dominated); the Sobol estimate on 2^16
+    # points: quasi-Monte Carlo error well below 0.5 % here (measured 0.05 %), tolerance 0.5 %
+    rng = np.random.default_rng(0)
+    directions = rng.dirichlet(np.ones(3), size=40)
+    front = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    ref = [-0.1, -0.1, -0.1]
+    assert hypervolume_qmc(front, ref) == pytest.approx(hypervolume(front, ref), rel=5e-3)
+    assert hypervolume_qmc(np.empty((0, 3)), ref) == 0.0
+
+
+def test_with_known_objectives_bayes_picks_the_largest_hypervolume_improvements_greedily():
+    # every objective exact (nothing to learn): EHVI is the hypervolume improvement itself, so the batch
+    # must be the greedy sequence of largest exact improvements (BoTorch's exact hypervolume)
+    t = np.linspace(0.0, 1.0, 11)
+    pool = t[:, None]
+    objectives = np.stack([t, 1.0 - t**2], axis=1)  # a concave front: every point is non-dominated
+    ref = [-0.1, -0.1]
+    observed = [0, 1, 10]
+    settings = StrategySettings("bayes", budget=10, proposal_batch=3, proposal_seed=0)
+    picked = propose(settings, pool, observed, None, ref_point=ref, exact=objectives)
+    chosen = list(observed)
+    for pick in picked:
+        base = hypervolume(objectives[chosen], ref)
+        gains = np.array([hypervolume(objectives[chosen + [i]], ref) - base if i not in chosen else -1.0
+                          for i in range(len(t))])
+        best = np.sort(gains)[-2:]
+        # a clear winner: the runner-up is ≥ 0.8 % of the hypervolume behind (measured 4.5, 1.9, 0.86 %),
+        # far more than the error of the 2^13-point integration
+        assert best[1] - best[0] > 8e-3 * base
+        assert pick == int(np.argmax(gains))
+        chosen.append(pick)
