@@ -313,7 +313,8 @@ def run_active(space: Sequence, settings, *, law, model_uri: str, options, strat
     Args:
         space: ``candidates.Candidate`` objects, the pool.
         settings: :class:`mechanics.screen.ScreeningSettings`.
-        law: the resolved law module (or None for Vegard's law); model_uri: its version label.
+        law: the resolved law module (or None for Vegard's law).
+        model_uri: the law's version label (it enters every ``candidate_id``).
         options: :class:`screening.SweepOptions` (tracking URI absolute, address resolved).
         strategy: :class:`screening.strategies.StrategySettings`.
         source: the end-member property source.
