@@ -86,7 +86,7 @@ def run(strategy, pool, truth: np.ndarray, target_count: int, u: np.ndarray, gri
     covered = np.zeros(len(u), dtype=bool)
     scale, k = None, 0
     while len(order) < len(pool.candidates):
-        values = truth[order].reshape(len(order), -1)
+        values = truth[order]
         batch = next_batch(strategy, pool, order, values, scale, k, size=len(pool.candidates) - len(order))
         if not batch:
             break
