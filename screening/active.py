@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,9 +230,9 @@ def next_batch(strategy: StrategySettings, pool: Pool, observed: Sequence[int], 
         scale = Scale(np.zeros(len(pool.simulated) + len(pool.exact_names)),
                       np.ones(len(pool.simulated) + len(pool.exact_names)))
     s = len(pool.simulated)
-    normalised = scale(np.hstack([np.asarray(values, dtype=float).reshape(len(observed), s),
-                                  np.zeros((len(observed), len(pool.exact_names)))]))[:, :s]
-    exact = scale(np.hstack([np.zeros((len(pool.exact), s)), pool.exact]))[:, s:]
+    values = np.asarray(values, dtype=float).reshape(len(observed), s)
+    normalised = (values - scale.low[:s]) / scale.span[:s]
+    exact = (pool.exact - scale.low[s:]) / scale.span[s:]
     return propose(settings, pool.coordinates, list(observed), normalised, ref_point=scale.reference,
                    exact=exact, noisy=noisy, iteration=iteration)
 
@@ -270,8 +271,6 @@ def _log_trace(client, parent_id: str, pool: Pool, obs: Observations,
     history = {m.step: m.value for m in client.get_metric_history(parent_id, HYPERVOLUME_METRIC)}
     new = trace(pool, obs, scale, skip=set(history))
     if new:
-        import time
-
         now = int(time.time() * 1000)
         client.log_batch(parent_id, metrics=[Metric(HYPERVOLUME_METRIC, hv, now, step) for step, hv in new])
     return sorted({**history, **dict(new)}.items())
@@ -378,13 +377,13 @@ def run_active(space: Sequence, settings, *, law, model_uri: str, options, strat
                 parent_id = outcome.parent_run_id
                 for name in totals:
                     totals[name] += getattr(outcome, name)
-            _record(client, experiment_id, parent_id, pool, strategy, spec, k)
+            _record(client, experiment_id, parent_id, pool, strategy, k)
             k += 1
         final = execute_sweep([], settings, law=law, model_uri=model_uri, options=options,
                               metric_fn=metric_fn, client=client, sweep_key=key, finish=True)
     for name in totals:
         setattr(final, name, totals[name] + getattr(final, name))
-    _finish_record(client, experiment_id, final.parent_run_id, pool, strategy, spec)
+    _finish_record(client, experiment_id, final.parent_run_id, pool, strategy)
     return final
 
 
@@ -395,7 +394,7 @@ def observed_scale(pool: Pool, obs: Observations) -> Scale:
 
 
 def _record(client, experiment_id: str, parent_id: str, pool: Pool, strategy: StrategySettings,
-            spec: ObjectiveSpec, iteration: int) -> None:
+            iteration: int) -> None:
     """After iteration ``iteration``: the parent's strategy params (once) and the hypervolume so far."""
     from mlflow.entities import Param, RunTag
 
@@ -416,8 +415,8 @@ def _record(client, experiment_id: str, parent_id: str, pool: Pool, strategy: St
     _log_trace(client, parent_id, pool, obs, scale)
 
 
-def _finish_record(client, experiment_id: str, parent_id: str, pool: Pool, strategy: StrategySettings,
-                   spec: ObjectiveSpec) -> None:
+def _finish_record(client, experiment_id: str, parent_id: str, pool: Pool,
+                   strategy: StrategySettings) -> None:
     """The whole hypervolume trace (missing steps logged) and its PNG on the parent."""
     obs = read_observations(tracking.child_runs(client, experiment_id, parent_id), pool)
     points = _log_trace(client, parent_id, pool, obs, observed_scale(pool, obs))

@@ -229,10 +229,9 @@ def _bayes(pool, observed, values, free, batch, ref, exact_values, noisy, rng) -
 
     s = values.shape[1]
     if s:
-        torch_seed = int(rng.integers(2**31))
         import torch
 
-        torch.manual_seed(torch_seed)
+        torch.manual_seed(int(rng.integers(2**31)))
         mean, std, front_sim = _posterior(pool, observed, values, free, noisy)
     else:
         mean = std = np.empty((len(free), 0))
