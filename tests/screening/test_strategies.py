@@ -80,7 +80,7 @@ def _run(strategy, seed, pool, budget=24, batch=4):
     return hypervolume(norm(pool[observed]), ref) / hypervolume(norm(pool), ref)
 
 
-@pytest.mark.slow  # a GP fit and a q=3 acquisition: ~50 s on 2 busy cores
+@pytest.mark.slow  # a GP fit and a batch of 3: 18 s on 2 busy cores (test_active.py has a faster one)
 def test_one_bayes_proposal_is_a_batch_of_distinct_unobserved_points():
     pool = _simplex(0.1)
     norm = _normalised(pool)
