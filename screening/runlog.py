@@ -26,6 +26,9 @@ from screening import tracking
 from screening.actors import CandidateResult
 from screening.results import DESCRIPTOR_METRICS
 
+if TYPE_CHECKING:  # annotations only: the driver imports this module
+    from screening.driver import SweepItem
+
 
 def _sqlite_pragmas(connection, _record) -> None:
     """Write-ahead log, then ``synchronous=NORMAL``, which is safe against power loss only under it."""
@@ -62,16 +65,15 @@ def quicker_sqlite_commits(client) -> bool:
     engine.dispose()  # pooled connections were opened before the listener: open them again
     return True
 
-if TYPE_CHECKING:  # annotations only: the driver imports this module
-    from screening.driver import SweepItem
-
 
 class RunLogger:
     """Writes finished candidates to MLflow while the actors keep simulating.
 
     PNGs are drawn by a few :class:`screening.plots.Renderer` actors that reserve no CPU (matplotlib
-    holds the GIL for a few hundred ms per candidate, which would serialise the driver); the MLflow calls
-    run in logging threads: one for a SQLite store (it serialises writes anyway), four for a server.
+    holds the GIL for a few hundred ms per candidate, which would serialise the driver; each renderer
+    keeps its figures and redraws them); two at least, so the drawings of the last batch, which nothing
+    else overlaps, take half the time. The MLflow calls run in logging threads: one for a SQLite store
+    (it serialises writes anyway; see :func:`quicker_sqlite_commits`), four for a server.
     A renderer that dies is restarted by Ray (``max_restarts``) and its lost drawing is asked again,
     of the next renderer, up to ``max_retries`` times; a candidate whose PNGs are still lost is logged
     FINISHED with the tag ``artifacts=missing``, counted as failed, and redone by a resumed sweep.
