@@ -67,7 +67,7 @@ def phasefield(text):
     """First case line of phasefield_speed.py: FFT rt ms, CH/bound, ACR/bound; and the one-particle lines."""
     case = re.search(r"^\s*(\S+ x \d+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s*$",
                      text, re.M)
-    single = re.search(r"captured loop of \d+ steps \(([^)]*)\): CH ([\d.]+) ms/step = ([\d.]+)x its FFT "
+    single = re.search(r"captured loop of \d+ steps \((.*)\): CH ([\d.]+) ms/step = ([\d.]+)x its FFT "
                        r"round trip \(([\d.]+) ms\)", text)
     return case, single
 

@@ -139,14 +139,50 @@ class _Graph:
         return _unflatten(self.out_skeleton, [t.clone() for t in self.outputs])
 
 
-def captured_loop(step_fn: Callable, n_steps: int, graphs: bool | str = "auto", warmup: int = 3) -> Callable:
+class CapturedLoop:
+    """``run(state, target=None) -> state``: ``n_steps`` steps of ``step_fn`` (see :func:`captured_loop`).
+
+    ``replays`` counts the calls served by a CUDA graph; ``failure`` holds why a capture failed (then
+    that input structure runs the plain loop from there on), None when none did.
+    """
+
+    def __init__(self, step_fn: Callable, n_steps: int, graphs: bool | str, warmup: int) -> None:
+        self.step_fn, self.n_steps, self.graphs, self.warmup = step_fn, n_steps, graphs, warmup
+        self.replays = 0
+        self.failure: str | None = None
+        self._recorded: list[tuple[tuple, object, _Graph | None]] = []
+
+    def __call__(self, state, target: torch.Tensor | None = None):
+        if not uses_graph(state.c, self.graphs):
+            return capped_steps(self.step_fn, state, target, self.n_steps)
+        leaves: list = []
+        skeleton = _flatten(state, leaves)
+        key = (tuple((t.shape, t.dtype, t.device) for t in leaves), target is None or
+               (target.shape, target.dtype, target.device))
+        graph = next((g for k, sk, g in self._recorded if k == key and sk == skeleton), False)
+        if graph is False:
+            try:
+                graph = _Graph(self.step_fn, state, target, self.n_steps, self.warmup)
+            except RuntimeError as exc:  # an operation the capture does not allow (e.g. a host copy)
+                graph, self.failure = None, f"{type(exc).__name__}: {exc}"[:500]
+            self._recorded.append((key, skeleton, graph))
+        if graph is None:
+            return capped_steps(self.step_fn, state, target, self.n_steps)
+        self.replays += 1
+        return graph(leaves, target)
+
+
+def captured_loop(step_fn: Callable, n_steps: int, graphs: bool | str = "auto",
+                  warmup: int = 3) -> CapturedLoop:
     """Factory: ``run(state, target=None) -> state`` takes ``n_steps`` steps of ``step_fn``.
 
     With ``target`` (*batch,) every step is capped at the time left to it (see :func:`capped_steps`),
     otherwise ``step_fn(state)`` is called uncapped. Where :func:`uses_graph` allows it (CUDA), the
     ``n_steps`` steps are recorded once per input structure (shapes, dtypes, device, whether a target is
     given) as one CUDA graph and replayed; elsewhere they run as a Python loop. Either way the host is
-    not synchronised inside the ``n_steps`` steps.
+    not synchronised inside the ``n_steps`` steps. A step that the capture refuses (an eager step may copy
+    a Python scalar to the device; the fused steps keep such constants in their kernels) runs the plain
+    loop instead, and the returned :class:`CapturedLoop` says why in ``failure``.
 
     Args:
       step_fn: ``step_fn(state, dt_cap=None) -> state`` of :func:`~mechanics.phasefield.cahn_hilliard.
@@ -158,20 +194,4 @@ def captured_loop(step_fn: Callable, n_steps: int, graphs: bool | str = "auto", 
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise InputError("n_steps", "an integer ≥ 1", n_steps)
     uses_graph(torch.empty(0), graphs)  # checks the setting now, not at the first call
-    recorded: list[tuple[tuple, object, _Graph]] = []
-
-    def run(state, target: torch.Tensor | None = None):
-        if not uses_graph(state.c, graphs):
-            return capped_steps(step_fn, state, target, n_steps)
-        leaves: list = []
-        skeleton = _flatten(state, leaves)
-        key = (tuple((t.shape, t.dtype, t.device) for t in leaves), target is None or
-               (target.shape, target.dtype, target.device))
-        for known_key, known_skeleton, graph in recorded:
-            if known_key == key and known_skeleton == skeleton:
-                return graph(leaves, target)
-        graph = _Graph(step_fn, state, target, n_steps, warmup)
-        recorded.append((key, skeleton, graph))
-        return graph(leaves, target)
-
-    return run
+    return CapturedLoop(step_fn, n_steps, graphs, warmup)
