@@ -103,26 +103,23 @@ def bench_case(batch: int, shape: tuple[int, ...], dtype, device, repeats: int, 
         "acr_ms": t_acr * 1e3,
         "acr_Gcell_steps_s": cells / t_acr / 1e9,
         "acr_of_bound": 2.0 * t_fft / t_acr,  # 4 FFTs = 2 round trips
+        "ch_step": step_ch, "ch_state": ch_state,  # reused by bench_captured (no second compilation)
     }
 
 
-def bench_captured(shape: tuple[int, ...], dtype, device, repeats: int, compile_step: bool,
-                   n_steps: int = 10) -> dict:
-    """One particle's CH step through ``captured_loop`` (``n_steps`` per call), per step."""
-    _, free, kernel, c, kappa, grid, _, _ = _setup(1, shape, dtype, device)
-    ch = CahnHilliard(grid=grid, free_energy=free, mobility=1.0, kappa=kappa, linear_kernel=kernel)
-    init_ch, step_ch = cahn_hilliard(ch, compile=compile_step)
-    state = init_ch(c, 1e-3)
-    run = captured_loop(step_ch, n_steps, graphs="auto")
+def bench_captured(case: dict, device, repeats: int, n_steps: int = 10) -> dict:
+    """One particle's CH step (``case`` from :func:`bench_case`, batch 1) through ``captured_loop``
+    (``n_steps`` per call), per step, with the same step function (fused or eager)."""
+    state = case["ch_state"]
+    run = captured_loop(case["ch_step"], n_steps, graphs="auto")
     t_loop = _time(lambda: run(state), device, max(2, repeats // n_steps)) / n_steps
-    t_fft = _fft_roundtrip_s(c, shape, device, repeats)
     if run.replays:
         how = "one CUDA graph replay"
-    elif uses_graph(c, "auto"):
+    elif uses_graph(state.c, "auto"):
         how = f"plain loop: capture failed, {run.failure}"
     else:
         how = "plain loop, no CUDA graph on this device"
-    return {"ms": t_loop * 1e3, "fft_ms": t_fft * 1e3, "how": how, "n_steps": n_steps}
+    return {"ms": t_loop * 1e3, "fft_ms": case["fft_roundtrip_ms"], "how": how, "n_steps": n_steps}
 
 
 def main(argv=None) -> int:
@@ -163,7 +160,7 @@ def main(argv=None) -> int:
           f"({one['ch_Gcell_steps_s']:.3f} Gcell-steps/s); "
           f"batched {many['case']}: {many['ch_ms']:.3f} ms/step -> batching speed-up "
           f"{many['ch_Gcell_steps_s'] / one['ch_Gcell_steps_s']:.1f}x in cell-steps/s")
-    cap = bench_captured(single, dtype, device, repeats, args.compile)
+    cap = bench_captured(one, device, repeats)
     print(f"one particle {one['case']}, captured loop of {cap['n_steps']} steps ({cap['how']}): "
           f"CH {cap['ms']:.3f} ms/step = {cap['ms'] / cap['fft_ms']:.1f}x its FFT round trip "
           f"({cap['fft_ms']:.3f} ms)")

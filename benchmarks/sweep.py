@@ -18,7 +18,7 @@ actor spent simulating (its batches' wall time, measured in the actor during the
 that slows the machine slows both); the target is ≤ 1.1. ``logging ms/candidate`` is the driver's
 logging thread's busy time, which overlaps the simulations. Prints a table; nothing is asserted.
 
-A second table times the two parts of the logging path on the candidates the simulator returned, each
+A second table times the two parts of the logging path on (up to 16 of) the simulated candidates, each
 pair interleaved in this process (so a load that comes and goes hits both alike): the three PNGs of a
 candidate drawn on fresh figures against a :class:`screening.plots.Renderer` that redraws its figures
 (CPU ms, which is what competes with the simulators), and one child run written to SQLite with the
@@ -51,6 +51,9 @@ def _space(n: int):
     return space[:n]
 
 
+PARTS_CANDIDATES = 16  # candidates the parts table draws and logs (twice each)
+
+
 def _parts(results, items, settings) -> None:
     """Rendering and child-run logging per candidate: before (fresh figures, rollback journal) and after."""
     from chemoscreen import store
@@ -59,6 +62,7 @@ def _parts(results, items, settings) -> None:
     from screening.plots import Renderer, render_candidate
     from screening.runlog import quicker_sqlite_commits
 
+    results = results[:PARTS_CANDIDATES]
     finished = [r for r in results if r.status == "FINISHED"]
     renderer = Renderer()
     renderer.render(finished[0].snapshots, finished[0].voltage_curve, "warm-up")
