@@ -129,25 +129,25 @@ class MatchedFilter:
     (components ε00, ε11, ε01) are cross-correlations, computed with FFTs; then b̂ = G⁻¹g and
     Δχ² = gᵀG⁻¹g, which is χ²(2) under noise alone. The template spectra and G⁻¹ depend only on the
     mask, the weights, the pixel, the crystal angle and the PSF: built once, each residual then costs
-    three forward and two inverse FFTs. The transforms and products run in torch (float64) on
-    ``device`` (the particle solver's: the GPU of the calibration, or the CPU); the maps come back as
-    numpy arrays for the peak search.
+    three forward and two inverse FFTs.
+
+    ``device``: None computes with numpy and scipy's FFTs (the CPU path); a torch device (the particle
+    solver's GPU) moves the spectra and G⁻¹ there once, and each residual is filtered in torch (float64)
+    on it, only the two maps coming back to the host for the peak search. Both give the same maps to
+    float64 round-off (tested).
     """
 
     _COMPS = ([0, 1, 0], [0, 1, 1])
 
     def __init__(self, mask: np.ndarray, weight: np.ndarray, pixel_nm: float, rotation: np.ndarray,
                  psf_px: float = 0.0, device=None) -> None:
-        import torch
         from scipy import ndimage
-        from scipy.fft import next_fast_len
+        from scipy.fft import next_fast_len, rfft2
 
         self.mask = np.asarray(mask, dtype=bool)
         h, w = self.mask.shape
         self._shape = (next_fast_len(3 * h - 2), next_fast_len(3 * w - 2))
-        self._kw = {"dtype": torch.float64, "device": torch.device(device or "cpu")}
-        self._mask_t = torch.as_tensor(self.mask, device=self._kw["device"])
-        self._wm = torch.as_tensor(np.where(self.mask, weight, 0.0), **self._kw)
+        self._wm = np.where(self.mask, weight, 0.0)
         dy, dx = np.mgrid[-(h - 1):h, -(w - 1):w].astype(float)
         templates = []
         for i in range(2):
@@ -155,38 +155,62 @@ class MatchedFilter:
             u = u[..., self._COMPS[0], self._COMPS[1]]  # (2H−1, 2W−1, 3)
             if psf_px > 0:
                 u = ndimage.gaussian_filter(u, (psf_px, psf_px, 0), mode="constant")
-            # flipped: a product of its spectrum with a field's spectrum is a cross-correlation
-            templates.append(torch.as_tensor(np.ascontiguousarray(u[::-1, ::-1]), **self._kw))
-        self._spectra = [self._rfft(t) for t in templates]
-        weight_hat = self._rfft(self._wm)
-        gram = torch.empty((h, w, 2, 2), **self._kw)
+            templates.append(u)
+        # spectra of the flipped templates: a product with a field's spectrum is a cross-correlation
+        self._spectra = [rfft2(t[::-1, ::-1], self._shape, axes=(0, 1), workers=-1) for t in templates]
+        gram = np.empty((h, w, 2, 2))
         for i in range(2):
             for j in range(i, 2):
                 gram[..., i, j] = gram[..., j, i] = self._correlate(
-                    weight_hat * self._rfft(torch.sum(templates[i] * templates[j], dim=-1)))
-        eye = torch.eye(2, **self._kw)
-        gram += 1e-12 * gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * eye + 1e-300 * eye
-        self._gram_inv = torch.linalg.inv(gram)
+                    rfft2(self._wm, self._shape, workers=-1),
+                    rfft2(np.sum(templates[i] * templates[j], axis=-1)[::-1, ::-1], self._shape, workers=-1))
+        gram += 1e-12 * np.trace(gram, axis1=-2, axis2=-1)[..., None, None] * np.eye(2) + 1e-300 * np.eye(2)
+        self._gram_inv = np.linalg.inv(gram)
+        self._on_device = None if device is None else self._to_device(device)
 
-    def _rfft(self, x):
+    def _to_device(self, device) -> dict:
+        """The filter's constants as torch tensors on ``device``, components first (contiguous planes)."""
         import torch
 
-        return torch.fft.rfft2(x, s=self._shape, dim=(0, 1))
+        kw = {"device": torch.device(device)}
+        return {"spectra": [torch.as_tensor(np.ascontiguousarray(np.moveaxis(s, -1, 0)), **kw)
+                            for s in self._spectra],
+                "gram_inv": torch.as_tensor(self._gram_inv, **kw),
+                "wm": torch.as_tensor(self._wm, **kw),
+                "mask": torch.as_tensor(self.mask, **kw)}
 
-    def _correlate(self, product_hat):
-        """Σ_r field(r) template(r − p) for every pixel p, from the product of the two spectra."""
-        import torch
+    def _correlate(self, field_hat, template_hat) -> np.ndarray:
+        """Σ_r field(r) template(r − p) for every pixel p, from the two spectra."""
+        from scipy.fft import irfft2
 
         h, w = self.mask.shape
-        return torch.fft.irfft2(product_hat, s=self._shape, dim=(0, 1))[h - 1:2 * h - 1, w - 1:2 * w - 1]
+        return irfft2(field_hat * template_hat, self._shape, workers=-1)[h - 1:2 * h - 1, w - 1:2 * w - 1]
 
     def __call__(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Δχ² (H, W), b̂ (H, W, 2) in nm) for a residual (H, W, 2, 2) in the grid frame."""
+        from scipy.fft import rfft2
+
+        if self._on_device is not None:
+            return self._filter_on_device(residual)
+        r = residual[..., self._COMPS[0], self._COMPS[1]] * self._wm[..., None]  # (H, W, 3)
+        r_hat = rfft2(r, self._shape, axes=(0, 1), workers=-1)
+        g = np.stack([self._correlate(np.sum(r_hat * spec, axis=-1), 1.0) for spec in self._spectra], -1)
+        b = np.einsum("hwij,hwj->hwi", self._gram_inv, g)
+        delta = np.einsum("hwi,hwi->hw", g, b)
+        return np.where(self.mask, delta, 0.0), b
+
+    def _filter_on_device(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` in torch on the device: the same transforms over (3, H', W') planes."""
         import torch
 
-        r = torch.as_tensor(np.ascontiguousarray(residual[..., self._COMPS[0], self._COMPS[1]]), **self._kw)
-        r_hat = self._rfft(r * self._wm[..., None])  # (H', W'/2+1, 3)
-        g = torch.stack([self._correlate(torch.sum(r_hat * spec, dim=-1)) for spec in self._spectra], -1)
-        b = torch.einsum("hwij,hwj->hwi", self._gram_inv, g)
-        delta = torch.where(self._mask_t, torch.einsum("hwi,hwi->hw", g, b), 0.0)
+        const = self._on_device
+        h, w = self.mask.shape
+        planes = np.moveaxis(residual[..., self._COMPS[0], self._COMPS[1]], -1, 0)  # (3, H, W)
+        r = torch.as_tensor(np.ascontiguousarray(planes), device=const["wm"].device) * const["wm"]
+        r_hat = torch.fft.rfft2(r, s=self._shape)
+        g = torch.stack([torch.fft.irfft2(torch.sum(r_hat * spec, dim=0), s=self._shape)[h - 1:2 * h - 1,
+                                                                                        w - 1:2 * w - 1]
+                         for spec in const["spectra"]], -1)
+        b = torch.einsum("hwij,hwj->hwi", const["gram_inv"], g)
+        delta = torch.where(const["mask"], torch.einsum("hwi,hwi->hw", g, b), 0.0)
         return delta.cpu().numpy(), b.cpu().numpy()

@@ -150,8 +150,9 @@ def dislocation_columns(particles: list[Particle], residual_rows: np.ndarray, w:
         psf_px = p.strain_blur.sigma_px if p.strain_blur is not None else 0.0
         apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
         if "dislocation_filter" not in p.cache:  # depends on the mask, p.weight and the PSF only
+            on_gpu = torch.device(p.solver.device).type == "cuda"  # the CPU keeps scipy's threaded FFTs
             p.cache["dislocation_filter"] = MatchedFilter(mask, p.weight, p.images.pixel_size_nm, rot, psf_px,
-                                                          device=p.solver.device)
+                                                          device=p.solver.device if on_gpu else None)
             p.cache["depth"] = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
         depth = p.cache["depth"]
         delta, burgers = p.cache["dislocation_filter"](res)

@@ -1,6 +1,8 @@
-"""The dislocation matched filter (inverse.dislocations.MatchedFilter), computed with torch FFTs on the
-particle solver's device, against its definition summed directly in numpy: g_i(p) = Σ_r w(r) U_i(r − p)·R(r),
-G_ij(p) = Σ_r w(r) U_i(r − p)·U_j(r − p), b̂ = G⁻¹g, Δχ² = gᵀG⁻¹g (components ε00, ε11, ε01)."""
+"""The dislocation matched filter (inverse.dislocations.MatchedFilter), both paths: numpy/scipy FFTs (the
+CPU's, device=None) and torch FFTs on a device (the calibration's GPU; here torch on the CPU), against its
+definition summed directly in numpy: g_i(p) = Σ_r w(r) U_i(r − p)·R(r),
+G_ij(p) = Σ_r w(r) U_i(r − p)·U_j(r − p), b̂ = G⁻¹g, Δχ² = gᵀG⁻¹g (components ε00, ε11, ε01), and against
+each other."""
 
 import numpy as np
 import pytest
@@ -53,18 +55,24 @@ def test_fft_filter_equals_the_direct_sums(psf_px):
     residual = rng.normal(scale=1e-3, size=(h, w, 2, 2))
     residual[..., 1, 0] = residual[..., 0, 1]
     rot = crystal_rotation(25.0)
-    delta, burgers = MatchedFilter(mask, weight, 3.0, rot, psf_px=psf_px, device="cpu")(residual)
     ref_delta, ref_burgers = _direct(mask, weight, 3.0, rot, psf_px, residual)
-    assert isinstance(delta, np.ndarray) and delta.shape == (h, w) and burgers.shape == (h, w, 2)
-    np.testing.assert_allclose(delta, ref_delta, rtol=0, atol=1e-9 * np.abs(ref_delta).max())
-    np.testing.assert_allclose(burgers[mask], ref_burgers[mask], rtol=0,
-                               atol=1e-9 * np.abs(ref_burgers[mask]).max())
+    maps = {device: MatchedFilter(mask, weight, 3.0, rot, psf_px=psf_px, device=device)(residual)
+            for device in (None, "cpu")}
+    for delta, burgers in maps.values():
+        assert isinstance(delta, np.ndarray) and delta.shape == (h, w) and burgers.shape == (h, w, 2)
+        np.testing.assert_allclose(delta, ref_delta, rtol=0, atol=1e-9 * np.abs(ref_delta).max())
+        np.testing.assert_allclose(burgers[mask], ref_burgers[mask], rtol=0,
+                                   atol=1e-9 * np.abs(ref_burgers[mask]).max())
+    # the torch path against the numpy path: the same transforms, so float64 round-off apart
+    (d_np, b_np), (d_torch, b_torch) = maps[None], maps["cpu"]
+    np.testing.assert_allclose(d_torch, d_np, rtol=0, atol=1e-12 * np.abs(d_np).max())
+    np.testing.assert_allclose(b_torch[mask], b_np[mask], rtol=0, atol=1e-12 * np.abs(b_np[mask]).max())
 
 
 @pytest.mark.gpu
 def test_cuda_filter_equals_the_cpu_filter():
-    """Same inputs on CUDA and CPU (float64 both): 1e-10 relative (cuFFT and the CPU FFT round
-    differently)."""
+    """Same inputs, the CUDA (torch) path against the CPU (numpy) path, float64 both: 1e-10 relative
+    (cuFFT and scipy's FFT round differently)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     rng = np.random.default_rng(4)
@@ -73,7 +81,7 @@ def test_cuda_filter_equals_the_cpu_filter():
     mask[5:44, 3:40] = True
     residual = rng.normal(scale=1e-3, size=(n, n, 2, 2))
     rot = crystal_rotation(-10.0)
-    cpu = MatchedFilter(mask, np.full((n, n), 1e6), 5.0, rot, psf_px=1.5, device="cpu")(residual)
+    cpu = MatchedFilter(mask, np.full((n, n), 1e6), 5.0, rot, psf_px=1.5)(residual)
     gpu = MatchedFilter(mask, np.full((n, n), 1e6), 5.0, rot, psf_px=1.5, device="cuda")(residual)
     for a, b in zip(gpu, cpu, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.abs(b).max())
