@@ -9,7 +9,8 @@
 #
 # Rows (issue 18): CH step 256² × 64 and ACR step 256² × 64 as a fraction of their FFT bound, eager and
 # fused (phasefield_eager / phasefield_fused); homogeneous elastic solve 256² × 64 in FFT round trips
-# (mechanics); single 256² particle CH step (the "one particle" line of phasefield_*); PFHub 1a to
+# (mechanics); single 256² particle CH step through captured_loop, one CUDA graph per 10 steps (the
+# "captured loop" line of phasefield_*, with its own FFT round trip); PFHub 1a to
 # t = 1e6 in float64 (bm1a); calibration 512² (inverse); screening simulator 64² per candidate (screen);
 # sweep through Ray + MLflow (sweep, only when both are installed). The last lines print the issue's
 # table from the logs of this run: every row with its measured value and target, the card's name and the
