@@ -7,7 +7,9 @@ Cahn-Hilliard step with the Khachaturyan kernel (3 FFTs: ĉ, FFT f'(c), inverse)
 step (4 FFTs: ĉ, μ back, R̂, Δc back; plus the galvanostatic reservoir solve), and prints cell-steps/s
 and the fraction of the FFT bound (time of the step's FFTs alone, from (a)). Cases: 2-D 256² × 64 and
 3-D 128³ (``--quick``: 64² × 16 and 32³ for a CPU), and one particle vs the batch (launch-bound
-speed-up). Imports torch, numpy and mechanics only.
+speed-up). The one particle is timed again through :func:`mechanics.phasefield.graphs.captured_loop`
+(10 steps per call: one CUDA graph replay on a GPU, the plain loop elsewhere) and compared with its own
+FFT round trip. Imports torch, numpy and mechanics only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mechanics.phasefield import spectral  # noqa: E402
 from mechanics.phasefield.adjoint import ch_fixed_step, saved_bytes_per_step  # noqa: E402
 from mechanics.phasefield.cahn_hilliard import CahnHilliard, cahn_hilliard  # noqa: E402
 from mechanics.phasefield.free_energy import RegularSolution  # noqa: E402
+from mechanics.phasefield.graphs import captured_loop, uses_graph  # noqa: E402
 from mechanics.phasefield.reaction import AllenCahnReaction, ButlerVolmer, allen_cahn_reaction  # noqa: E402
 from mechanics.stiffness import Stiffness  # noqa: E402
 
@@ -68,15 +71,14 @@ def _setup(batch: int, shape: tuple[int, ...], dtype, device):
     return p, free, kernel, c, kappa, grid, rho, kT
 
 
+def _fft_roundtrip_s(c: torch.Tensor, shape: tuple[int, ...], device, repeats: int) -> float:
+    return _time(lambda: spectral.irfft(spectral.rfft(c, len(shape)), shape), device, repeats)
+
+
 def bench_case(batch: int, shape: tuple[int, ...], dtype, device, repeats: int, compile_step: bool) -> dict:
     p, free, kernel, c, kappa, grid, rho, kT = _setup(batch, shape, dtype, device)
-    d = len(shape)
     cells = batch * c[0].numel()
-
-    def roundtrip():
-        return spectral.irfft(spectral.rfft(c, d), shape)
-
-    t_fft = _time(roundtrip, device, repeats)
+    t_fft = _fft_roundtrip_s(c, shape, device, repeats)
     ch = CahnHilliard(grid=grid, free_energy=free, mobility=1.0, kappa=kappa, linear_kernel=kernel)
     # the whole adaptive step through the public factory (eager, or fused with torch.compile)
     init_ch, step_ch = cahn_hilliard(ch, compile=compile_step)
@@ -101,7 +103,23 @@ def bench_case(batch: int, shape: tuple[int, ...], dtype, device, repeats: int, 
         "acr_ms": t_acr * 1e3,
         "acr_Gcell_steps_s": cells / t_acr / 1e9,
         "acr_of_bound": 2.0 * t_fft / t_acr,  # 4 FFTs = 2 round trips
+        "ch_step": step_ch, "ch_state": ch_state,  # reused by bench_captured (no second compilation)
     }
+
+
+def bench_captured(case: dict, device, repeats: int, n_steps: int = 10) -> dict:
+    """One particle's CH step (``case`` from :func:`bench_case`, batch 1) through ``captured_loop``
+    (``n_steps`` per call), per step, with the same step function (fused or eager)."""
+    state = case["ch_state"]
+    run = captured_loop(case["ch_step"], n_steps, graphs="auto")
+    t_loop = _time(lambda: run(state), device, max(2, repeats // n_steps)) / n_steps
+    if run.replays:
+        how = "one CUDA graph replay"
+    elif uses_graph(state.c, "auto"):
+        how = f"plain loop: capture failed, {run.failure}"
+    else:
+        how = "plain loop, no CUDA graph on this device"
+    return {"ms": t_loop * 1e3, "fft_ms": case["fft_roundtrip_ms"], "how": how, "n_steps": n_steps}
 
 
 def main(argv=None) -> int:
@@ -142,6 +160,10 @@ def main(argv=None) -> int:
           f"({one['ch_Gcell_steps_s']:.3f} Gcell-steps/s); "
           f"batched {many['case']}: {many['ch_ms']:.3f} ms/step -> batching speed-up "
           f"{many['ch_Gcell_steps_s'] / one['ch_Gcell_steps_s']:.1f}x in cell-steps/s")
+    cap = bench_captured(one, device, repeats)
+    print(f"one particle {one['case']}, captured loop of {cap['n_steps']} steps ({cap['how']}): "
+          f"CH {cap['ms']:.3f} ms/step = {cap['ms'] / cap['fft_ms']:.1f}x its FFT round trip "
+          f"({cap['fft_ms']:.3f} ms)")
     # memory autograd keeps per step (differentiating through time), in grid-sized tensors
     _, free, kernel, c, kappa, grid, _, _ = _setup(1, single, torch.float64, device)
     mob = torch.tensor(1.0, dtype=torch.float64, device=device, requires_grad=True)

@@ -13,7 +13,8 @@ the plateaus with V_i ≤ V_max can be cycled:
 
 with M the molar mass of the lithiated formula Li M PO4 (g/mol) and F/3.6 = 26801.5 mAh/mol.
 
-Raw-material cost (``data/precursors.json``: one precursor per element, price, source, period). One mole
+Raw-material cost (``data/precursors.json``: one precursor per element, price, source, period; see
+:func:`precursors` for how a cited commodity price becomes a precursor price). One mole
 of LiMPO4 needs n_p = ν_e / ν_{e,p} moles of the precursor p of each element e (ν_e atoms of e per
 formula unit of LiMPO4, ν_{e,p} per formula unit of p: ½ Li2CO3 per Li, one NH4H2PO4 per P, one metal
 sulfate per metal):
@@ -46,7 +47,10 @@ from . import literature
 from .mixing import MAH_PER_MOL
 from .space import REDOX_ACTIVE_METALS, validate_fractions
 
-PRICES_SCHEMA = "chemoscreen.precursor_prices/1"
+PRICES_SCHEMA = "chemoscreen.precursor_prices/2"
+#: Commodity price units understood in ``precursors.json``, as USD per kg of the commodity (``USD/mtu``:
+#: a metric ton unit, 10 kg of the contained element, so per kg of contained element).
+UNIT_TO_USD_PER_KG = {"USD/kg": 1.0, "USD/t": 1e-3, "USD/lb": 1.0 / 0.45359237, "USD/mtu": 0.1}
 #: Default electrolyte stability limit (V vs Li/Li⁺) of common carbonate electrolytes (docs/screening.md).
 DEFAULT_MAX_VOLTAGE_V = 4.5
 #: A candidate with less than this fraction of its theoretical capacity usable is infeasible.
@@ -61,7 +65,9 @@ class Precursor:
 
     Fields: element supplied; formula (pymatgen-parsable, hydrates as ``(H2O)7``); molar_mass_g_mol;
     atoms_per_unit (atoms of ``element`` per formula unit of the precursor); price_USD_per_kg and its
-    relative 1σ sigma_rel; kind (``cited`` or ``approximate``, see the data file); period; citation.
+    relative 1σ sigma_rel; kind (``cited`` or ``approximate``, see the data file); period; citation;
+    floor_USD_per_kg: for an ``approximate`` price, the cited lower bound (the element priced at its
+    content in the mined commodity), else None; floor_citation: its source.
     """
 
     element: str
@@ -73,6 +79,8 @@ class Precursor:
     kind: str
     period: str
     citation: str
+    floor_USD_per_kg: float | None = None
+    floor_citation: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,26 @@ class StaticObjectives:
                 "supply_risk_hhi_reserve": self.supply_risk_hhi_reserve}
 
 
+def _commodity_USD_per_kg_element(commodity: Mapping, element: str) -> float:
+    """USD per kg of contained ``element`` from a commodity price row (price, unit, element_fraction)."""
+    unit = commodity["unit"]
+    if unit not in UNIT_TO_USD_PER_KG:
+        raise RuntimeError(f"precursors.json: {element}: unit {unit!r} not in {sorted(UNIT_TO_USD_PER_KG)}")
+    per_kg_commodity = float(commodity["price"]) * UNIT_TO_USD_PER_KG[unit]
+    return per_kg_commodity / float(commodity.get("element_fraction", 1.0))
+
+
 @cache
 def precursors() -> dict[str, Precursor]:
-    """The shipped precursor table by element (cached; read from ``candidates/data/precursors.json``)."""
-    from pymatgen.core import Composition
+    """The shipped precursor table by element (cached; read from ``candidates/data/precursors.json``).
+
+    A ``cited`` row is priced from its source's annual average: directly (``basis: precursor``, e.g.
+    battery-grade Li2CO3) or by element content (``basis: element_content``: the precursor's mass fraction
+    of the element times the commodity price per kg of contained element, e.g. CoSO4·7H2O from cobalt
+    cathode). An ``approximate`` row carries a market level of the chemical and a cited ``floor``: the
+    element priced at its content in the mined commodity, which leaves out the conversion to the chemical.
+    """
+    from pymatgen.core import Composition, Element
 
     text = resources.files("candidates").joinpath("data/precursors.json").read_text(encoding="utf-8")
     table = json.loads(text)
@@ -125,11 +149,25 @@ def precursors() -> dict[str, Precursor]:
     out = {}
     for element, row in table["precursors"].items():
         composition = Composition(row["formula"])
+        molar_mass = float(composition.weight)
+        atoms = float(composition[element])
+        mass_fraction = atoms * float(Element(element).atomic_mass) / molar_mass
+        if row["kind"] == "cited":
+            commodity = row["commodity"]
+            if row["basis"] == "precursor":
+                price = float(commodity["price"]) * UNIT_TO_USD_PER_KG[commodity["unit"]]
+            else:
+                price = _commodity_USD_per_kg_element(commodity, element) * mass_fraction
+        else:
+            price = float(row["price_USD_per_kg"])
+        floor, floor_citation = None, ""
+        if "floor" in row:
+            floor = _commodity_USD_per_kg_element(row["floor"], element) * mass_fraction
+            floor_citation = table["references"][row["floor"]["ref"]]
         out[element] = Precursor(
-            element=element, formula=row["formula"], molar_mass_g_mol=float(composition.weight),
-            atoms_per_unit=float(composition[element]), price_USD_per_kg=float(row["price_USD_per_kg"]),
-            sigma_rel=float(row["sigma_rel"]), kind=row["kind"], period=row["period"],
-            citation=table["references"][row["ref"]])
+            element=element, formula=row["formula"], molar_mass_g_mol=molar_mass, atoms_per_unit=atoms,
+            price_USD_per_kg=price, sigma_rel=float(row["sigma_rel"]), kind=row["kind"], period=row["period"],
+            citation=table["references"][row["ref"]], floor_USD_per_kg=floor, floor_citation=floor_citation)
     return out
 
 

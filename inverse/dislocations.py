@@ -130,12 +130,17 @@ class MatchedFilter:
     Δχ² = gᵀG⁻¹g, which is χ²(2) under noise alone. The template spectra and G⁻¹ depend only on the
     mask, the weights, the pixel, the crystal angle and the PSF: built once, each residual then costs
     three forward and two inverse FFTs.
+
+    ``device``: None computes with numpy and scipy's FFTs (the CPU path); a torch device (the particle
+    solver's GPU) moves the spectra and G⁻¹ there once, and each residual is filtered in torch (float64)
+    on it, only the two maps coming back to the host for the peak search. Both give the same maps to
+    float64 round-off (tested).
     """
 
     _COMPS = ([0, 1, 0], [0, 1, 1])
 
     def __init__(self, mask: np.ndarray, weight: np.ndarray, pixel_nm: float, rotation: np.ndarray,
-                 psf_px: float = 0.0) -> None:
+                 psf_px: float = 0.0, device=None) -> None:
         from scipy import ndimage
         from scipy.fft import next_fast_len, rfft2
 
@@ -161,6 +166,18 @@ class MatchedFilter:
                     rfft2(np.sum(templates[i] * templates[j], axis=-1)[::-1, ::-1], self._shape, workers=-1))
         gram += 1e-12 * np.trace(gram, axis1=-2, axis2=-1)[..., None, None] * np.eye(2) + 1e-300 * np.eye(2)
         self._gram_inv = np.linalg.inv(gram)
+        self._on_device = None if device is None else self._to_device(device)
+
+    def _to_device(self, device) -> dict:
+        """The filter's constants as torch tensors on ``device``, components first (contiguous planes)."""
+        import torch
+
+        kw = {"device": torch.device(device)}
+        return {"spectra": [torch.as_tensor(np.ascontiguousarray(np.moveaxis(s, -1, 0)), **kw)
+                            for s in self._spectra],
+                "gram_inv": torch.as_tensor(self._gram_inv, **kw),
+                "wm": torch.as_tensor(self._wm, **kw),
+                "mask": torch.as_tensor(self.mask, **kw)}
 
     def _correlate(self, field_hat, template_hat) -> np.ndarray:
         """Σ_r field(r) template(r − p) for every pixel p, from the two spectra."""
@@ -173,6 +190,8 @@ class MatchedFilter:
         """(Δχ² (H, W), b̂ (H, W, 2) in nm) for a residual (H, W, 2, 2) in the grid frame."""
         from scipy.fft import rfft2
 
+        if self._on_device is not None:
+            return self._filter_on_device(residual)
         r = residual[..., self._COMPS[0], self._COMPS[1]] * self._wm[..., None]  # (H, W, 3)
         r_hat = rfft2(r, self._shape, axes=(0, 1), workers=-1)
         g = np.stack([self._correlate(np.sum(r_hat * spec, axis=-1), 1.0) for spec in self._spectra], -1)
@@ -180,3 +199,18 @@ class MatchedFilter:
         delta = np.einsum("hwi,hwi->hw", g, b)
         return np.where(self.mask, delta, 0.0), b
 
+    def _filter_on_device(self, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` in torch on the device: the same transforms over (3, H', W') planes."""
+        import torch
+
+        const = self._on_device
+        h, w = self.mask.shape
+        planes = np.moveaxis(residual[..., self._COMPS[0], self._COMPS[1]], -1, 0)  # (3, H, W)
+        r = torch.as_tensor(np.ascontiguousarray(planes), device=const["wm"].device) * const["wm"]
+        r_hat = torch.fft.rfft2(r, s=self._shape)
+        g = torch.stack([torch.fft.irfft2(torch.sum(r_hat * spec, dim=0), s=self._shape)[h - 1:2 * h - 1,
+                                                                                        w - 1:2 * w - 1]
+                         for spec in const["spectra"]], -1)
+        b = torch.einsum("hwij,hwj->hwi", const["gram_inv"], g)
+        delta = torch.where(const["mask"], torch.einsum("hwi,hwi->hw", g, b), 0.0)
+        return delta.cpu().numpy(), b.cpu().numpy()

@@ -117,8 +117,15 @@ def robust_fit(a, y, w, block, knots, n_robust, device=None) -> RobustFit:
         choice = lsq.gcv_select(eq, penalty)
         theta = lsq.solve_penalized(eq.gram, eq.rhs, penalty, choice["lambda"])
         if it < n_robust:
-            robust_w = lsq.robust_pixel_weights(((y - a @ theta) * np.sqrt(w)).reshape(-1, 3))
+            robust_w = lsq.robust_pixel_weights(((y - _predict(a_rows, theta)) * np.sqrt(w)).reshape(-1, 3))
     return RobustFit(a, theta, eq, choice, robust_w)
+
+
+def _predict(a_rows, theta: np.ndarray) -> np.ndarray:
+    """A θ where the rows are (a tensor on the GPU: only the prediction comes back to the host)."""
+    if isinstance(a_rows, torch.Tensor):
+        return (a_rows @ torch.as_tensor(theta, dtype=a_rows.dtype, device=a_rows.device)).cpu().numpy()
+    return a_rows @ theta
 
 
 def dislocation_columns(particles: list[Particle], residual_rows: np.ndarray, w: np.ndarray) -> Defects:
@@ -143,7 +150,9 @@ def dislocation_columns(particles: list[Particle], residual_rows: np.ndarray, w:
         psf_px = p.strain_blur.sigma_px if p.strain_blur is not None else 0.0
         apart = max(2.0, 1.5 * psf_px)  # closer than this two positions are one dislocation
         if "dislocation_filter" not in p.cache:  # depends on the mask, p.weight and the PSF only
-            p.cache["dislocation_filter"] = MatchedFilter(mask, p.weight, p.images.pixel_size_nm, rot, psf_px)
+            on_gpu = torch.device(p.solver.device).type == "cuda"  # the CPU keeps scipy's threaded FFTs
+            p.cache["dislocation_filter"] = MatchedFilter(mask, p.weight, p.images.pixel_size_nm, rot, psf_px,
+                                                          device=p.solver.device if on_gpu else None)
             p.cache["depth"] = ndimage.distance_transform_edt(mask)  # px from the nearest pixel outside
         depth = p.cache["depth"]
         delta, burgers = p.cache["dislocation_filter"](res)

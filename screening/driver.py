@@ -414,6 +414,7 @@ def execute_sweep(
                 outcome.timings["refine_s"] = time.perf_counter() - t0
         logger.close()
         outcome.timings["log_busy_s"] = logger.busy_s
+        outcome.timings["simulate_busy_s"] = logger.simulated_s
         if finish:
             t0 = time.perf_counter()
             parent_id, outcome.table = _settle_and_rank(client, uri, experiment_id, sweep, options.objectives)

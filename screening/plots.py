@@ -16,56 +16,123 @@ def _pyplot():
     return plt
 
 
+class SnapshotFigure:
+    """A row of ``count`` frames sharing one colour scale and colour bar, built once and redrawn.
+
+    Building a figure (subplots, axes, colour bar) costs about as much as drawing it, so a
+    :class:`Renderer` keeps one per frame count and only swaps data, colours and titles; the PNG is the
+    same as a fresh figure's.
+    """
+
+    def __init__(self, count: int) -> None:
+        plt = _pyplot()
+        self.fig, axes = plt.subplots(1, count, figsize=(1.9 * count + 0.9, 2.3), squeeze=False, dpi=80)
+        self.axes = list(axes[0])
+        self.images = []
+        for ax in self.axes:
+            # grid axis 0 is crystal a (rows), axis 1 the second in-plane axis (columns)
+            self.images.append(ax.imshow(np.zeros((1, 1)), origin="lower"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self.title = self.fig.suptitle("", fontsize=9)
+        self.colorbar = self.fig.colorbar(self.images[-1], ax=self.axes, shrink=0.8)
+
+    def save(self, frames: np.ndarray, path, *, title: str, label: str, cmap: str,
+             soc: np.ndarray | None, vmin: float | None, vmax: float | None) -> None:
+        """Draw ``frames`` (count, H, W) and save the PNG to ``path`` (file name or binary file object)."""
+        finite = frames[np.isfinite(frames)]
+        # a redrawn image keeps its old limits when given None: derive them here, (0, 1) with no data
+        vmin = (float(finite.min()) if finite.size else 0.0) if vmin is None else vmin
+        vmax = (float(finite.max()) if finite.size else 1.0) if vmax is None else vmax
+        height, width = frames.shape[-2:]
+        for k, (ax, image) in enumerate(zip(self.axes, self.images, strict=True)):
+            image.set_data(frames[k])
+            image.set_cmap(cmap)
+            image.set_clim(vmin, vmax)
+            image.set_extent((-0.5, width - 0.5, -0.5, height - 0.5))
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(-0.5, height - 0.5)
+            ax.set_title(f"SOC {float(soc[k]):.2f}" if soc is not None and k < len(soc) else "", fontsize=8)
+        self.title.set_text(title)
+        self.colorbar.set_label(label)
+        self.fig.savefig(path, format="png")
+
+
+class VoltageFigure:
+    """The voltage-curve axes, laid out once and redrawn (see :class:`SnapshotFigure`)."""
+
+    def __init__(self) -> None:
+        plt = _pyplot()
+        self.fig, self.ax = plt.subplots(figsize=(3.6, 2.6), dpi=80)
+        (self.line,) = self.ax.plot([], [], lw=1.2)
+        self.ax.set_xlabel("Li fraction X")
+        self.ax.set_ylabel("voltage (V vs Li/Li+)")
+        self.title = self.ax.set_title("", fontsize=9)
+
+    def save(self, curve: np.ndarray, path, *, title: str) -> None:
+        """Draw ``curve`` (n, 2) = [Li fraction X, voltage V] and save the PNG to ``path``."""
+        if curve.ndim == 2 and curve.shape[0] > 0:
+            self.line.set_data(curve[:, 0], curve[:, 1])
+        else:
+            self.line.set_data([], [])
+        self.ax.relim()
+        self.ax.autoscale_view()
+        self.title.set_text(title)
+        # from the default margins each time, as a fresh figure: tight_layout depends on where it starts
+        plt = _pyplot()
+        self.fig.subplots_adjust(**{k: plt.rcParams[f"figure.subplot.{k}"]
+                                    for k in ("left", "right", "bottom", "top", "wspace", "hspace")})
+        self.fig.tight_layout()
+        self.fig.savefig(path, format="png")
+
+
+def _frames(frames) -> np.ndarray:
+    frames = np.asarray(frames, dtype=float)
+    return frames[None] if frames.ndim == 2 else frames
+
+
+def _draw(figures: dict | None, key, make, data: np.ndarray, path, **kwargs) -> None:
+    """Save ``data`` through the figure ``figures[key]`` (built by ``make`` on first use), or through a
+    fresh figure that is closed afterwards when ``figures`` is None."""
+    if figures is not None:
+        if key not in figures:
+            figures[key] = make()
+        figures[key].save(data, path, **kwargs)
+        return
+    figure = make()
+    try:
+        figure.save(data, path, **kwargs)
+    finally:
+        _pyplot().close(figure.fig)
+
+
 def snapshot_png(frames: np.ndarray, path, *, title: str, label: str, cmap: str,
-                 soc: np.ndarray | None = None, vmin: float | None = None, vmax: float | None = None) -> None:
+                 soc: np.ndarray | None = None, vmin: float | None = None, vmax: float | None = None,
+                 figures: dict | None = None) -> None:
     """Save a row of (H, W) frames from ``frames`` (S, H, W) sharing one colour scale and colour bar.
 
-    ``path``: a file name or a binary file object.
+    ``path``: a file name or a binary file object. ``figures``: a cache of figures to redraw (see
+    :func:`render_candidate`).
     """
-    plt = _pyplot()
-    frames = np.asarray(frames, dtype=float)
-    if frames.ndim == 2:
-        frames = frames[None]
+    frames = _frames(frames)
     count = frames.shape[0]
-    finite = frames[np.isfinite(frames)]
-    vmin = float(finite.min()) if vmin is None and finite.size else vmin
-    vmax = float(finite.max()) if vmax is None and finite.size else vmax
-    fig, axes = plt.subplots(1, count, figsize=(1.9 * count + 0.9, 2.3), squeeze=False, dpi=80)
-    image = None
-    for k, ax in enumerate(axes[0]):
-        # grid axis 0 is crystal a (rows), axis 1 the second in-plane axis (columns)
-        image = ax.imshow(frames[k], cmap=cmap, vmin=vmin, vmax=vmax, origin="lower")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if soc is not None and k < len(soc):
-            ax.set_title(f"SOC {float(soc[k]):.2f}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    _draw(figures, ("snapshot", count), lambda: SnapshotFigure(count), frames, path, title=title, label=label,
+          cmap=cmap, soc=soc, vmin=vmin, vmax=vmax)
 
 
-def voltage_png(curve: np.ndarray, path, *, title: str) -> None:
-    """Save the voltage curve (n, 2) = [Li fraction X, voltage V]."""
-    plt = _pyplot()
-    curve = np.asarray(curve, dtype=float)
-    fig, ax = plt.subplots(figsize=(3.6, 2.6), dpi=80)
-    if curve.ndim == 2 and curve.shape[0] > 0:
-        ax.plot(curve[:, 0], curve[:, 1], lw=1.2)
-    ax.set_xlabel("Li fraction X")
-    ax.set_ylabel("voltage (V vs Li/Li+)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+def voltage_png(curve: np.ndarray, path, *, title: str, figures: dict | None = None) -> None:
+    """Save the voltage curve (n, 2) = [Li fraction X, voltage V]; ``figures`` as in :func:`snapshot_png`."""
+    _draw(figures, "voltage", VoltageFigure, np.asarray(curve, dtype=float), path, title=title)
 
 
-def render_candidate(snapshots: dict, voltage_curve, formula: str) -> dict[str, bytes]:
+def render_candidate(snapshots: dict, voltage_curve, formula: str,
+                     figures: dict | None = None) -> dict[str, bytes]:
     """PNG bytes of one candidate: ``composition.png``, ``stress.png`` and ``voltage.png``.
 
     ``snapshots``: "composition" (S, H, W), "max_principal_stress_GPa" (S, H, W), "soc" (S,). Runs in a
     :class:`Renderer` process beside the simulators (numpy and matplotlib only), not in the driver.
+    ``figures``: a cache of :class:`SnapshotFigure` / :class:`VoltageFigure` to redraw (a renderer's
+    own, filled on first use); None draws fresh figures and closes them. Both give the same PNGs.
     """
     import io
 
@@ -73,7 +140,7 @@ def render_candidate(snapshots: dict, voltage_curve, formula: str) -> dict[str, 
 
     def save(name: str, draw, *args, **kwargs) -> None:
         buffer = io.BytesIO()
-        draw(*args, buffer, **kwargs)
+        draw(*args, buffer, figures=figures, **kwargs)
         pngs[name] = buffer.getvalue()
 
     soc = snapshots.get("soc")
@@ -96,10 +163,14 @@ def render_candidate(snapshots: dict, voltage_curve, formula: str) -> dict[str, 
 
 
 class Renderer:
-    """Holds matplotlib loaded in its own process; the sweep runs a few as Ray actors that reserve no CPU."""
+    """Holds matplotlib and its figures in its own process; the sweep runs a few as Ray actors that
+    reserve no CPU. The figures are built on the first candidate and redrawn for the next ones."""
+
+    def __init__(self) -> None:
+        self.figures: dict = {}
 
     def render(self, snapshots: dict, voltage_curve, formula: str) -> dict[str, bytes]:
-        return render_candidate(snapshots, voltage_curve, formula)
+        return render_candidate(snapshots, voltage_curve, formula, self.figures)
 
 
 def pareto_png(table, path: Path) -> None:

@@ -98,6 +98,28 @@ def test_every_price_has_a_source_a_period_and_an_uncertainty():
         assert row.citation and row.period and row.kind in ("cited", "approximate"), element
         assert row.price_USD_per_kg > 0 and 0 < row.sigma_rel <= 1, element
         assert row.atoms_per_unit > 0 and row.molar_mass_g_mol > 0, element
+        if row.kind == "approximate" and element != "Mg":
+            # a market level of the chemical can only be above its element content priced as mined
+            # commodity (the cited floor leaves out the conversion to the chemical)
+            assert row.floor_citation and 0 < row.floor_USD_per_kg < row.price_USD_per_kg, element
+
+
+@pytest.mark.parametrize(("element", "sulfate", "metal", "usd_per_kg_metal"), [
+    # USGS Mineral Commodity Summaries 2025, 2023 annual averages: cobalt cathode U.S. spot 17.20 USD/lb,
+    # nickel LME cash 21,495 USD/t; the sulfate hydrates priced by their metal content.
+    ("Co", 58.933 + S + 4 * O + 7 * (2 * H + O), 58.933, 17.20 / 0.45359237),
+    ("Ni", 58.693 + S + 4 * O + 6 * (2 * H + O), 58.693, 21495 / 1000),
+])
+def test_cited_sulfates_are_priced_by_metal_content(element, sulfate, metal, usd_per_kg_metal):
+    row = precursors()[element]
+    assert row.kind == "cited" and "Mineral Commodity Summaries 2025" in row.citation
+    assert row.price_USD_per_kg == pytest.approx(usd_per_kg_metal * metal / sulfate, rel=REL)
+
+
+def test_lithium_carbonate_is_the_cited_2023_average():
+    row = precursors()["Li"]
+    assert row.kind == "cited" and row.period == "2023 annual average"
+    assert row.price_USD_per_kg == pytest.approx(41.3)  # USGS MCS 2025: 41,300 USD/t battery grade
 
 
 def test_bad_input_names_the_field():
