@@ -18,5 +18,5 @@ from inverse.stiffness import StiffnessFit, fit_stiffness_ratio
 from inverse.synth import synthesize
 
 __all__ = ["Calibration", "CalibrationSettings", "ImageSet", "KineticsSettings", "StiffnessFit",
-           "SynthSettings", "calibrate", "fit_stiffness_ratio", "learn_kinetics", "load_images", "load_series",
-           "save_images", "synthesize", "synthesize_series"]
+           "SynthSettings", "calibrate", "fit_stiffness_ratio", "learn_kinetics", "load_images",
+           "load_series", "save_images", "synthesize", "synthesize_series"]
