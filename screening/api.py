@@ -167,6 +167,7 @@ def sweep(
     *,
     source: str = "literature",
     options: SweepOptions | None = None,
+    kinetics_model: str | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep of ``space``: the one path behind the CLI, the demo and :func:`run_sweep`.
 
@@ -185,6 +186,9 @@ def sweep(
             :class:`mechanics.screen.ScreeningResult` (runs in the Ray actor).
         source: where end-member properties come from (``"literature"`` or ``"chgnet"``).
         options: how to run it (default ``SweepOptions()``): experiment, store, Ray, actors, refine.
+        kinetics_model: a ``learn-kinetics`` model version (``models:/lfp-kinetics@champion``): LFP-like
+            candidates take its Ω and k₀ (rule: :func:`inverse.kinetics.law.with_learned_kinetics`); the
+            pinned version joins the model label, so it enters every ``candidate_id``.
 
     Returns:
         The :class:`SweepOutcome`: sweep id, parent run id, the store used (absolute), the pinned
@@ -218,10 +222,26 @@ def sweep(
     if options.samples > 1 and module is not None:
         module = law_samples(module, model_uri, uri)
     items = prepare_items(space, source, progress=options.progress)
+    if kinetics_model is not None:
+        items, kinetics_uri = _with_kinetics(items, kinetics_model, uri, client)
+        model_uri = f"{model_uri}+{kinetics_uri}"
     outcome = execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
                             metric_fn=metric_fn, client=client)
     log_report(client, outcome)
     return outcome
+
+
+def _with_kinetics(items: list[SweepItem], model_uri: str, tracking_uri: str, client):
+    """The items with learned kinetics where the rule applies, and the pinned kinetics model URI."""
+    from inverse.kinetics.law import load_kinetics, with_learned_kinetics
+
+    try:
+        pinned = tracking.resolve_model(client, model_uri)
+        model = load_kinetics(pinned, tracking_uri=tracking_uri)
+    except InputError as exc:
+        raise InputError("--kinetics-model", exc.expected, exc.got) from None
+    return [dataclasses.replace(it, params=with_learned_kinetics(it.params, it.fractions, model))
+            for it in items], pinned
 
 
 def log_report(client, outcome: SweepOutcome) -> str | None:

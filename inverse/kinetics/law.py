@@ -122,3 +122,22 @@ def load_kinetics(model_uri: str, *, tracking_uri: str | None = None) -> Kinetic
     if stored.kind != KIND:
         raise InputError("model", f"a model of kind {KIND} (learn-kinetics)", f"{model_uri}: {stored.kind}")
     return stored.model
+
+
+LFP_LIKE_FE_FRACTION = 0.75
+"""A candidate is LFP-like when iron holds at least 75 % of its metal sites: it takes the learned
+kinetics; the others keep their own (literature) Ω and k₀, since a movie of LFP says nothing about how
+Mn, Co or Ni change them."""
+
+
+def with_learned_kinetics(params, fractions, model: KineticsModel):
+    """``params`` (a ``MaterialParams``) with the learned kinetics when the candidate is LFP-like (Fe
+    fraction ≥ :data:`LFP_LIKE_FE_FRACTION`): Ω from the regular solution closest to μ_h
+    (:meth:`KineticsModel.regular_solution_omega_eV`) and k₀ from
+    :meth:`KineticsModel.mean_k0_A_per_m2`; otherwise ``params`` unchanged."""
+    from dataclasses import replace
+
+    if float(dict(fractions).get("Fe", 0.0)) < LFP_LIKE_FE_FRACTION:
+        return params
+    return replace(params, omega_eV=model.regular_solution_omega_eV(),
+                   exchange_rate_A_m2=model.mean_k0_A_per_m2())

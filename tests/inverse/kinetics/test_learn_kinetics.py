@@ -18,9 +18,9 @@ from inverse.kinetics.model import bspline_basis, spline
 from inverse.kinetics.series import save_series
 from mechanics.errors import InputError
 
-# 10 px particle at one cell per pixel, 9 frames at 5C then 40C: a fit of a few L-BFGS steps takes seconds
-TINY = dict(size_px=10, oversample=1, frames=9, c_rates=(5.0, 40.0), drift_px=1.0, seed=2)
-QUICK = ["--max-iter", "2", "--lambdas", "10", "--steps-per-interval", "4", "--holdout-every", "3"]
+# 8 px particle at one cell per pixel, 7 frames at 5C then 40C: a fit of a few L-BFGS steps takes seconds
+TINY = dict(size_px=8, oversample=1, frames=7, c_rates=(5.0, 40.0), drift_px=1.0, seed=2)
+QUICK = ["--max-iter", "1", "--lambdas", "10", "--steps-per-interval", "4", "--holdout-every", "3"]
 
 
 def run(argv):
@@ -106,9 +106,27 @@ def test_learn_kinetics_cli_writes_outputs_and_registers_a_loadable_model(tiny, 
     model = load_kinetics("models:/lfp-kinetics@champion", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     np.testing.assert_allclose(model.k0_A_per_m2(x), doc["k0"]["value_A_per_m2"], rtol=1e-9)
     ref = (x >= 0.1) & (x <= 0.9)
-    np.testing.assert_allclose(
-        model.mu_h_eV(x)[ref], mu[ref], atol=2e-4
-    )  # the mean taken on 801 vs 33 points
+    # the two means are taken on different grids (801 points vs the report grid): 0.2 meV apart at most
+    np.testing.assert_allclose(model.mu_h_eV(x)[ref], mu[ref], atol=2e-4)
+
+    # the sweep hook: LFP-like candidates (Fe ≥ 75 %) take the learned Ω and k₀, the others keep theirs
+    import candidates
+    from chemoscreen import store
+    from screening.api import _with_kinetics, prepare_items
+
+    items = prepare_items(candidates.olivine_space(metals=("Fe", "Mn"), step=0.25))
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    learned, pinned = _with_kinetics(items, "models:/lfp-kinetics@champion", uri, store.open_store(uri))
+    assert pinned == "models:/lfp-kinetics/1"
+    assert sum(it.fractions.get("Fe", 0.0) >= 0.75 for it in items) == 2  # LiFePO4 and Fe0.75Mn0.25
+    for before, after in zip(items, learned):
+        if before.fractions.get("Fe", 0.0) >= 0.75:
+            assert after.params.omega_eV == pytest.approx(model.regular_solution_omega_eV())
+            assert after.params.exchange_rate_A_m2 == pytest.approx(model.mean_k0_A_per_m2())
+        else:
+            assert after.params == before.params
+    with pytest.raises(InputError, match="--kinetics-model"):
+        _with_kinetics(items, "models:/lfp-kinetics/7", uri, store.open_store(uri))
 
 
 def test_a_failed_fit_registers_nothing(tiny, workdir, monkeypatch):
@@ -117,12 +135,14 @@ def test_a_failed_fit_registers_nothing(tiny, workdir, monkeypatch):
     save_series(tiny, workdir / "s.npz")
 
     def broken(*args, **kwargs):
-        raise RuntimeError("simulated failure after the fit")
+        raise RuntimeError("simulated failure after the registration")
 
-    monkeypatch.setattr("inverse.kinetics.tracking.write_outputs", broken)
+    # after the run is logged and the version registered, before the outputs move into place
+    monkeypatch.setattr("inverse.kinetics.tracking._KineticsCommit._move_in", broken)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"  # absolute: a relative URI reuses an earlier test's engine
     with pytest.raises(RuntimeError):
-        run(["learn-kinetics", "s.npz", "--out", "kin", "--rate-law", "butler-volmer", *QUICK])
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+        run(["learn-kinetics", "s.npz", "--out", "kin", "--rate-law", "butler-volmer", "--tracking-uri", uri,
+             *QUICK])
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert client.search_model_versions("name = 'lfp-kinetics'") == []
     assert client.search_registered_models() == []  # the rollback dropped the model it had created
@@ -166,54 +186,22 @@ def test_settings_are_validated():
 
 
 def test_synth_series_cli_stores_the_truth(workdir, capsys):
-    assert (
-        run(
-            [
-                "synth-series",
-                "--out",
-                "t.npz",
-                "--size",
-                "8",
-                "--oversample",
-                "1",
-                "--frames",
-                "5",
-                "--c-rates",
-                "10,-20",
-                "--rate-law",
-                "butler-volmer-activity",
-                "--seed",
-                "1",
-            ]
-        )
-        == 0
-    )
-    with np.load(workdir / "t.npz", allow_pickle=False) as data:
-        assert bytes(data["truth_rate_law"]).decode() == "butler-volmer-activity"
-        assert data["truth_log_k"].shape == data["composition"].shape[1:]
-        np.testing.assert_allclose(data["c_rate"][:4], [10, 10, -20, -20])
     k = np.exp(np.linspace(0, 1, 6))[None] * np.ones((6, 1))
     np.save(workdir / "k.npy", k)
-    assert (
-        run(
-            [
-                "synth-series",
-                "--out",
-                "u.h5",
-                "--size",
-                "8",
-                "--oversample",
-                "1",
-                "--frames",
-                "4",
-                "--c-rates",
-                "10",
-                "--k-map",
-                "k.npy",
-            ]
-        )
-        == 0
-    )
+    assert run(["synth-series", "--out", "t.h5", "--size", "8", "--oversample", "1", "--frames", "4",
+                "--c-rates", "10,-20", "--rate-law", "butler-volmer-activity", "--seed", "1",
+                "--k-map", "k.npy"]) == 0
+    from inverse.kinetics import load_series
+
+    series = load_series(workdir / "t.h5")
+    assert bytes(series.truth["truth_rate_law"]).decode() == "butler-volmer-activity"
+    np.testing.assert_allclose(series.c_rate[:3], [10, 10, -20])
+    # the user map, resampled onto the particle: k grows along the columns only
+    log_k = series.truth["truth_log_k"]
+    finite = np.isfinite(log_k)
+    block = log_k[np.ix_(finite.any(axis=1), finite.any(axis=0))]
+    assert block.shape == (8, 8) and np.all(np.diff(block, axis=1) > 0)
+    np.testing.assert_allclose(np.diff(block, axis=0), 0, atol=1e-12)
 
 
 def test_api_fit_of_one_series_without_laplace(tiny):
