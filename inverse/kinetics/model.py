@@ -188,6 +188,10 @@ class LearnedCIET(CoupledIonElectron):
     """CIET with the learned prefactor k(r) k̃₀(c) (module docstring)."""
 
     k0_coefficients: torch.Tensor | None = None
+    # Newton iterations of the galvanostatic solve: the rollout warm-starts ν from the previous step, where
+    # a few iterations converge (quadratically); the first step of an interval starts from ν = 0 and
+    # moves at most 2 kT per iteration
+    reservoir_iterations: int = 12
 
     def rate(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
         from mechanics.phasefield.reaction import mhc_rate

@@ -233,6 +233,8 @@ def solve_reservoir(
 
     # the iterations need no graph: one differentiable step from the converged root carries the exact
     # derivative dν/dθ = −(∂⟨R⟩/∂θ)/(∂⟨R⟩/∂ν) (implicit function theorem) at the cost of one step
+    # a law may carry its own count (e.g. a fit that warm-starts ν from the previous step needs fewer)
+    iterations = getattr(rate_law, "reservoir_iterations", iterations)
     with torch.no_grad():
         nu = nu0.detach().clone()
         for _ in range(iterations - 1):
