@@ -35,6 +35,7 @@ import torch
 
 from inverse.kinetics.series import ImageSeries, validate_series
 from mechanics.errors import InputError
+from mechanics.phasefield.reaction import RATE_LAWS
 
 MARGIN_PX = 4  # empty pixels around the particle, so that its outline (and the drift) is visible
 
@@ -90,8 +91,7 @@ class SeriesSynthSettings:
         "help": "index of the blanked frame (-1: the middle one)"})
     seed: int = field(default=0, metadata={"help": "random seed (pattern, noise, drift)"})
     dtype: str = "float64"
-    rate_law: str = field(default="butler-volmer", metadata={
-        "help": "the true rate law", "choices": ("butler-volmer", "butler-volmer-activity", "ciet")})
+    rate_law: str = field(default="butler-volmer", metadata={"help": "the true rate law", "choices": RATE_LAWS})
 
     def __post_init__(self) -> None:
         def whole(name, low):
@@ -127,8 +127,6 @@ class SeriesSynthSettings:
                 and self.missing_frame not in (0, self.frames - 1)):
             expected = f"None, -1 (the middle frame) or an inner frame 1..{self.frames - 2}"
             raise InputError("missing_frame", expected, self.missing_frame)
-        from mechanics.phasefield.reaction import RATE_LAWS
-
         if self.rate_law not in RATE_LAWS:
             raise InputError("rate_law", " or ".join(RATE_LAWS), self.rate_law)
         if self.dtype not in ("float32", "float64"):

@@ -16,8 +16,8 @@ from inverse.kinetics.baseline import independent_pixel_log_k
 
 pytestmark = pytest.mark.slow
 
-SERIES = dict(size_px=24, oversample=2, frames=24, c_rates=(2.0, 20.0), composition_sigma=0.05, seed=5)
-FIT = dict(rate_law="auto", max_iter=40, lambdas=(100.0, 10.0, 1.0), steps_per_interval=16)
+SERIES = dict(size_px=24, oversample=2, frames=16, c_rates=(2.0, 20.0), composition_sigma=0.05, seed=5)
+FIT = dict(rate_law="auto", max_iter=20, lambdas=(30.0, 3.0), steps_per_interval=16)
 RANGE = (0.1, 0.9)
 
 
