@@ -91,7 +91,8 @@ class SeriesSynthSettings:
         "help": "index of the blanked frame (-1: the middle one)"})
     seed: int = field(default=0, metadata={"help": "random seed (pattern, noise, drift)"})
     dtype: str = "float64"
-    rate_law: str = field(default="butler-volmer", metadata={"help": "the true rate law", "choices": RATE_LAWS})
+    rate_law: str = field(default="butler-volmer",
+                          metadata={"help": "the true rate law", "choices": RATE_LAWS})
 
     def __post_init__(self) -> None:
         def whole(name, low):
