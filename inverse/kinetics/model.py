@@ -29,7 +29,7 @@ outline runs on its mask without coherency (the stepper takes no kernel with a m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -174,9 +174,18 @@ class LearnedButlerVolmer(ButlerVolmer):
 
     k0_coefficients: torch.Tensor | None = None
     free_energy: SplineFreeEnergy | None = None
+    # the reservoir solve and the rate of one step ask for i₀ of the same field: the spline is evaluated
+    # once per field (keyed by the tensor's identity; fields are never modified in place)
+    _last: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def _prefactor(self, c: torch.Tensor) -> torch.Tensor:
+        if self._last.get("c") is not c:
+            k0 = torch.exp(spline(c, self.k0_coefficients.to(c.dtype)))
+            self._last.update(c=c, value=self.rate_per_s * k0)
+        return self._last["value"]
 
     def exchange(self, c: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
-        i0 = self.rate_per_s * torch.exp(spline(c, self.k0_coefficients.to(c.dtype)))
+        i0 = self._prefactor(c)
         if self.exchange_form == "activity":
             excess = (mu - self.free_energy.mu_h_kT(c)).clamp(-60.0, 60.0)
             i0 = i0 * torch.exp(self.alpha * excess)

@@ -216,3 +216,35 @@ def test_api_fit_of_one_series_without_laplace(tiny):
     )
     assert fit.rate_law == "ciet" and len(fit.scores) == 1
     assert np.isnan(fit.mu_h_std_eV).all() and np.isfinite(fit.mu_h_eV).all()
+
+
+def test_the_learned_model_reproduces_the_reference_laws_it_can_represent():
+    # cubic B-splines reproduce linear functions exactly: μ_h of the regular solution (entropy + Ω(1−2X))
+    # is representable, so the spline free energy's f' equals RegularSolution's to round-off; and the
+    # learned Butler-Volmer with the ideal exchange current as its k₀ spline (least squares on 8
+    # functions) gives the reference law's rate to the spline's approximation error
+    from inverse.kinetics.model import MU_UNIT_EV, LearnedButlerVolmer, Physics, SplineFreeEnergy
+    from mechanics import units
+    from mechanics.parameters.lfp import lfp_params
+    from mechanics.phasefield.free_energy import RegularSolution
+    from mechanics.phasefield.reaction import ButlerVolmer
+
+    p = lfp_params()
+    physics = Physics.lfp(298.15, 20.0)
+    x = torch.linspace(0.0, 1.0, 201, dtype=torch.float64)
+    a = torch.linalg.lstsq(bspline_basis(x, 10), (p.omega_eV * (1 - 2 * x) / MU_UNIT_EV)[:, None]).solution[:, 0]
+    learned = SplineFreeEnergy(physics, a)
+    reference = RegularSolution(p.site_density_per_nm3, physics.kT_aJ, p.omega_eV * units.AJ_PER_EV)
+    c = torch.linspace(0.02, 0.98, 97, dtype=torch.float64)
+    torch.testing.assert_close(learned.derivative(c), reference.derivative(c), rtol=1e-10, atol=1e-9)
+
+    k0 = p.exchange_rate_A_m2 * torch.sqrt(x.clamp(1e-4, 1 - 1e-4) * (1 - x).clamp(1e-4, 1))
+    inner = (x > 0.05) & (x < 0.95)
+    b = torch.linalg.lstsq(bspline_basis(x[inner], 8), torch.log(k0[inner])[:, None]).solution[:, 0]
+    rate = physics.rate_per_A_m2
+    eta = torch.linspace(-3, 3, 97, dtype=torch.float64)
+    ours = LearnedButlerVolmer(torch.tensor(rate, dtype=torch.float64), 0.5, "ideal", b, learned)
+    theirs = ButlerVolmer(rate * p.exchange_rate_A_m2, 0.5, "ideal")
+    cc = torch.linspace(0.1, 0.9, 97, dtype=torch.float64)
+    # 8 cubic B-splines approximate ln √(X(1−X)) on [0.1, 0.9] to 2 %
+    torch.testing.assert_close(ours.rate(cc, eta), theirs.rate(cc, eta), rtol=0.02, atol=0)
