@@ -232,7 +232,8 @@ def test_the_learned_model_reproduces_the_reference_laws_it_can_represent():
     p = lfp_params()
     physics = Physics.lfp(298.15, 20.0)
     x = torch.linspace(0.0, 1.0, 201, dtype=torch.float64)
-    a = torch.linalg.lstsq(bspline_basis(x, 10), (p.omega_eV * (1 - 2 * x) / MU_UNIT_EV)[:, None]).solution[:, 0]
+    enthalpy = p.omega_eV * (1 - 2 * x) / MU_UNIT_EV
+    a = torch.linalg.lstsq(bspline_basis(x, 10), enthalpy[:, None]).solution[:, 0]
     learned = SplineFreeEnergy(physics, a)
     reference = RegularSolution(p.site_density_per_nm3, physics.kT_aJ, p.omega_eV * units.AJ_PER_EV)
     c = torch.linspace(0.02, 0.98, 97, dtype=torch.float64)
