@@ -40,12 +40,22 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=40, help="L-BFGS iterations per smoothness weight")
     parser.add_argument("--lambdas", default="100,10,1")
     parser.add_argument("--rate-law", default="auto")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="time one loss + gradient and one Laplace forward on stand-in frames (smooth random "
+        "fields with the protocol's mean filling) instead of synthesising and fitting: the cost "
+        "of an evaluation does not depend on what the frames show",
+    )
     args = parser.parse_args()
     print(
         f"host: {platform.processor() or platform.machine()}, os.cpu_count={os.cpu_count()}, "
         f"torch {torch.__version__} threads={torch.get_num_threads()}, load average "
         f"{os.getloadavg()[0]:.1f}"
     )
+    if args.stand_in:
+        stand_in(args)
+        return
     t0 = time.perf_counter()
     series = synthesize_series(
         size_px=args.size, oversample=1, frames=args.frames, c_rates=(2.0, 20.0), seed=0
@@ -115,6 +125,63 @@ def main() -> None:
         f"{per_step / 2**20:.1f} | {bound / 2**20:.0f} | {peak_mib:.0f} | {fit.rate_law} | "
         f"{fit.fit['heldout_rms_over_sigma']:.2f} |"
     )
+
+
+def stand_in(args) -> None:
+    import numpy as np
+    from scipy import ndimage
+
+    from inverse.kinetics.series import validate_series
+
+    rng = np.random.default_rng(0)
+    n, t = args.size, args.frames
+    mean = np.linspace(0.05, 0.85, t)
+    frames = np.stack(
+        [np.clip(m + 0.3 * ndimage.gaussian_filter(rng.standard_normal((n, n)), 3) * 3, 0, 1) for m in mean]
+    )
+    frames += 0.05 * rng.standard_normal(frames.shape)
+    series = validate_series(
+        {
+            "composition": frames,
+            "time_s": np.linspace(0, 800, t),
+            "pixel_size_nm": 40.0,
+            "c_rate": np.full(t, 0.8 / 800 * 3600),
+            "composition_sigma": 0.05,
+        }
+    )
+    settings = KineticsSettings(rate_law="butler-volmer", steps_per_interval=args.steps)
+    prepared = prepare(
+        series,
+        n_steps=args.steps,
+        holdout_every=settings.holdout_every,
+        denoise_px=settings.denoise_px,
+        dtype=torch.float64,
+    )
+    rows = []
+    for law in ("butler-volmer", "ciet"):
+        problem = _Problem([prepared], settings, law, torch.float64)
+        theta = problem.initial()
+        params = [p.requires_grad_(True) for p in theta.tensors()]
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            problem.loss(theta, 10.0).backward()
+            times.append(time.perf_counter() - start)
+            for p in params:
+                p.grad = None
+        with torch.no_grad():
+            start = time.perf_counter()
+            problem.residuals(theta)
+            fwd = time.perf_counter() - start
+        rows.append((law, min(times), fwd))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"stand-in series: {t} frames of {n}², {len(problem.train[0])} fitted intervals × {args.steps} steps"
+    )
+    print("| law | loss + gradient s | forward s | peak RSS MiB |")
+    print("|---|---|---|---|")
+    for law, grad_s, fwd_s in rows:
+        print(f"| {law} | {grad_s:.1f} | {fwd_s:.1f} | {peak_mib:.0f} |")
 
 
 if __name__ == "__main__":
