@@ -139,7 +139,7 @@ def stand_in(args) -> None:
     frames = np.stack(
         [np.clip(m + 0.3 * ndimage.gaussian_filter(rng.standard_normal((n, n)), 3) * 3, 0, 1) for m in mean]
     )
-    frames += 0.05 * rng.standard_normal(frames.shape)
+    frames = np.clip(frames + 0.05 * rng.standard_normal(frames.shape), -0.15, 1.15)
     series = validate_series(
         {
             "composition": frames,

@@ -115,6 +115,9 @@ class KineticsSettings:
             raise InputError("lambdas", "one or more finite weights > 0", lam)
 
 
+_REJECTED_LOSS = 1e30
+
+
 @dataclass
 class _Params:
     mu: torch.Tensor
@@ -306,13 +309,22 @@ class _Problem:
             opt.zero_grad()
             value = self.loss(theta, lam)
             if not torch.isfinite(value):
-                raise SolverError("learn-kinetics", f"the loss became non-finite ({self.law}, λ={lam:g})")
+                # a trial step of the line search went where the model blows up: a large finite loss
+                # makes the search shrink the step (Armijo fails) instead of propagating NaN
+                return torch.tensor(_REJECTED_LOSS, dtype=value.dtype)
             value.backward()
             return value
 
+        start = theta.clone()
         opt.step(closure)
         with torch.no_grad():
             value = float(self.loss(theta, lam))
+        if not math.isfinite(value):
+            with torch.no_grad():
+                value = float(self.loss(start, lam))
+            if not math.isfinite(value):
+                raise SolverError("learn-kinetics", f"the loss is non-finite ({self.law}, λ={lam:g})")
+            theta = start
         return theta.clone(), value
 
     def score(self, theta: _Params) -> tuple[float, float, float]:
