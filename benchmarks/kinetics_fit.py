@@ -157,31 +157,27 @@ def stand_in(args) -> None:
         denoise_px=settings.denoise_px,
         dtype=torch.float64,
     )
-    rows = []
+    fitted = len(prepared.intervals) - int(prepared.holdout.sum())
+    print(
+        f"stand-in series: {t} frames of {n}², {fitted} fitted intervals × {args.steps} steps",
+        flush=True,
+    )
+    print("| law | loss + gradient s | forward s | peak RSS MiB |")
+    print("|---|---|---|---|", flush=True)
     for law in ("butler-volmer", "ciet"):
         problem = _Problem([prepared], settings, law, torch.float64)
         theta = problem.initial()
-        params = [p.requires_grad_(True) for p in theta.tensors()]
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            problem.loss(theta, 10.0).backward()
-            times.append(time.perf_counter() - start)
-            for p in params:
-                p.grad = None
+        for p in theta.tensors():
+            p.requires_grad_(True)
+        start = time.perf_counter()
+        problem.loss(theta, 10.0).backward()
+        grad_s = time.perf_counter() - start
         with torch.no_grad():
             start = time.perf_counter()
             problem.residuals(theta)
-            fwd = time.perf_counter() - start
-        rows.append((law, min(times), fwd))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"stand-in series: {t} frames of {n}², {len(problem.train[0])} fitted intervals × {args.steps} steps"
-    )
-    print("| law | loss + gradient s | forward s | peak RSS MiB |")
-    print("|---|---|---|---|")
-    for law, grad_s, fwd_s in rows:
-        print(f"| {law} | {grad_s:.1f} | {fwd_s:.1f} | {peak_mib:.0f} |")
+            fwd_s = time.perf_counter() - start
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"| {law} | {grad_s:.1f} | {fwd_s:.1f} | {peak_mib:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
