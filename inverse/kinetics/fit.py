@@ -240,7 +240,7 @@ def _priors(settings: KineticsSettings, kT_eV: float, dtype) -> tuple[torch.Tens
     x = torch.linspace(0.01, 0.99, 197, dtype=dtype)
     mu = p.omega_eV * (1 - 2 * x) / MU_UNIT_EV
     a = torch.linalg.lstsq(bspline_basis(x, settings.mu_knots), mu[:, None]).solution[:, 0]
-    lk = rate_scale_guess(None) + 0.5 * torch.log(x) + 0.5 * torch.log1p(-x)
+    lk = rate_scale_guess() + 0.5 * torch.log(x) + 0.5 * torch.log1p(-x)
     b = torch.linalg.lstsq(bspline_basis(x, settings.k0_knots), lk[:, None]).solution[:, 0]
     return a, b
 
@@ -563,7 +563,7 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
             pred = model.predict((theta.mu, theta.k0, lk), batch).numpy()
         t_frames = p.series.n_frames
         pred_full = np.full((t_frames, *p.series.shape), np.nan)
-        obs_full = np.where(p.series.mask[None] | np.isfinite(p.frames), p.frames, np.nan)
+        obs_full = p.frames
         rms = np.full(t_frames, np.nan)
         hold = np.zeros(t_frames, bool)
         for i, t in enumerate(batch.index):

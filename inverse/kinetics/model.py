@@ -414,7 +414,7 @@ class ForwardModel:
         return c
 
 
-def rate_scale_guess(physics: Physics) -> float:
+def rate_scale_guess() -> float:
     """ln of the reference k₀ (A/m²) of LFP, the prior centre of the k₀ spline."""
     from mechanics.parameters.lfp import lfp_params
 
