@@ -1,4 +1,5 @@
-"""``chemoscreen synth`` and ``chemoscreen calibrate`` (ARCHITECTURE §4.1); ``register`` adds them to the
+"""``chemoscreen synth`` and ``chemoscreen calibrate`` (ARCHITECTURE §4.1); ``register`` adds them (and the
+kinetics commands ``synth-series`` and ``learn-kinetics`` of :mod:`inverse.kinetics.commands`) to the
 ``chemoscreen`` parser. The options of the image set and of the fit are derived from
 :class:`inverse.SynthSettings` and :class:`inverse.CalibrationSettings` (:mod:`chemoscreen.options`).
 Handlers return the exit code: 0 success, 2 bad input (the message names the field), 1 other failure
@@ -43,6 +44,10 @@ def register(subparsers) -> None:
     add_options(cal.add_argument_group("fit (inverse.CalibrationSettings)"), CalibrationSettings,
                 exclude=CALIBRATION_PYTHON_ONLY)
     cal.set_defaults(handler=cmd_calibrate)
+
+    from inverse.kinetics.commands import register as register_kinetics
+
+    register_kinetics(subparsers)
 
 
 def _fail(command: str, exc: InputError) -> int:

@@ -42,6 +42,7 @@ from mechanics.phasefield import metrics as pf_metrics
 from mechanics.phasefield import spectral
 from mechanics.phasefield.free_energy import RegularSolution
 from mechanics.phasefield.reaction import (
+    RATE_LAWS,
     AllenCahnReaction,
     ButlerVolmer,
     CoupledIonElectron,
@@ -49,7 +50,6 @@ from mechanics.phasefield.reaction import (
 )
 
 PLATELET_AXES = (0, 2)  # grid axes hold crystal a and c
-RATE_LAWS = ("butler-volmer", "butler-volmer-activity", "ciet")
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ def sweep(
     source: str = "literature",
     options: SweepOptions | None = None,
     strategy=None,
+    kinetics_model: str | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep of ``space``: the one path behind the CLI, the demo and :func:`run_sweep`.
 
@@ -190,6 +191,9 @@ def sweep(
             :class:`screening.strategies.StrategySettings` makes ``space`` the pool of an
             active-learning sweep that simulates ``strategy.budget`` of them, chosen in batches
             (:mod:`screening.active`).
+        kinetics_model: a ``learn-kinetics`` model version (``models:/lfp-kinetics@champion``): LFP-like
+            candidates take its Ω and k₀ (rule: :func:`inverse.kinetics.law.with_learned_kinetics`); the
+            pinned version joins the model label, so it enters every ``candidate_id``.
 
     Returns:
         The :class:`SweepOutcome`: sweep id, parent run id, the store used (absolute), the pinned
@@ -211,6 +215,9 @@ def sweep(
     if strategy is not None and options.refine:
         raise InputError("--refine", "0 with --strategy (refine a ranked sweep with a plain sweep)",
                          options.refine)
+    if strategy is not None and kinetics_model is not None:
+        raise InputError("--kinetics-model", "no learned kinetics with --strategy (an active sweep uses the "
+                         "literature kinetics)", kinetics_model)
     _check_law(law)
     if source not in candidates.SOURCES:
         raise InputError("--source", f"one of {', '.join(candidates.SOURCES)}", source)
@@ -237,10 +244,26 @@ def sweep(
         log_report(client, outcome)
         return outcome
     items = prepare_items(space, source, progress=options.progress)
+    if kinetics_model is not None:
+        items, kinetics_uri = _with_kinetics(items, kinetics_model, uri, client)
+        model_uri = f"{model_uri}+{kinetics_uri}"
     outcome = execute_sweep(items, settings, law=module, model_uri=model_uri, options=options,
                             metric_fn=metric_fn, client=client)
     log_report(client, outcome)
     return outcome
+
+
+def _with_kinetics(items: list[SweepItem], model_uri: str, tracking_uri: str, client):
+    """The items with learned kinetics where the rule applies, and the pinned kinetics model URI."""
+    from inverse.kinetics.law import load_kinetics, with_learned_kinetics
+
+    try:
+        pinned = tracking.resolve_model(client, model_uri)
+        model = load_kinetics(pinned, tracking_uri=tracking_uri)
+    except InputError as exc:
+        raise InputError("--kinetics-model", exc.expected, exc.got) from None
+    return [dataclasses.replace(it, params=with_learned_kinetics(it.params, it.fractions, model))
+            for it in items], pinned
 
 
 def log_report(client, outcome: SweepOutcome) -> str | None:

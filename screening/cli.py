@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     law.add_argument("--model", default=None,
                      help=f"eigenstrain law from the MLflow registry (default: {store.DEFAULT_MODEL_URI})")
     law.add_argument("--law", choices=("vegard",), default=None, help="use Vegard's law instead of a model")
+    sweep.add_argument("--kinetics-model", default=None, metavar="URI",
+                       help="learned kinetics (chemoscreen learn-kinetics) for LFP-like candidates, Fe on "
+                            "≥ 75 %% of the metal sites (e.g. models:/lfp-kinetics@champion; default: "
+                            "literature)")
     sweep.add_argument("--address", default=None,
                        help="Ray address: local, auto, HOST:PORT or ray://HOST:PORT (default: $RAY_ADDRESS, "
                             "else a local Ray)")
@@ -347,7 +351,8 @@ def cmd_sweep(args) -> int:
         num_cpus=args.num_cpus, gpus_per_actor=args.gpus_per_actor, actors=args.actors,
         batch_size=args.batch_size, refine=args.refine, artifacts=args.artifacts, progress=True,
         allow_pickle_model=args.allow_pickle_model, space=_describe_space(args))
-    outcome = sweep(space, law, settings, source=args.source, options=options, strategy=strategy)
+    outcome = sweep(space, law, settings, source=args.source, options=options, strategy=strategy,
+                    kinetics_model=args.kinetics_model)
     print(f"sweep {outcome.sweep_id}: {outcome.simulated} simulated, {outcome.skipped} already finished, "
           f"{outcome.failed} failed; model {outcome.model_uri}; parent run {outcome.parent_run_id}")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items()))

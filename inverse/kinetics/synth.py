@@ -7,8 +7,11 @@ the images, with
 - a homogeneous chemical potential μ_h(X) = kT ln(X/(1−X)) + Ω(1−2X) + 2A·X(1−X)(1−2X): the regular
   solution of the LFP reference set plus a smooth correction of amplitude A (``mu_correction_meV``,
   from the density A·ρ_s·X²(1−X)², which keeps μ_h odd about X = ½ and leaves the end points alone);
-- Butler–Volmer insertion with the ideal exchange current k₀(X) = k₀·X^α(1−X)^(1−α) (k₀ and α of the
-  reference set) times a spatial prefactor k(r): a smooth, coating-like field whose largest and smallest
+- one of the rate laws of :data:`mechanics.phasefield.reaction.RATE_LAWS` (``rate_law``): ideal
+  Butler–Volmer with the exchange current k₀(X) = k₀·X^α(1−X)^(1−α) (k₀ and α of the reference set,
+  the default), Bazant's activity Butler–Volmer (k₀(X) = k₀(1−X)·e^{αμ_h(X)/kT} in a homogeneous
+  state) or coupled ion–electron transfer (k₀(X) = k₀(1−X), Marcus–Hush–Chidsey electron transfer with
+  λ = 8.3 kT), times a spatial prefactor k(r): a smooth, coating-like field whose largest and smallest
   values differ by ``k_range`` (a factor 3 by default), normalised to mean 1 over the particle, or a
   user map;
 - coherency strain through the Khachaturyan kernel of the platelet (plane stress, Vegard misfit);
@@ -19,7 +22,7 @@ The frames are then averaged down to the image pixels, blurred (Gaussian PSF), m
 drift, given Gaussian noise of σ_X and NaN outside the particle, and one frame is blanked (missing).
 The truth goes under ``truth_*``: ``truth_composition`` (noise-free frames on the image grid, no drift),
 ``truth_log_k`` (H, W), ``truth_X``, ``truth_mu_h_eV`` and ``truth_k0_A_per_m2`` on ``truth_X``,
-``truth_shifts_px`` (T, 2) and ``truth_missing_frame``.
+``truth_shifts_px`` (T, 2), ``truth_missing_frame`` and ``truth_rate_law`` (the law's name, bytes).
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ import torch
 
 from inverse.kinetics.series import ImageSeries, validate_series
 from mechanics.errors import InputError
+from mechanics.phasefield.reaction import RATE_LAWS
 
 MARGIN_PX = 4  # empty pixels around the particle, so that its outline (and the drift) is visible
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """``"2,20,-5"`` → (2.0, 20.0, -5.0) (the option's text; validated by the settings)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("c_rates", "comma-separated C-rates such as 2,20", text) from None
 
 
 @dataclass(frozen=True)
@@ -58,23 +70,29 @@ class SeriesSynthSettings:
         missing_frame: index of the blanked frame (None: none; −1 by default means T // 2).
         seed: random seed (pattern, noise, drift).
         dtype: "float64" or "float32" for the simulation.
+        rate_law: the true rate law, one of ``mechanics.phasefield.reaction.RATE_LAWS``.
     """
 
-    size_px: int = 24
-    pixel_size_nm: float = 40.0
-    oversample: int = 2
-    frames: int = 16
-    c_rates: tuple[float, ...] = (2.0, 20.0)
-    soc_start: float = 0.05
-    k_range: float = 3.0
+    size_px: int = field(default=24, metadata={"help": "particle edge in image pixels", "flag": "--size"})
+    pixel_size_nm: float = field(default=40.0, metadata={"help": "image pixel pitch (nm)"})
+    oversample: int = field(default=2, metadata={"help": "simulation cells per image pixel per axis"})
+    frames: int = field(default=16, metadata={"help": "number of frames T"})
+    c_rates: tuple[float, ...] = field(default=(2.0, 20.0), metadata={
+        "help": "C-rate of each protocol segment, comma-separated (+ lithiation)", "type": _rates,
+        "metavar": "C1,C2,..."})
+    soc_start: float = field(default=0.05, metadata={"help": "Li fraction at the first frame"})
+    k_range: float = field(default=3.0, metadata={"help": "largest/smallest rate prefactor of the pattern"})
     k_map: np.ndarray | None = field(default=None, compare=False)
-    mu_correction_meV: float = 5.0
-    composition_sigma: float = 0.05
-    psf_nm: float = 20.0
-    drift_px: float = 2.0
-    missing_frame: int | None = -1
-    seed: int = 0
+    mu_correction_meV: float = field(default=5.0, metadata={"help": "amplitude of the μ_h correction (meV)"})
+    composition_sigma: float = field(default=0.05, metadata={"help": "one-σ noise of X per pixel"})
+    psf_nm: float = field(default=20.0, metadata={"help": "Gaussian σ of the probe (nm)"})
+    drift_px: float = field(default=2.0, metadata={"help": "largest drift from the first frame (px)"})
+    missing_frame: int | None = field(default=-1, metadata={
+        "help": "index of the blanked frame (-1: the middle one)"})
+    seed: int = field(default=0, metadata={"help": "random seed (pattern, noise, drift)"})
     dtype: str = "float64"
+    rate_law: str = field(default="butler-volmer",
+                          metadata={"help": "the true rate law", "choices": RATE_LAWS})
 
     def __post_init__(self) -> None:
         def whole(name, low):
@@ -110,6 +128,8 @@ class SeriesSynthSettings:
                 and self.missing_frame not in (0, self.frames - 1)):
             expected = f"None, -1 (the middle frame) or an inner frame 1..{self.frames - 2}"
             raise InputError("missing_frame", expected, self.missing_frame)
+        if self.rate_law not in RATE_LAWS:
+            raise InputError("rate_law", " or ".join(RATE_LAWS), self.rate_law)
         if self.dtype not in ("float32", "float64"):
             raise InputError("dtype", "'float32' or 'float64'", self.dtype)
         if self.k_map is not None:
@@ -168,6 +188,18 @@ def mu_h_eV(x: np.ndarray, kT_eV: float, omega_eV: float, correction_eV: float) 
             + 2 * correction_eV * x * (1 - x) * (1 - 2 * x))
 
 
+def true_k0_A_per_m2(rate_law: str, x: np.ndarray, mu_h_kT: np.ndarray, k0_A_per_m2: float,
+                     alpha: float) -> np.ndarray:
+    """The exchange prefactor k₀(X) of a homogeneous state (A/m²): i₀ of the Butler–Volmer laws, the
+    (1−X) prefactor of CIET; ``mu_h_kT`` is μ_h(X)/kT (used by the activity form)."""
+    x = np.asarray(x, float)
+    if rate_law == "butler-volmer":
+        return k0_A_per_m2 * x**alpha * (1 - x) ** (1 - alpha)
+    if rate_law == "butler-volmer-activity":
+        return k0_A_per_m2 * (1 - x) * np.exp(alpha * np.asarray(mu_h_kT, float))
+    return k0_A_per_m2 * (1 - x)
+
+
 def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) -> ImageSeries:
     """A synthetic image series with known μ_h(X), k₀(X) and k(r) (model in the module docstring).
 
@@ -190,7 +222,7 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
     from mechanics.phasefield import elastic as pf_elastic
     from mechanics.phasefield.free_energy import RegularSolution
     from mechanics.phasefield.protocols import run_to_times
-    from mechanics.phasefield.reaction import AllenCahnReaction, ButlerVolmer, allen_cahn_reaction
+    from mechanics.phasefield.reaction import AllenCahnReaction, allen_cahn_reaction, rate_law_named
 
     settings = SeriesSynthSettings() if settings is None else settings
     if overrides:
@@ -212,7 +244,8 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
     k_rel = _prefactor(settings, n, rng)
     k0_per_nm2_s = p.exchange_rate_A_m2 / units.ELEMENTARY_CHARGE_C * units.M_PER_NM**2
     rate = 2 * k0_per_nm2_s / (p.site_density_per_nm3 * 20.0)  # two faces of a 20 nm platelet
-    rate_law = ButlerVolmer(torch.tensor(rate * k_rel, dtype=dtype), p.charge_transfer_alpha)
+    rate_law = rate_law_named(settings.rate_law, torch.tensor(rate * k_rel, dtype=dtype),
+                              alpha=p.charge_transfer_alpha)
     kappa = p.kappa_aJ_per_nm[0]
     base = AllenCahnReaction(grid=grid, free_energy=free_energy, kappa_aJ_per_nm=kappa,
                              site_density_per_nm3=p.site_density_per_nm3, kT_aJ=kT, rate_law=rate_law,
@@ -285,15 +318,17 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
     truth_clean[:, m:-m, m:-m] = clean
     x_grid = np.linspace(0.02, 0.98, 49)
     kT_eV = kT / units.AJ_PER_EV
+    mu_h = mu_h_eV(x_grid, kT_eV, p.omega_eV, settings.mu_correction_meV * 1e-3)
     raw = {
         "composition": frames, "time_s": np.asarray(times), "pixel_size_nm": settings.pixel_size_nm,
         "c_rate": np.append(np.asarray(rates, float), rates[-1]),
         "composition_sigma": settings.composition_sigma if settings.composition_sigma > 0 else None,
         "temperature_K": p.temperature_K, "thickness_nm": 20.0,
         "truth_composition": truth_clean, "truth_log_k": truth_k, "truth_X": x_grid,
-        "truth_mu_h_eV": mu_h_eV(x_grid, kT_eV, p.omega_eV, settings.mu_correction_meV * 1e-3),
-        "truth_k0_A_per_m2": p.exchange_rate_A_m2 * x_grid ** p.charge_transfer_alpha
-        * (1 - x_grid) ** (1 - p.charge_transfer_alpha),
+        "truth_mu_h_eV": mu_h,
+        "truth_k0_A_per_m2": true_k0_A_per_m2(settings.rate_law, x_grid, mu_h / kT_eV,
+                                              p.exchange_rate_A_m2, p.charge_transfer_alpha),
         "truth_shifts_px": drift, "truth_missing_frame": -1 if missing is None else missing,
+        "truth_rate_law": np.asarray(settings.rate_law.encode()),
     }
     return validate_series(raw, source="synthesize_series")

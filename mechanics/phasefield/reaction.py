@@ -149,6 +149,34 @@ class CoupledIonElectron:
         return self.rate(c, eta), self.slope(c, eta)
 
 
+RATE_LAWS = ("butler-volmer", "butler-volmer-activity", "ciet")
+"""Names of the rate laws (command line, ``kinetics.json``): ideal Butler-Volmer, Bazant's activity
+Butler-Volmer, and coupled ion-electron transfer."""
+
+
+def rate_law_named(name: str, rate_per_s: torch.Tensor | float, alpha: float = 0.5,
+                   reorganization_kT: float = 8.3):
+    """The rate law called ``name`` (one of :data:`RATE_LAWS`) with prefactor k = ``rate_per_s``.
+
+    Args:
+        name: ``"butler-volmer"`` (:class:`ButlerVolmer`, ideal exchange), ``"butler-volmer-activity"``
+            (:class:`ButlerVolmer`, activity exchange) or ``"ciet"`` (:class:`CoupledIonElectron`).
+        rate_per_s: k, s⁻¹ per site (broadcast on c).
+        alpha: transfer coefficient of the Butler-Volmer laws.
+        reorganization_kT: λ of the CIET law (k_BT).
+
+    Raises:
+        InputError: an unknown name (field ``rate_law``).
+    """
+    if name == "butler-volmer":
+        return ButlerVolmer(rate_per_s, alpha, "ideal")
+    if name == "butler-volmer-activity":
+        return ButlerVolmer(rate_per_s, alpha, "activity")
+    if name == "ciet":
+        return CoupledIonElectron(rate_per_s, reorganization_kT)
+    raise InputError("rate_law", " or ".join(RATE_LAWS), name)
+
+
 def needs_newton(rate_law) -> bool:
     """Whether the galvanostatic solve of ``rate_law`` needs Newton iterations (decided once per model,
     on the host, so the step itself never syncs): Butler-Volmer with α = ½ everywhere has a closed
@@ -198,13 +226,20 @@ def solve_reservoir(
             step = (up - down - current) / (alpha * up + (1 - alpha) * down)
             nu = nu - step.clamp(-5.0, 5.0)
         return nu
-    nu = nu0.clone()
-    for _ in range(iterations):
+    def newton_step(nu):
         nu_b = _pe(nu, d, c)
-        r = mean(rate_law.rate(c, m - nu_b, m)) - current
-        slope = mean(rate_law.slope(c, m - nu_b, m)).clamp_min(1e-30)
-        nu = nu - (r / slope).clamp(-2.0, 2.0)
-    return nu
+        r, slope = rate_law.rate_and_slope(c, m - nu_b, m)
+        return nu - ((mean(r) - current) / mean(slope).clamp_min(1e-30)).clamp(-2.0, 2.0)
+
+    # the iterations need no graph: one differentiable step from the converged root carries the exact
+    # derivative dν/dθ = −(∂⟨R⟩/∂θ)/(∂⟨R⟩/∂ν) (implicit function theorem) at the cost of one step
+    # a law may carry its own count (e.g. a fit that warm-starts ν from the previous step needs fewer)
+    iterations = getattr(rate_law, "reservoir_iterations", iterations)
+    with torch.no_grad():
+        nu = nu0.detach().clone()
+        for _ in range(iterations - 1):
+            nu = newton_step(nu)
+    return newton_step(nu)
 
 
 @dataclass(frozen=True)
@@ -490,6 +525,13 @@ def _increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, nu_p
     saturated = (eta.abs() >= _ETA_CLIP).flatten(start_dim=eta.ndim - d).any(dim=-1)
     splitting = (dt_b * r - delta).abs().amax(dim=axes)
     return delta, nu, _particle_mean(r, sym, d), saturated, (k_stab, splitting), elastic
+
+
+def acr_symbols(model: AllenCahnReaction, like: torch.Tensor) -> dict:
+    """What :func:`acr_increment` needs besides the field (kernels, stabiliser, mask stencil), built for
+    the dtype and device of ``like``; rebuild it when the model changes. Differentiable in the model's
+    parameter tensors."""
+    return _symbols(model, like)
 
 
 def acr_increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, aux: ReactionAux, sym: dict):
