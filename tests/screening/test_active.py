@@ -91,6 +91,7 @@ def test_bayes_proposals_are_reproducible_from_the_runs_and_the_seed():
     (["--strategy", "annealing"], "--strategy"),
     (["--strategy", "bayes", "--refine", "1"], "--refine"),
     (["--strategy", "random", "--envelope"], "--envelope"),
+    (["--strategy", "random", "--kinetics-model", "models:/lfp-kinetics@champion"], "--kinetics-model"),
 ])
 def test_bad_strategy_input_exits_2_naming_the_flag_before_anything_is_written(tmp_path, monkeypatch, capsys,
                                                                                 args, flag):
