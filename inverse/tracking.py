@@ -39,6 +39,7 @@ from chemoscreen.store import (
     CALIBRATION_EXPERIMENT,
     MODEL_NAME,
     TRACKING_FIELD,
+    absolute_tracking_uri,
     ensure_experiment,
     open_store,
     probe_tracking_uri,
@@ -238,7 +239,9 @@ def prepare_outputs(out_dir, *, tracking_uri: str | None = None, register: str |
         check_model_name(register, REGISTER_FIELD)
     uri = None
     if track:
-        uri = resolve_tracking_uri(tracking_uri)
+        # absolute: MLflow caches one store engine per URI string, so a relative SQLite URI would keep
+        # writing to the folder of its first use after the working directory changes
+        uri = absolute_tracking_uri(resolve_tracking_uri(tracking_uri))
         probe_tracking_uri(uri)
         _probe_sqlite_writable(uri)
     created = _make_folders(out_dir.parent)
