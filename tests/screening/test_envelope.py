@@ -101,6 +101,7 @@ def test_fixed_time_schedule_hits_the_time_and_never_loses_to_constant_current()
     (dict(sizes_nm=(1.0,)), "--sizes"),
     (dict(target_min=0.0), "--target-min"), (dict(safety_factor=0.9), "--safety-factor"),
     (dict(seeds=0), "--seeds"), (dict(max_overpotential_mV=-1.0), "--max-overpotential-mV"),
+    (dict(interface_fraction=0.2), "interface_fraction"),
 ])
 def test_bad_settings_name_the_flag(bad, field):
     with pytest.raises(InputError, match=field):
@@ -154,7 +155,8 @@ def test_a_toughness_that_cannot_be_estimated_is_refused_before_any_file(tmp_pat
 # --- physics limits through the whole envelope (periodic pre-screen fidelity, tiny grid, one seed) -------
 
 TINY_ENV = dict(c_rates=(1.0, 200.0), sizes_nm=(50.0, 200.0), seeds=1, bisections=0, soc_windows=2,
-                target_min=10.0, directions=("charge",), flaw_fraction=0.125)
+                target_min=10.0, directions=("charge",), flaw_fraction=0.2,
+                interface_fraction=0.125)  # 16²: the flaw spans 3.2 cells, the interface 2
 
 
 def _scaled_misfit(item, factor, name, omega_factor=1.0):
