@@ -71,7 +71,7 @@ class EnvelopeSettings:
 
     c_rates: tuple[float, ...] = (0.05, 0.2, 1.0, 5.0, 20.0, 50.0, 200.0)
     sizes_nm: tuple[float, ...] = (50.0, 100.0, 200.0)
-    seeds: int = 4
+    seeds: int = 8
     seed_quantile: float = 0.75
     safety_factor: float = 1.5
     max_overpotential_mV: float = 200.0
