@@ -64,7 +64,8 @@ class EnvelopeSettings:
     target_min: the charge time T of protocol (b); soc_windows: windows of equal ΔX of the protocols;
     flaw_fraction: a₀/L; geometry_factor: Y of σ_c = K_Ic/(Y√(πa₀)); interface_fraction: the model's
     interface length λ = √(κ/ρΩ) is at least this fraction of L (κ raised where the material's is
-    thinner; docs/envelope.md: the driving stress is then a scale-free, grid-converged quantity);
+    thinner, so every larger size runs one scale-free problem whose interface the grid resolves;
+    docs/envelope.md, with what is and is not shown about its grid convergence);
     bisections: simulated bisection steps of each window bound inside its scanned bracket (then
     log-linear interpolation); batch_elements: simulations per tensor program.
     """
