@@ -482,7 +482,7 @@ def _add_envelope_parser(sub) -> None:
     env.add_argument("--safety-factor", type=float, default=None, help="s in σ ≤ σ_c/s (default: 1.5)")
     env.add_argument("--max-overpotential-mV", dest="max_overpotential_mV", type=float, default=None,
                      help="largest |η| over a run (default: 200, an LFP cell's ~3.65 V charge cut-off)")
-    env.add_argument("--seeds", type=int, default=None, help="noise seeds per condition (default: 4)")
+    env.add_argument("--seeds", type=int, default=None, help="noise seeds per condition (default: 8)")
     env.add_argument("--out", default="envelope-output", help="output directory (default: envelope-output)")
     _add_settings_options(env)
     env.set_defaults(handler=cmd_envelope)

@@ -6,7 +6,9 @@
 4. sweep them with the registered law on a local Ray, one MLflow run per candidate
    (:func:`screening.api.sweep`, the path of ``chemoscreen sweep``);
 5. rank them (score and Pareto front), write the table, the Pareto plot and the HTML report, print the
-   link to the ranking in the MLflow UI.
+   link to the ranking in the MLflow UI;
+6. the charging envelope of the top 3 candidates at one size (:func:`screening.charging_envelope`, the
+   path of ``chemoscreen envelope``): safe C-rate window per direction and the two charging protocols.
 
 Sizes are chosen so the whole demo takes a few minutes on 2 CPU cores; the science is the same as with
 the defaults, only coarser (see ``DEMO_SETTINGS``).
@@ -28,8 +30,21 @@ DEMO_SYNTH = {"size_px": 64, "seed": 0, "law": "bowed"}
 DEMO_CALIBRATION = {"n_bootstrap": 8, "n_knots": 9, "strain_psf_nm": 10.0, "composition_psf_nm": 10.0}
 
 
+# step 6: the envelope on the periodic pre-screen fidelity, a coarse grid (16², the interface λ = L/8 over
+# 2 cells, the flaw a₀ = 0.2·L over 3.2 cells), charge only, 2 seeds and a short rate scan, to keep it
+# to minutes on 2 cores; the envelope's own defaults (free platelet, 32², 8 seeds) are in docs/envelope.md
+DEMO_ENVELOPE_SIZE_NM = 100.0
+DEMO_ENVELOPE = {"c_rates": (5.0, 50.0, 200.0), "sizes_nm": (DEMO_ENVELOPE_SIZE_NM,), "seeds": 2,
+                 "soc_windows": 5, "target_min": 10.0, "bisections": 0, "flaw_fraction": 0.2,
+                 "interface_fraction": 0.125, "directions": ("charge",)}
+DEMO_ENVELOPE_SETTINGS = {"grid_points": 16, "fidelity": "periodic", "observations": 10,
+                          "soc_step_max": 0.05, "composition_tol": 0.05}
+TOP = 3
+STEPS = 6
+
+
 def _step(number: int, text: str) -> float:
-    print(f"[{number}/5] {text}", flush=True)
+    print(f"[{number}/{STEPS}] {text}", flush=True)
     return time.perf_counter()
 
 
@@ -78,6 +93,7 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
     from screening.api import sweep
     from screening.cli import check_output
     from screening.driver import SweepOptions
+    from screening.envelope import EnvelopeSettings, charging_envelope, print_envelope
     from screening.plots import pareto_png
     from screening.present import DEFAULT_UI_URL, print_table, ranking_url, sweep_view_key, ui_hint
     from screening.report import fetch_report
@@ -121,6 +137,16 @@ def run_demo(out: str | Path = "demo-output", *, num_cpus: int | None = None) ->
 
     print()
     print_table(table, top=15)
+
+    top = [f for f in table.loc[table["pareto_rank"].notna(), "formula"].head(TOP)]
+    start = _step(6, f"charging envelope of the top {len(top)} at {DEMO_ENVELOPE_SIZE_NM:g} nm: safe "
+                     "C-rate window and charging protocols")
+    envelope = charging_envelope([c for c in space if c.formula in top], model_uri,
+                                 settings=ScreeningSettings(**DEMO_ENVELOPE_SETTINGS),
+                                 envelope=EnvelopeSettings(**DEMO_ENVELOPE), out=out / "envelope",
+                                 tracking_uri=uri, progress=True)
+    _done(start, f"{envelope.simulated} simulations; {out / 'envelope'}")
+    print_envelope(envelope)
     print(f"\nWhole demo: {time.perf_counter() - begin:.0f} s. Everything is in {out}")
     print(f"Open the report: {report}")
     print(f"Open the MLflow UI:\n  {ui_hint(uri)}")

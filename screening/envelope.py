@@ -31,7 +31,9 @@ from mechanics.fracture import EDGE_GEOMETRY_FACTOR, FLAW_FRACTION, critical_str
 
 DIRECTIONS = ("charge", "discharge")
 MIN_SIZE_NM = 5.0  # a few olivine unit cells (a ≈ 1 nm): below this a continuum phase field means nothing
-MIN_FLAW_CELLS = 2.0  # the flaw must span this many grid cells for its average to mean anything
+MIN_FLAW_CELLS = 3.0  # the flaw must span this many grid cells for its average to be a continuum mean
+MIN_INTERFACE_CELLS = 2.0  # the model's interface length λ must span this many grid cells
+INTERFACE_FRACTION = 1.0 / 16.0  # λ ≥ L/16: LiFePO4's own λ = 1.4 nm is L/16 at L ≈ 22 nm
 CACHE_FILE = "envelope_cache.jsonl"
 ENVELOPE_COLUMNS = ["candidate_id", "formula", "size_nm", "c_rate", "direction", "peak_tensile_stress_MPa",
                     "driving_stress_MPa", "critical_stress_MPa", "safety_factor", "fractured",
@@ -60,14 +62,17 @@ class EnvelopeSettings:
     safety_factor: s ≥ 1, a rate is safe when σ_c/σ ≥ s; max_overpotential_mV: largest |η| allowed
     (default 200 mV: an LFP cell charged to a 3.6–3.65 V cut-off leaves ~0.2 V above the 3.43 V plateau);
     target_min: the charge time T of protocol (b); soc_windows: windows of equal ΔX of the protocols;
-    flaw_fraction: a₀/L; geometry_factor: Y of σ_c = K_Ic/(Y√(πa₀)); bisections: simulated bisection
-    steps of each window bound inside its scanned bracket (then log-linear interpolation);
-    batch_elements: simulations per tensor program.
+    flaw_fraction: a₀/L; geometry_factor: Y of σ_c = K_Ic/(Y√(πa₀)); interface_fraction: the model's
+    interface length λ = √(κ/ρΩ) is at least this fraction of L (κ raised where the material's is
+    thinner, so every larger size runs one scale-free problem whose interface the grid resolves;
+    docs/envelope.md, with what is and is not shown about its grid convergence);
+    bisections: simulated bisection steps of each window bound inside its scanned bracket (then
+    log-linear interpolation); batch_elements: simulations per tensor program.
     """
 
     c_rates: tuple[float, ...] = (0.05, 0.2, 1.0, 5.0, 20.0, 50.0, 200.0)
     sizes_nm: tuple[float, ...] = (50.0, 100.0, 200.0)
-    seeds: int = 4
+    seeds: int = 8
     seed_quantile: float = 0.75
     safety_factor: float = 1.5
     max_overpotential_mV: float = 200.0
@@ -75,6 +80,7 @@ class EnvelopeSettings:
     soc_windows: int = 10
     flaw_fraction: float = FLAW_FRACTION
     geometry_factor: float = EDGE_GEOMETRY_FACTOR
+    interface_fraction: float = INTERFACE_FRACTION
     bisections: int = 1
     batch_elements: int = 128
     directions: tuple[str, ...] = DIRECTIONS
@@ -98,6 +104,9 @@ class EnvelopeSettings:
                 raise InputError(flag, "a positive finite number", value)
         if not (_is_number(self.flaw_fraction) and 0 < self.flaw_fraction < 1):
             raise InputError("flaw_fraction", "a fraction in (0, 1)", self.flaw_fraction)
+        if not (_is_number(self.interface_fraction) and 0 < self.interface_fraction < self.flaw_fraction):
+            raise InputError("interface_fraction", "a fraction of L in (0, flaw_fraction)",
+                             self.interface_fraction)
         for name in ("soc_windows", "batch_elements"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise InputError(name, "a positive integer", getattr(self, name))
@@ -119,7 +128,8 @@ def _is_number(value) -> bool:
 
 
 def default_simulation_settings():
-    """The envelope's simulation defaults: the free platelet (traction-free surfaces), 32² cells."""
+    """The envelope's simulation defaults: the free platelet (traction-free surfaces), 32² cells (the
+    interface λ = L/16 over 2 cells, the flaw a₀ = 0.1·L over 3.2; docs/envelope.md)."""
     from mechanics.screen import ScreeningSettings
 
     return ScreeningSettings(fidelity="particle", grid_points=32)
@@ -257,17 +267,28 @@ class _Runner:
                     self.cache[record["key"]] = record
 
     def key(self, spec: _Spec) -> str:
+        """The cache key of one simulation, in grid units: two sizes whose model runs the same problem on
+        the shared grid (κ per cell², the rest scale-free) share one key, so they are simulated once."""
         from screening.ids import composition_key
 
         item = self.items[spec.cand]
+        n = self.settings.grid_points
+        params = self.model_params(spec)
+        per_cell = tuple(float(f"{k * (n / spec.size_nm) ** 2:.10g}") for k in params.kappa_aJ_per_nm)
+        grid_params = dataclasses.replace(params, kappa_aJ_per_nm=per_cell)
+        settings = dataclasses.replace(self.settings, direction=spec.direction).as_dict()
+        settings.pop("particle_size_nm")
         payload = {"composition": composition_key(item.fractions), "source": item.source,
-                   "params": params_digest(item.params),
-                   "settings": dataclasses.replace(self.settings, direction=spec.direction).as_dict(),
-                   "law": self.law_label, "size_nm": round(spec.size_nm, 9),
-                   "schedule": [round(r, 12) for r in spec.schedule], "seed": spec.seed,
+                   "params": params_digest(grid_params), "settings": settings,
+                   "law": self.law_label, "schedule": [round(r, 12) for r in spec.schedule],
+                   "seed": spec.seed,
                    "flaw_fraction": self.env.flaw_fraction, "windows": self.env.soc_windows}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def model_params(self, spec: _Spec):
+        """The candidate's parameters with the interface length raised to ``interface_fraction``·L."""
+        return model_parameters(self.items[spec.cand].params, spec.size_nm, self.env.interface_fraction)
 
     def run(self, specs: Sequence[_Spec]) -> list[dict]:
         """Records (metrics, per-window driving stress and |η|) of every spec, simulating the missing
@@ -292,7 +313,7 @@ class _Runner:
             for start in range(0, len(members), self.env.batch_elements):
                 chunk = members[start:start + self.env.batch_elements]
                 results = simulate_conditions(
-                    [self.items[s.cand].params for _, s in chunk], settings, self.law, self.device,
+                    [self.model_params(s) for _, s in chunk], settings, self.law, self.device,
                     c_rates=[list(s.schedule) for _, s in chunk], sizes_nm=[s.size_nm for _, s in chunk],
                     seeds=[s.seed for _, s in chunk], flaw_fraction=self.env.flaw_fraction)
                 records = [self._record(k, r, s) for (k, s), r in zip(chunk, results)]
@@ -334,6 +355,24 @@ def _finite_max(values) -> float:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     return float(values.max()) if values.size else math.nan
+
+
+def model_parameters(params, size_nm: float, interface_fraction: float):
+    """``params`` with its gradient energy raised so that the interface length λ = √(κ/(ρ_s Ω)) along each
+    axis is at least ``interface_fraction``·L: κ → max(κ, ρ_s Ω (f_λ L)²).
+
+    Linear elasticity has no length scale, so once λ/L is fixed the platelet's problem is the same for
+    every size L on a grid of N cells (a regularised, sharp-interface-limit model of the larger sizes;
+    docs/envelope.md); the material's own κ is kept where it is already wider.
+    """
+    from mechanics import units
+
+    energy_aJ_per_nm3 = params.site_density_per_nm3 * params.omega_eV * units.AJ_PER_EV
+    floor = energy_aJ_per_nm3 * (interface_fraction * size_nm) ** 2
+    kappa = tuple(max(float(k), floor) for k in params.kappa_aJ_per_nm)
+    if kappa == tuple(params.kappa_aJ_per_nm):
+        return params
+    return dataclasses.replace(params, kappa_aJ_per_nm=kappa)
 
 
 def params_digest(params) -> str:
@@ -391,6 +430,11 @@ def _check_inputs(env: EnvelopeSettings, settings) -> None:
         need = math.ceil(MIN_FLAW_CELLS / env.flaw_fraction)
         raise InputError("--grid-points", f"enough cells for the flaw a₀ = {env.flaw_fraction:g}·L to span "
                          f"≥ {MIN_FLAW_CELLS:g} cells (grid_points ≥ {need})", settings.grid_points)
+    if settings.grid_points * env.interface_fraction < MIN_INTERFACE_CELLS - 1e-9:
+        need = math.ceil(MIN_INTERFACE_CELLS / env.interface_fraction)
+        raise InputError("--grid-points", f"cells enough for the interface λ = {env.interface_fraction:.3g}L "
+                         f"to span ≥ {MIN_INTERFACE_CELLS:g} cells (grid_points ≥ {need})",
+                         settings.grid_points)
 
 
 def charging_envelope(
@@ -756,8 +800,8 @@ def _plots(out_dir, result, sigma_c, ids, items, sizes, plan) -> list[Path]:
     return written
 
 
-__all__ = ["EnvelopeResult", "EnvelopeSettings", "charging_envelope", "critical_size",
-           "fixed_time_schedule", "safe_windows", "window_from_margins"]
+__all__ = ["EnvelopeResult", "EnvelopeSettings", "charging_envelope", "critical_size", "fixed_time_schedule",
+           "model_parameters", "print_envelope", "safe_windows", "window_from_margins"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -823,3 +867,26 @@ def log_sweep_envelope(outcome, space, law, settings, *, source: str = "literatu
             if path.exists():
                 client.log_artifact(run_id, str(path), "envelope")
     return out_dir
+
+
+def print_envelope(result: EnvelopeResult, file=None) -> None:
+    """Print the window of every candidate × size × direction and the charging protocols (rate per SOC
+    window) of an :class:`EnvelopeResult` (the demo's last step)."""
+    import sys
+
+    out = file or sys.stdout
+    columns = ["formula", "size_nm", "direction", "min_safe_C_rate", "max_safe_C_rate",
+               "critical_size_nm_at_1C", "fastest_time_min", "protocol_peak_stress_MPa",
+               "constant_peak_stress_MPa", "note"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 70,
+                           "display.float_format", "{:.4g}".format):
+        print(result.summary[columns].to_string(index=False), file=out)
+    formulas = dict(zip(result.summary["candidate_id"], result.summary["formula"]))
+    for (cid, size), protocol in result.protocols.items():
+        for name, label in (("fastest", "(a) fastest safe"), ("fixed_time", "(b) fixed time")):
+            frame = protocol.get(name)
+            if frame is None:
+                continue
+            rates = ", ".join(f"{r:.3g}" for r in frame["c_rate"])
+            print(f"{formulas.get(cid, cid)} {size:g} nm, protocol {label}: C-rate per window of X from "
+                  f"{frame['soc_start'].iloc[0]:g} down to {frame['soc_end'].iloc[-1]:g}: {rates}", file=out)

@@ -17,6 +17,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path, chemoscreen):
     table = pd.read_csv(out / "ranking.csv")
     assert len(table) == 35 and (table["status"] == "FINISHED").all()
     assert (out / "ranking_pareto.png").exists() and (out / "calibration" / "calibration.json").exists()
+    # step 6: the charging envelope of the top 3 (window and protocols printed, files written)
+    summary = pd.read_csv(out / "envelope" / "envelope_summary.csv")
+    assert len(summary) == 3 and "protocol (b) fixed time" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} --host 127.0.0.1" in result.stdout
     client = store.open_store(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(store.SCREENING_EXPERIMENT)

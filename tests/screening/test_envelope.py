@@ -101,6 +101,7 @@ def test_fixed_time_schedule_hits_the_time_and_never_loses_to_constant_current()
     (dict(sizes_nm=(1.0,)), "--sizes"),
     (dict(target_min=0.0), "--target-min"), (dict(safety_factor=0.9), "--safety-factor"),
     (dict(seeds=0), "--seeds"), (dict(max_overpotential_mV=-1.0), "--max-overpotential-mV"),
+    (dict(interface_fraction=0.2), "interface_fraction"),
 ])
 def test_bad_settings_name_the_flag(bad, field):
     with pytest.raises(InputError, match=field):
@@ -154,7 +155,8 @@ def test_a_toughness_that_cannot_be_estimated_is_refused_before_any_file(tmp_pat
 # --- physics limits through the whole envelope (periodic pre-screen fidelity, tiny grid, one seed) -------
 
 TINY_ENV = dict(c_rates=(1.0, 200.0), sizes_nm=(50.0, 200.0), seeds=1, bisections=0, soc_windows=2,
-                target_min=10.0, directions=("charge",), flaw_fraction=0.125)
+                target_min=10.0, directions=("charge",), flaw_fraction=0.2,
+                interface_fraction=0.125)  # 16²: the flaw spans 3.2 cells, the interface 2
 
 
 def _scaled_misfit(item, factor, name, omega_factor=1.0):
@@ -273,3 +275,29 @@ def test_sweep_envelope_logs_window_metrics_and_artifacts_on_the_candidate_run(t
     assert any(k.endswith("_charge_50nm") for k in metrics), sorted(metrics)
     artifacts = [a.path for a in client.list_artifacts(run_id, "envelope")]
     assert any(a.endswith(".png") for a in artifacts) and (out / "envelope_summary.csv").exists()
+
+
+def test_interface_length_is_raised_to_a_fraction_of_the_size():
+    """λ = √(κ/(ρ_s Ω)) becomes f_λ·L where the material's is thinner (LiFePO4: 1.4 nm < 200/16 nm) and
+    stays where it is wider (5 nm/16 = 0.31 nm < 1.4 nm)."""
+    from mechanics import units
+    from mechanics.parameters.lfp import lfp_params
+    from screening.envelope import model_parameters
+
+    p = lfp_params()
+    energy = p.site_density_per_nm3 * p.omega_eV * units.AJ_PER_EV
+    raised = model_parameters(p, 200.0, 1 / 16)
+    assert [math.sqrt(k / energy) for k in raised.kappa_aJ_per_nm] == pytest.approx([12.5] * 3, rel=1e-12)
+    assert model_parameters(p, 5.0, 1 / 16) is p and math.sqrt(p.kappa_aJ_per_nm[0] / energy) > 5 / 16
+
+
+def test_sizes_share_one_scale_free_simulation(tiny_envelope):
+    """Both sizes run with λ = L/8 on 16 cells, the same problem on the grid: equal driving stress, and
+    σ_c ∝ 1/√a₀ halves from 50 to 200 nm (a₀ = f·L)."""
+    result, _, _ = tiny_envelope
+    lfp = result.table[result.table["formula"] == "LiFePO4"]
+    small, large = (lfp[lfp["size_nm"] == L].sort_values("c_rate") for L in (50.0, 200.0))
+    np.testing.assert_array_equal(small["driving_stress_MPa"].to_numpy(),
+                                  large["driving_stress_MPa"].to_numpy())
+    ratio = small["critical_stress_MPa"].to_numpy() / large["critical_stress_MPa"].to_numpy()
+    np.testing.assert_allclose(ratio, 2.0, rtol=1e-12)

@@ -1,0 +1,146 @@
+"""Limits of the envelope's physics through the simulator (slow: minutes on 2 cores): the driving stress
+converges on grid refinement, the slow-rate stress tends to the quasi-static two-phase particle solved
+directly with the elasticity core, and a larger misfit gives a smaller critical size."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mechanics.fracture import flaw_averaged_stress
+from mechanics.parameters.lfp import lfp_params
+from screening.envelope import model_parameters
+
+
+def _settings(**changes):
+    from mechanics.screen import ScreeningSettings
+
+    base = dict(fidelity="particle", direction="charge", observations=30, snapshots=0)
+    return ScreeningSettings(**{**base, **changes})
+
+
+@pytest.mark.slow
+def test_driving_stress_converges_on_grid_refinement():
+    """The envelope's driving stress (flaw a₀ = 0.1·L, interface λ = L/16, upper quartile over 16 seeds)
+    of LiFePO4 at 5C, 200 nm, charge changes by ≤ 10 % from 32² to 64² (the issue's criterion; λ spans 2
+    then 4 cells, a₀ 3.2 then 6.4). 5C: the platelet phase-separates partly (index ≈ 0.3), where the
+    stress is largest among the rates that take seconds here."""
+    from mechanics.screen import simulate_conditions
+
+    size, seeds = 200.0, list(range(16))
+    p = model_parameters(lfp_params(), size, 1 / 16)
+    values = []
+    for n in (32, 64):
+        settings = _settings(grid_points=n, particle_size_nm=size, c_rate=5.0)
+        res = simulate_conditions([p] * len(seeds), settings, seeds=seeds, flaw_fraction=0.1)
+        values.append(float(np.quantile([r.metrics["driving_stress_MPa"] for r in res], 0.75)))
+    assert abs(values[1] - values[0]) <= 0.10 * values[1], values
+
+
+def _binodal(params) -> float:
+    """Li-poor binodal x_α of the regular solution: ln((1 − x)/x) = (Ω/kT)(1 − 2x), x < ½ (bisection)."""
+    from mechanics import units
+
+    w = params.omega_eV * units.AJ_PER_EV / units.kT_aJ(params.temperature_K)
+    lo, hi = 1e-12, 0.5 - 1e-6
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if math.log((1 - mid) / mid) - w * (1 - 2 * mid) > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _quasi_static_driving_stress(params, composition: np.ndarray, size_nm: float, flaw_cells: float) -> float:
+    """The coherent two-phase platelet of the same phase arrangement at equilibrium: every cell at the
+    binodal composition of its phase (X > ½: x_β = 1 − x_α), Vegard eigenstrain, traction-free edges,
+    solved directly by :func:`mechanics.elasticity.solve.solve_elasticity` (plane stress, a–c plane)."""
+    from mechanics.elasticity.solve import solve_elasticity
+    from mechanics.grid import Grid
+    from mechanics.stiffness import Stiffness
+
+    n, pad = composition.shape[0], 8
+    x_a = _binodal(params)
+    c = torch.where(torch.as_tensor(composition) > 0.5, 1.0 - x_a, x_a).double()
+    c = torch.nn.functional.pad(c, [pad] * 4)
+    mask = torch.zeros(c.shape, dtype=torch.bool)
+    mask[pad:pad + n, pad:pad + n] = True
+    eps = torch.zeros((*c.shape, 2, 2), dtype=torch.float64)
+    eps[..., 0, 0] = params.misfit[0] * c  # grid axes carry crystal a and c
+    eps[..., 1, 1] = params.misfit[2] * c
+    stiffness = Stiffness.from_voigt(torch.tensor(params.stiffness_voigt(), dtype=torch.float64))
+    result = solve_elasticity(Grid(c.shape, spacing_nm=size_nm / n), stiffness, eps, mask=mask,
+                              plane="stress", axes=(0, 2))
+    return 1e3 * float(flaw_averaged_stress(result.stress[pad:pad + n, pad:pad + n], flaw_cells))
+
+
+QS_RATES = (20.0, 1.0, 0.2)
+
+
+@pytest.fixture(scope="module")
+def half_lithiated():
+    """LiFePO4, 50 nm free platelet, 32² (λ = L/16 over 2 cells), discharged at QS_RATES (one seed), the
+    composition and the driving stress (flaw a₀ = 0.2·L, 6.4 cells) at X = ½ of each."""
+    from mechanics.screen import simulate_conditions
+
+    size, flaw = 50.0, 0.2
+    p = model_parameters(lfp_params(), size, 1 / 16)
+    settings = _settings(grid_points=32, particle_size_nm=size, direction="discharge", observations=2,
+                         snapshots=1, dtype="float64")
+    res = simulate_conditions([p] * len(QS_RATES), settings, c_rates=list(QS_RATES), flaw_fraction=flaw)
+    return p, size, flaw * 32, res
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-07: gap 99 % / 45 % / 41 % at 20C / 1C / 0.2C; "
+                   "it levels off near 40 %, above the 15 % tolerance (docs/envelope.md)")
+def test_slow_rate_driving_stress_tends_to_the_quasi_static_two_phase_particle(half_lithiated):
+    """At X = ½ the slowly discharged platelet is two pure phases (separation index ≥ 0.4 of ½) and its
+    driving stress is within 15 % of the coherent two-phase particle of the same arrangement solved
+    directly (binodal compositions, sharp interface); at 20C it is far from it (a nearly uniform
+    platelet). 15 %: the simulated interface is diffuse (λ = 2 cells) where the quasi-static one is
+    sharp, which shifts the flaw average (6.4 cells) by O(λ/a₀) ≈ 30 % at most, less where the interface
+    lies oblique to the flaw."""
+    p, size, flaw_cells, res = half_lithiated
+    gaps = []
+    for r in res:
+        simulated = float(r.observed["driving_stress_MPa"][0])  # the observation at X = ½
+        quasi_static = _quasi_static_driving_stress(p, r.snapshots["composition"][0], size, flaw_cells)
+        gaps.append(abs(simulated - quasi_static) / quasi_static)
+    separation = [r.metrics["phase_separation"] for r in res]
+    assert separation[-1] >= 0.4 and separation[0] < 0.1, separation
+    assert gaps[-1] <= 0.15 and gaps[-1] < gaps[0], gaps
+
+
+def _scaled_misfit(params, factor: float, name: str):
+    """``params`` with its misfit scaled by ``factor`` (the lithiated lattice moved, the delithiated kept)."""
+    from mechanics.parameters.base import OrthorhombicLattice
+
+    edges = params.delithiated.edges_A
+    lattice = OrthorhombicLattice(*[d * (1 + factor * m) for d, m in zip(edges, params.misfit)])
+    return dataclasses.replace(params, name=name, lithiated=lattice)
+
+
+@pytest.mark.slow
+def test_doubled_misfit_gives_a_smaller_critical_size():
+    """Coherency stress grows with the misfit, so the largest size safe at 1C (σ_c ∝ 1/√(f L) against a
+    size-independent driving stress) shrinks: LiFePO4 against the same with its misfit doubled, both
+    through the envelope (discharge, 1C, sizes 10–3000 nm, 4 seeds, 32², λ = L/16, a₀ = 0.2·L)."""
+    from mechanics.screen import ScreeningSettings
+    from screening.driver import SweepItem
+    from screening.envelope import EnvelopeSettings, charging_envelope
+
+    base = lfp_params()
+    items = [SweepItem(composition_id=name, formula=name, fractions={"Fe": 1.0}, params=params,
+                       descriptors={}, source="literature")
+             for name, params in (("single", base), ("double", _scaled_misfit(base, 2.0, "double")))]
+    env = EnvelopeSettings(c_rates=(1.0,), sizes_nm=(10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0), seeds=4,
+                           bisections=0, directions=("discharge",), flaw_fraction=0.2,
+                           interface_fraction=1 / 16)
+    settings = ScreeningSettings(grid_points=32, fidelity="particle", observations=10)
+    result = charging_envelope(items, "vegard", settings=settings, envelope=env)
+    crit = dict(zip(result.summary["formula"], result.summary["critical_size_nm_at_1C"]))
+    assert math.isfinite(crit["single"]) and math.isfinite(crit["double"]), result.summary["note"].tolist()
+    assert crit["double"] < crit["single"], crit
