@@ -8,8 +8,12 @@ coordinate):
 
 1. The pool's closed-form objectives are computed for every composition (:func:`exact_objectives`: the
    static ones of :mod:`candidates.cost` and the Vegard descriptors), exactly; compositions outside the
-   voltage window (less than ``min_usable_fraction`` of the capacity usable) are never proposed, since
-   the ranking marks them infeasible anyway.
+   voltage window (less than ``min_usable_fraction`` of the capacity usable) or violating a
+   ``--constraint`` on a closed-form metric (:data:`CLOSED_FORM_METRICS`) are never proposed, since the
+   ranking marks them infeasible anyway. A constraint on a simulated metric (e.g.
+   ``peak_tensile_stress_MPa<800``) is learned by the strategy instead: its slack (:func:`slack`) is a
+   further GP output, the EHVI of each pool point is weighted by its probability of feasibility, and the
+   front (and the logged hypervolume) holds only the observations that satisfy every constraint.
 2. Iteration k proposes up to B compositions (:func:`screening.strategies.propose`) from what the
    sweep's child runs hold, builds them like any candidate (``candidates`` ids, validation, provenance)
    and simulates and logs them with :func:`screening.driver.execute_sweep` under one parent run (fixed
@@ -49,7 +53,7 @@ import numpy as np
 from chemoscreen import store
 from mechanics.errors import InputError
 from screening import ids, tracking
-from screening.objectives import OBJECTIVES, USABLE_TOLERANCE, ObjectiveSpec
+from screening.objectives import OBJECTIVES, STATIC_METRICS, USABLE_TOLERANCE, Constraint, ObjectiveSpec
 from screening.strategies import StrategySettings, hypervolume_qmc, propose
 
 ITERATION_TAG = "iteration"
@@ -58,6 +62,10 @@ HYPERVOLUME_METRIC = "hypervolume"
 REFERENCE = -0.1
 HYPERVOLUME_LOG2_SAMPLES = 16
 TRACE_ARTIFACT = "active/hypervolume.png"
+#: the Vegard descriptors :func:`exact_descriptors` computes (and ``abs_volume_change_pct`` of them)
+DESCRIPTOR_METRICS = ("volume_change_pct", "specific_energy_Wh_kg", "abs_volume_change_pct")
+#: metrics known exactly for every composition: a constraint on one of them filters the pool
+CLOSED_FORM_METRICS = STATIC_METRICS + DESCRIPTOR_METRICS
 
 
 def exact_descriptors(candidate, source: str = "literature") -> dict[str, float]:
@@ -83,10 +91,31 @@ def _oriented(name: str, value: float) -> float:
     return objective.direction * (abs(value) if objective.absolute else value)
 
 
+def closed_form_constraints(spec: ObjectiveSpec) -> tuple[Constraint, ...]:
+    """The constraints of ``spec`` on metrics known exactly for every composition (they filter the pool)."""
+    return tuple(c for c in spec.constraints if c.metric in CLOSED_FORM_METRICS)
+
+
+def simulated_constraints(spec: ObjectiveSpec) -> tuple[Constraint, ...]:
+    """The constraints of ``spec`` on metrics only a simulation gives (the strategy learns them)."""
+    return tuple(c for c in spec.constraints if c.metric not in CLOSED_FORM_METRICS)
+
+
+def slack(constraint: Constraint, values) -> np.ndarray:
+    """The constraint's slack at ``values`` of its metric: ≤ 0 exactly where it holds, its distance
+    from the bound otherwise (``metric − value`` for < and <=, ``value − metric`` for > and >=; a strict
+    bound met with equality gets the smallest positive slack); NaN where the metric is missing."""
+    values = np.asarray(values, dtype=float)
+    sign = 1.0 if constraint.op in ("<", "<=") else -1.0
+    out = sign * (values - constraint.value)
+    out = np.where(constraint.holds(values), np.minimum(out, 0.0), np.maximum(out, np.finfo(float).tiny))
+    return np.where(np.isfinite(values), out, np.nan)
+
+
 def exact_objectives(space: Sequence, spec: ObjectiveSpec, source: str = "literature"
                      ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """The closed-form objectives of ``space``: (names, (m, e) values oriented larger-is-better, (m,)
-    inside the voltage window).
+    feasible: inside the voltage window and satisfying every closed-form constraint).
 
     Static objectives come from :func:`candidates.cost.static_objectives`, descriptor ones from
     :func:`exact_descriptors`; the simulated objectives of ``spec`` are left out.
@@ -94,15 +123,20 @@ def exact_objectives(space: Sequence, spec: ObjectiveSpec, source: str = "litera
     from candidates.cost import static_objectives
 
     names = tuple(n for n in spec.names if OBJECTIVES[n].kind != "simulated")
+    constraints = closed_form_constraints(spec)
     values = np.full((len(space), len(names)), np.nan)
     inside = np.zeros(len(space), dtype=bool)
-    needs_descriptors = any(OBJECTIVES[n].kind == "descriptor" for n in names)
+    needs_descriptors = (any(OBJECTIVES[n].kind == "descriptor" for n in names)
+                         or any(c.metric in DESCRIPTOR_METRICS for c in constraints))
     for i, candidate in enumerate(space):
         static = static_objectives(candidate.fractions, spec.max_voltage_V)
         inside[i] = static.usable_fraction >= spec.min_usable_fraction - USABLE_TOLERANCE
         metrics = dict(static.metrics())
         if needs_descriptors:
             metrics.update(exact_descriptors(candidate, source))
+            metrics["abs_volume_change_pct"] = abs(metrics["volume_change_pct"])
+        for constraint in constraints:
+            inside[i] &= bool(constraint.holds(metrics[constraint.metric]))
         for j, name in enumerate(names):
             values[i, j] = _oriented(name, metrics[OBJECTIVES[name].column])
     return names, values, inside
@@ -116,7 +150,7 @@ class Pool:
     (m, d): M-site fractions over ``metals``; simulated: names of the objectives a simulation gives;
     exact_names and exact (m, e): the closed-form objectives, oriented larger-is-better (raw units);
     ids: ``composition_id`` → pool index; space_ids: composition ids of the whole space (the sweep's
-    identity).
+    identity); constraints: the constraints on simulated metrics (the strategy learns their slacks).
     """
 
     candidates: tuple
@@ -127,6 +161,7 @@ class Pool:
     exact: np.ndarray
     ids: dict
     space_ids: tuple[str, ...]
+    constraints: tuple[Constraint, ...] = ()
 
 
 def build_pool(space: Sequence, spec: ObjectiveSpec, source: str = "literature") -> Pool:
@@ -134,12 +169,17 @@ def build_pool(space: Sequence, spec: ObjectiveSpec, source: str = "literature")
 
     Raises:
         InputError: (``--max-voltage``) no composition of the space keeps enough capacity inside the
-            voltage window.
+            voltage window; (``--constraint``) the closed-form constraints leave no composition of it.
     """
     space = list(space)
     names, values, inside = exact_objectives(space, spec, source)
     kept = [c for c, ok in zip(space, inside) if ok]
     if not kept:
+        constraints = closed_form_constraints(spec)
+        unconstrained = dataclasses.replace(spec, constraints=())
+        if constraints and exact_objectives(space, unconstrained, source)[2].any():
+            raise InputError("--constraint", "constraints that at least one composition of the space "
+                             "inside the voltage window satisfies", "; ".join(map(str, constraints)))
         raise InputError("--max-voltage", "a window that keeps at least one composition of the space "
                          f"feasible (≥ {100 * spec.min_usable_fraction:.0f} % of its capacity usable)",
                          spec.max_voltage_V)
@@ -147,17 +187,20 @@ def build_pool(space: Sequence, spec: ObjectiveSpec, source: str = "literature")
     coordinates = np.array([[c.fraction(m) for m in metals] for c in kept])
     return Pool(tuple(kept), metals, coordinates,
                 tuple(n for n in spec.names if OBJECTIVES[n].kind == "simulated"), names, values[inside],
-                {c.id: i for i, c in enumerate(kept)}, tuple(c.id for c in space))
+                {c.id: i for i, c in enumerate(kept)}, tuple(c.id for c in space),
+                simulated_constraints(spec))
 
 
 @dataclass(frozen=True)
 class Observations:
-    """What the sweep's child runs say: per pool index, its iteration and its simulated objectives
-    (oriented, raw units; NaN for a failed run), and which runs are done."""
+    """What the sweep's child runs say: per pool index, its iteration, its simulated objectives
+    (oriented, raw units; NaN for a failed run) and the slacks of the pool's simulated-metric
+    constraints (:func:`slack`), and which runs are done."""
 
     iteration: dict
     values: dict
     done: set
+    slacks: dict = dataclasses.field(default_factory=dict)
 
     def before(self, k: int) -> list[int]:
         """Pool indices simulated in iterations before ``k``, in a fixed order (iteration, index)."""
@@ -169,7 +212,7 @@ class Observations:
 
 def read_observations(children: Sequence[tracking.ChildRun], pool: Pool) -> Observations:
     """The :class:`Observations` of a sweep's (periodic) child runs: FINISHED ones give values."""
-    iteration, values, done = {}, {}, set()
+    iteration, values, done, slacks = {}, {}, set(), {}
     for child in tracking.latest_by_candidate(list(children)).values():
         index = pool.ids.get(child.tags.get("composition_id", ""))
         tag = child.tags.get(ITERATION_TAG)
@@ -179,9 +222,17 @@ def read_observations(children: Sequence[tracking.ChildRun], pool: Pool) -> Obse
         finished = child.status == "FINISHED"
         values[index] = np.array([_oriented(n, child.metrics.get(OBJECTIVES[n].column, np.nan))
                                   if finished else np.nan for n in pool.simulated])
+        slacks[index] = np.array([float(slack(c, child.metrics.get(c.metric, np.nan))) if finished
+                                  else np.nan for c in pool.constraints])
         if child.done:
             done.add(index)
-    return Observations(iteration, values, done)
+    return Observations(iteration, values, done, slacks)
+
+
+def observed_slacks(pool: Pool, obs: Observations, observed: Sequence[int]) -> np.ndarray:
+    """(n, c) constraint slacks of the ``observed`` pool indices (NaN: not known)."""
+    return np.array([obs.slacks.get(i, np.full(len(pool.constraints), np.nan)) for i in observed]
+                    ).reshape(len(observed), len(pool.constraints))
 
 
 @dataclass(frozen=True)
@@ -218,11 +269,13 @@ def scale_of(pool: Pool, first: np.ndarray) -> Scale:
 
 def next_batch(strategy: StrategySettings, pool: Pool, observed: Sequence[int], values: np.ndarray,
                scale: Scale | None, iteration: int, noisy: bool = False,
-               size: int | None = None) -> list[int]:
+               size: int | None = None, slacks: np.ndarray | None = None) -> list[int]:
     """Pool indices of iteration ``iteration``'s proposal, from the ``observed`` indices (earlier
     iterations) and their simulated objectives ``values`` (n, s), oriented, raw units.
 
-    ``size`` caps the batch (the budget left); ``scale`` is None before iteration 0 is observed.
+    ``size`` caps the batch (the budget left); ``scale`` is None before iteration 0 is observed;
+    ``slacks`` (n, c) are the observed points' slacks of ``pool.constraints`` (:func:`slack`; None when
+    the pool has none).
     """
     batch = min(strategy.proposal_batch, size or strategy.proposal_batch)
     settings = dataclasses.replace(strategy, proposal_batch=batch, budget=max(batch, strategy.budget))
@@ -234,13 +287,20 @@ def next_batch(strategy: StrategySettings, pool: Pool, observed: Sequence[int], 
     normalised = (values - scale.low[:s]) / scale.span[:s]
     exact = (pool.exact - scale.low[s:]) / scale.span[s:]
     return propose(settings, pool.coordinates, list(observed), normalised, ref_point=scale.reference,
-                   exact=exact, noisy=noisy, iteration=iteration)
+                   exact=exact, noisy=noisy, iteration=iteration,
+                   constraints=slacks if pool.constraints else None)
 
 
-def objective_points(pool: Pool, observed: Sequence[int], values: np.ndarray, scale: Scale) -> np.ndarray:
-    """(n, s + e) normalised objectives of observed pool points (rows of failed runs are NaN)."""
+def objective_points(pool: Pool, observed: Sequence[int], values: np.ndarray, scale: Scale,
+                     slacks: np.ndarray | None = None) -> np.ndarray:
+    """(n, s + e) normalised objectives of observed pool points (rows of failed runs, and with
+    ``slacks`` (n, c) those of points violating a constraint or missing its metric, are NaN)."""
     values = np.asarray(values, dtype=float).reshape(len(observed), len(pool.simulated))
-    return scale(np.hstack([values, pool.exact[list(observed)]]))
+    points = scale(np.hstack([values, pool.exact[list(observed)]]))
+    if slacks is not None:
+        feasible = (np.asarray(slacks, dtype=float).reshape(len(observed), -1) <= 0).all(axis=1)
+        points[~feasible] = np.nan
+    return points
 
 
 def trace(pool: Pool, obs: Observations, scale: Scale, skip: set) -> list[tuple[int, float]]:
@@ -253,7 +313,7 @@ def trace(pool: Pool, obs: Observations, scale: Scale, skip: set) -> list[tuple[
         if step in skip or not any(obs.iteration[i] == k for i in observed):
             continue
         values = np.array([obs.values[i] for i in observed]).reshape(len(observed), -1)
-        y = objective_points(pool, observed, values, scale)
+        y = objective_points(pool, observed, values, scale, observed_slacks(pool, obs, observed))
         points.append((step, hypervolume_qmc(y, scale.reference, HYPERVOLUME_LOG2_SAMPLES)))
     return points
 
@@ -359,7 +419,8 @@ def run_active(space: Sequence, settings, *, law, model_uri: str, options, strat
                 continue
             scale = observed_scale(pool, obs)
             values = np.array([obs.values[i] for i in observed]).reshape(len(observed), len(pool.simulated))
-            proposal = next_batch(strategy, pool, observed, values, scale if k > 0 else None, k, noisy, left)
+            proposal = next_batch(strategy, pool, observed, values, scale if k > 0 else None, k, noisy, left,
+                                  observed_slacks(pool, obs, observed))
             if not proposal:
                 break  # the pool is exhausted
             # the proposal's stragglers in the runs (a resumed iteration k) are not simulated again

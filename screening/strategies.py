@@ -31,6 +31,13 @@ EHVI when the candidates' outcomes are independent). With ``noisy`` (the observa
 ``--samples`` draws) the current front uses the GP's posterior mean at the observed points instead of
 the raw observations (the noisy-EHVI idea: the front itself is uncertain).
 
+Constraints on simulated metrics (``constraints``: one slack c_l per constraint, feasible where
+c_l ≤ 0) are learned as further outputs of the same GP, and the EHVI of each pool point is weighted by
+its probability of feasibility Π_l Φ(−μ_l(x)/σ_l(x)) (constrained EHVI, Gardner et al. 2014, the
+weighting BoTorch's constrained acquisitions use); the current front holds only the observations that
+satisfy every constraint. Constraints on closed-form metrics need no model: the caller removes the
+infeasible points from the pool.
+
 The reference point of the hypervolume is given by the caller in the oriented objective space
 (:mod:`screening.active` normalises each objective by its range over the pool and puts the reference at
 −0.1 in every objective). Proposals are reproducible from ``seed`` (``--proposal-seed``): the same
@@ -157,6 +164,7 @@ def propose(
     exact: Callable[[np.ndarray], np.ndarray] | np.ndarray | None = None,
     noisy: bool = False,
     iteration: int = 0,
+    constraints: np.ndarray | None = None,
 ) -> list[int]:
     """Indices into ``pool`` of the next ``settings.proposal_batch`` compositions to simulate.
 
@@ -171,6 +179,9 @@ def propose(
             ``exact(X) -> (n, e)`` of coordinates; None when there are none.
         noisy: the observations are means over draws (``--samples`` > 1): the front is the GP's mean.
         iteration: the iteration number (mixes into the seed so that each iteration draws afresh).
+        constraints: (len(observed), c) slacks of the constraints on simulated metrics of the observed
+            points, feasible where every slack is ≤ 0 (a row with NaN is left out of the fit, like a
+            failed simulation); None when there are none.
 
     Returns:
         Up to ``proposal_batch`` distinct unobserved indices (fewer when the pool runs out).
@@ -191,7 +202,10 @@ def propose(
     values = np.zeros((len(observed), 0)) if values is None else np.asarray(values, dtype=float)
     if values.ndim != 2:
         values = values.reshape(len(observed), -1) if values.size else np.zeros((len(observed), 0))
-    fitted = np.isfinite(values).all(axis=1)
+    slack = np.zeros((len(observed), 0)) if constraints is None else np.asarray(constraints, dtype=float)
+    if slack.ndim != 2:
+        slack = slack.reshape(len(observed), -1) if slack.size else np.zeros((len(observed), 0))
+    fitted = np.isfinite(values).all(axis=1) & np.isfinite(slack).all(axis=1)
     if fitted.sum() < 2 * pool.shape[1] + 1:  # initial design
         return rng.choice(free, size=batch, replace=False).tolist()
     exact_values = None
@@ -199,7 +213,7 @@ def propose(
         exact_values = np.asarray(exact(pool) if callable(exact) else exact, dtype=float)
         exact_values = exact_values.reshape(len(pool), -1)
     return _bayes(pool, observed[fitted], values[fitted], free, batch, np.asarray(ref_point, dtype=float),
-                  exact_values, noisy, rng)
+                  exact_values, noisy, rng, slack[fitted])
 
 
 def _posterior(pool, observed, values, free, noisy):
@@ -224,22 +238,29 @@ def _posterior(pool, observed, values, free, noisy):
     return mean, std, front
 
 
-def _bayes(pool, observed, values, free, batch, ref, exact_values, noisy, rng) -> list[int]:
+def _bayes(pool, observed, values, free, batch, ref, exact_values, noisy, rng, slack=None) -> list[int]:
     from scipy.special import ndtr
 
     s = values.shape[1]
-    if s:
+    slack = np.zeros((len(observed), 0)) if slack is None else slack
+    c = slack.shape[1]
+    if s + c:
         import torch
 
         torch.manual_seed(int(rng.integers(2**31)))
-        mean, std, front_sim = _posterior(pool, observed, values, free, noisy)
+        # one GP of the simulated objectives and the constraint slacks (independent outputs)
+        mean, std, front_all = _posterior(pool, observed, np.hstack([values, slack]), free, noisy)
     else:
         mean = std = np.empty((len(free), 0))
-        front_sim = np.empty((len(observed), 0))
+        front_all = np.empty((len(observed), 0))
     std = np.maximum(std, MIN_STD)
+    # probability of feasibility of each free point; the front keeps the feasible observations only
+    feasible_p = ndtr(-mean[:, s:] / std[:, s:]).prod(axis=1)
+    mean, std, front_sim = mean[:, :s], std[:, :s], front_all[:, :s]
+    feasible = (slack <= 0).all(axis=1)
     exact_free = exact_values[free] if exact_values is not None else np.empty((len(free), 0))
     front = np.hstack([front_sim, exact_values[observed] if exact_values is not None
-                       else np.empty((len(observed), 0))])
+                       else np.empty((len(observed), 0))])[feasible]
     # the integration box: from the reference point to the best the front or a candidate (μ + 4σ) may reach
     reach = np.hstack([mean + 4 * std, exact_free])
     upper = np.maximum(np.nanmax(np.vstack([front, reach]), axis=0), ref + 1e-9)
@@ -248,8 +269,9 @@ def _bayes(pool, observed, values, free, batch, ref, exact_values, noisy, rng) -
         log2_points -= 1
     u = ref + sobol_points(len(ref), log2_points, seed=int(rng.integers(2**31))) * (upper - ref)
     u = u[~dominated(u, front)]  # only the region the front does not cover can improve
-    if len(u) == 0:
-        return rng.choice(free, size=batch, replace=False).tolist()
+    order = rng.permutation(len(free))  # ties (e.g. no expected improvement anywhere) broken by the seed
+    if len(u) == 0:  # nothing left to improve: the most probably feasible points
+        return [int(free[i]) for i in order[np.argsort(-feasible_p[order], kind="stable")][:batch]]
     # gain[i, j]: probability that free point i dominates integration point j
     gain = np.empty((len(free), len(u)), dtype=np.float32)
     for start in range(0, len(free), 64):
@@ -257,12 +279,13 @@ def _bayes(pool, observed, values, free, batch, ref, exact_values, noisy, rng) -
         p = (exact_free[rows, None, :] >= u[None, :, s:]).all(axis=2).astype(float)
         for k in range(s):
             p *= ndtr((mean[rows, None, k] - u[None, :, k]) / std[rows, None, k])
-        gain[rows] = p
+        gain[rows] = p * feasible_p[rows, None]
     weight = np.ones(len(u), dtype=np.float32)
-    order = rng.permutation(len(free))  # ties (e.g. no expected improvement anywhere) broken by the seed
     picked: list[int] = []
     for _ in range(batch):
         score = gain @ weight
+        if not score.max() > 0:  # no expected improvement left: the most probably feasible points
+            score = feasible_p.copy()
         score[picked] = -np.inf
         best = int(order[np.argmax(score[order])])
         picked.append(best)
