@@ -50,6 +50,12 @@ def _add_space_options(parser: argparse.ArgumentParser) -> None:
                         help="redox-active M-site metals, comma separated (default: Fe,Mn,Co,Ni)")
     parser.add_argument("--step", type=float, default=0.25,
                         help="simplex grid step of the metal fractions; must divide 1 (default: 0.25)")
+    parser.add_argument("--dopant", action="append", default=[], metavar="EL=LEVEL,...",
+                        help="an inactive M-site dopant and its levels, e.g. Mg=0,0.05,0.1; every grid "
+                             "point is combined with every level (repeatable)")
+    parser.add_argument("--compositions", default=None, metavar="FILE",
+                        help="a CSV of M-site fractions, one composition per row and one column per metal "
+                             "(e.g. Fe,Mn,Mg), instead of the --metals/--step grid: any off-grid points")
     parser.add_argument("--source", choices=("literature", "chgnet"), default="literature",
                         help="where end-member properties come from (default: literature)")
     parser.add_argument("--max-candidates", type=int, default=MAX_CANDIDATES, metavar="N",
@@ -254,8 +260,9 @@ def space_size(n_metals: int, step: float) -> int | None:
     return math.comb(intervals + n_metals - 1, n_metals - 1)
 
 
-def check_space_size(metals: Sequence[str], step: float, max_candidates: int) -> None:
-    """Refuse a space larger than ``max_candidates`` before any candidate is built.
+def check_space_size(metals: Sequence[str], step: float, max_candidates: int, levels: int = 1) -> None:
+    """Refuse a space larger than ``max_candidates`` before any candidate is built (``levels``: the
+    dopant level combinations each grid point is combined with).
 
     Raises:
         InputError: (field ``--max-candidates``) not a positive integer; (field ``--step``) the space
@@ -264,9 +271,10 @@ def check_space_size(metals: Sequence[str], step: float, max_candidates: int) ->
     if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 1:
         raise InputError("--max-candidates", "a positive integer", max_candidates)
     count = space_size(len(set(metals)), step)
-    if count is not None and count > max_candidates:
+    if count is not None and count * levels > max_candidates:
+        made = f"{count}" if levels == 1 else f"{count} × {levels} dopant levels = {count * levels}"
         expected = (f"a space of at most {max_candidates} candidates ({len(set(metals))} metals at step "
-                    f"{step:g} make {count}); use a coarser --step or raise --max-candidates")
+                    f"{step:g} make {made}); use a coarser --step or raise --max-candidates")
         raise InputError("--step", expected, step)
 
 
@@ -306,15 +314,100 @@ def check_output(path: str | os.PathLike, field: str = "--out", *, folder: bool 
     return target
 
 
+def parse_dopants(texts: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``--dopant`` values (``"Mg=0,0.05,0.1"``, repeatable) as ``{"Mg": (0.0, 0.05, 0.1)}``.
+
+    Raises:
+        InputError: (``--dopant``) not of the form ``EL=LEVEL,...`` with numeric levels, or a dopant
+            given twice; the levels themselves are checked by ``candidates.olivine_space``.
+    """
+    dopants: dict[str, tuple[float, ...]] = {}
+    for text in texts:
+        symbol, sep, levels = str(text).partition("=")
+        try:
+            values = tuple(float(v) for v in levels.split(",") if v.strip())
+        except ValueError:
+            values = ()
+        if not sep or not symbol.strip() or not values:
+            raise InputError("--dopant", "EL=LEVEL,... with numeric M-site levels, e.g. Mg=0,0.05,0.1", text)
+        if symbol.strip() in dopants:
+            raise InputError("--dopant", "each dopant once", text)
+        dopants[symbol.strip()] = values
+    return dopants
+
+
+def read_compositions(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The compositions of a ``--compositions`` CSV: one row per composition, one column per metal
+    (fractions; an empty cell is 0). Every value is checked by ``candidates.explicit_space``.
+
+    Raises:
+        InputError: (``--compositions``) the file is missing or unreadable, has no rows, or holds a
+            value that is not a number.
+    """
+    import csv
+
+    expected = "a CSV file with one column per metal (e.g. Fe,Mn,Mg) and one row of fractions per composition"
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("--compositions", f"{expected} ({exc})", str(path)) from None
+    compositions = []
+    for number, row in enumerate(rows, start=2):
+        fractions = {}
+        for metal, value in row.items():
+            if metal is None or value is None:
+                raise InputError("--compositions", f"{expected}; line {number} has more or fewer cells "
+                                 "than the header", str(path))
+            if not value.strip():
+                continue
+            try:
+                fraction = float(value)
+            except ValueError:
+                raise InputError("--compositions", f"{expected}; line {number}, column {metal.strip()!r} "
+                                 "is not a number", value) from None
+            if fraction:
+                fractions[metal.strip()] = fraction
+        compositions.append(fractions)
+    if not compositions:
+        raise InputError("--compositions", expected + " (the file has no rows)", str(path))
+    return compositions
+
+
 def _space(args):
     import candidates
 
-    check_space_size(args.metals, args.step, args.max_candidates)
-    return candidates.olivine_space(metals=args.metals, step=args.step)
+    dopants = parse_dopants(getattr(args, "dopant", []))
+    if getattr(args, "compositions", None) is not None:
+        if dopants:
+            raise InputError("--dopant", "no --dopant with --compositions (write the dopant's fraction "
+                             "in its own column of the file)", args.dopant)
+        compositions = read_compositions(args.compositions)
+        if len(compositions) > args.max_candidates:
+            raise InputError("--compositions", f"at most --max-candidates = {args.max_candidates} rows",
+                             len(compositions))
+        try:
+            return candidates.custom_space(compositions, name="compositions_file",
+                                           file=os.path.basename(str(args.compositions)))
+        except InputError as exc:  # compositions[i] is the CSV's line i + 2
+            line = exc.field.partition("[")[2].partition("]")[0]
+            where = f" (line {int(line) + 2})" if line.isdigit() else ""
+            raise InputError("--compositions", f"{exc.expected}{where}", exc.got) from None
+    levels = math.prod(len(set(v)) for v in dopants.values())
+    check_space_size(args.metals, args.step, args.max_candidates, levels)
+    try:
+        return candidates.olivine_space(metals=args.metals, step=args.step, dopants=dopants or None)
+    except InputError as exc:
+        if exc.field.startswith("dopants"):
+            raise InputError("--dopant", f"{exc.expected} ({exc.field})", exc.got) from None
+        raise
 
 
 def _describe_space(args) -> str:
-    return f"olivine metals={','.join(args.metals)} step={args.step:g} source={args.source}"
+    if getattr(args, "compositions", None) is not None:
+        return f"compositions file={os.path.basename(str(args.compositions))} source={args.source}"
+    dopants = "".join(f" dopant={d}" for d in getattr(args, "dopant", []))
+    return f"olivine metals={','.join(args.metals)} step={args.step:g}{dopants} source={args.source}"
 
 
 def cmd_candidates(args) -> int:

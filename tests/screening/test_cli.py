@@ -161,3 +161,54 @@ def test_an_unexpected_failure_prints_one_line_and_keeps_the_traceback(tmp_path,
     code, err = _run(["candidates", "--debug"], capsys)
     assert code == 1 and "Traceback" in err and "RuntimeError" in err
     assert len(list((tmp_path / "state" / "chemoscreen" / "logs").iterdir())) == 1
+
+
+@pytest.mark.parametrize(("argv", "field", "words"), [
+    (["candidates", "--dopant", "Mg"], "--dopant", "EL=LEVEL"),
+    (["candidates", "--dopant", "Mg=x"], "--dopant", "numeric"),
+    (["candidates", "--dopant", "Mg=0.1", "--dopant", "Mg=0.05"], "--dopant", "each dopant once"),
+    (["candidates", "--dopant", "Fe=0.1"], "--dopant", "inactive dopant"),
+    (["candidates", "--dopant", "Mg=0.5"], "--dopant", "levels in [0, 0.2]"),
+    (["sweep", "--law", "vegard", "--step", "0.02", "--dopant", "Mg=0,0.05"], "--step", "× 2 dopant levels"),
+    (["candidates", "--compositions", "missing.csv"], "--compositions", "No such file"),
+], ids=["no-levels", "not-a-number", "twice", "active-metal", "too-much", "too-large", "missing-file"])
+def test_bad_dopant_or_compositions_exit_2_naming_the_field(tmp_path, monkeypatch, capsys, argv, field,
+                                                            words):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(argv, capsys)
+    assert code == 2 and f"error: {field}" in err and words in err and "Traceback" not in err, err
+    assert _tree(tmp_path) == {}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("Fe,Mn\n0.9,0.3\n", "summing to 1 (within 1e-06) (line 2)"),
+    ("Fe,Mn\n0.5,0.5\n1.0,zero\n", "line 3, column 'Mn' is not a number"),
+    ("Fe,Mn\n0.5,0.5,0.1\n", "line 2 has more or fewer cells"),
+    ("Fe,Mn\n", "no rows"),
+    ("Fe,Xx\n0.5,0.5\n", "Xx"),
+])
+def test_a_bad_compositions_file_exits_2_naming_the_line(tmp_path, monkeypatch, capsys, text, words):
+    (tmp_path / "pool.csv").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(["candidates", "--compositions", "pool.csv"], capsys)
+    assert code == 2 and "error: --compositions" in err and words in err, err
+    assert _tree(tmp_path) == {"pool.csv": text.encode()}
+
+
+def test_dopant_levels_and_a_compositions_file_build_the_space(tmp_path, capsys):
+    out = tmp_path / "space.csv"
+    assert cli.main(["candidates", "--metals", "Fe,Mn", "--step", "0.5", "--dopant", "Mg=0,0.05",
+                     "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 6  # 3 grid points × 2 Mg levels
+    assert sorted(table["formula"])[:2] == ["Li1Mg0.05Fe0.95P1O4", "Li1Mg0.05Mn0.475Fe0.475P1O4"]
+    (tmp_path / "pool.csv").write_text("Fe,Mn,Mg\n0.9,0.07,0.03\n0.5,0.5,\n0.9,0.07,0.03\n")
+    args = cli.build_parser().parse_args(["candidates", "--compositions", str(tmp_path / "pool.csv")])
+    space = cli._space(args)
+    assert [c.fractions for c in space] == [{"Fe": 0.9, "Mg": 0.03, "Mn": 0.07}, {"Fe": 0.5, "Mn": 0.5}]
+    assert space[0].history[0]["generator"] == "compositions_file"  # provenance: the file it came from
+    assert space[0].history[0]["parameters"]["file"] == "pool.csv"
+    assert "compositions file=pool.csv" in cli._describe_space(args)
+    capsys.readouterr()
