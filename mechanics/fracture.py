@@ -69,6 +69,34 @@ def critical_stress_MPa(k_ic_MPa_sqrt_m: float, flaw_nm: float,
     return k / (y * math.sqrt(math.pi * a))
 
 
+def critical_size_nm(k_ic_MPa_sqrt_m: float, driving_stress_MPa: float, flaw_fraction: float = FLAW_FRACTION,
+                     safety_factor: float = 1.0, geometry_factor: float = EDGE_GEOMETRY_FACTOR) -> float:
+    """Largest particle size L safe at safety factor s against a size-independent driving stress σ_d:
+    σ_c(L) = K_Ic / (Y √(π f L)) = s σ_d solved for L,
+
+        L_c = (K_Ic / (s σ_d Y))² / (π f).
+
+    Args:
+        k_ic_MPa_sqrt_m: fracture toughness K_Ic (MPa·m^½).
+        driving_stress_MPa: driving stress σ_d (MPa), the same at every size.
+        flaw_fraction: f = a₀ / L.
+        safety_factor: s ≥ 1 (1: the size at which the particle fractures).
+        geometry_factor: Y (1.12: edge crack).
+
+    Returns:
+        L_c (nm).
+
+    Raises:
+        InputError: a non-positive or non-finite argument (a compressive σ_d has no critical size).
+    """
+    k = _positive("k_ic_MPa_sqrt_m", k_ic_MPa_sqrt_m)
+    sigma = _positive("driving_stress_MPa", driving_stress_MPa)
+    f = _positive("flaw_fraction", flaw_fraction)
+    s = _positive("safety_factor", safety_factor)
+    y = _positive("geometry_factor", geometry_factor)
+    return (k / (s * sigma * y)) ** 2 / (math.pi * f) * 1e9
+
+
 def griffith_k_ic_MPa_sqrt_m(E_GPa: float, nu: float, surface_energy_J_m2: float) -> float:
     """Griffith estimate K_Ic = √(2 E γ / (1 − ν²)) (plane strain, G_c = 2γ), in MPa·m^½."""
     E = _positive("E_GPa", E_GPa) * 1e9
@@ -148,6 +176,7 @@ def flaw_averaged_stress(stress: torch.Tensor, flaw_cells: float) -> torch.Tenso
 __all__ = [
     "EDGE_GEOMETRY_FACTOR",
     "FLAW_FRACTION",
+    "critical_size_nm",
     "critical_stress_MPa",
     "flaw_averaged_stress",
     "griffith_k_ic_MPa_sqrt_m",

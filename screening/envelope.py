@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mechanics.errors import InputError
-from mechanics.fracture import EDGE_GEOMETRY_FACTOR, FLAW_FRACTION, critical_stress_MPa
+from mechanics.fracture import EDGE_GEOMETRY_FACTOR, FLAW_FRACTION, critical_size_nm, critical_stress_MPa
 
 DIRECTIONS = ("charge", "discharge")
 MIN_SIZE_NM = 5.0  # a few olivine unit cells (a ≈ 1 nm): below this a continuum phase field means nothing
@@ -219,13 +219,31 @@ def safe_windows(evaluate: Callable[[list[tuple[object, float]]], list[float]], 
     return {k: tuple(v) for k, v in out.items()}
 
 
-def critical_size(sizes: Sequence[float], margins: Sequence[float]) -> tuple[float, str]:
-    """Largest size safe at a fixed rate: the crossing (linear in log size) after the run of safe sizes
-    that starts at the smallest; NaN with a note when the smallest is unsafe or every size is safe."""
+def critical_size(sizes: Sequence[float], margins: Sequence[float],
+                  closed_form: Sequence[float | None] | None = None) -> tuple[float, str]:
+    """Largest size safe at a fixed rate: where the margin changes sign after the run of safe sizes that
+    starts at the smallest; NaN with a note when the smallest is unsafe or every size is safe.
+
+    Two sizes in the regularised range run the same simulation (same driving stress and |η|), so between
+    them only σ_c ∝ 1/√L changes and the crossing is exact:
+    L_c = (K_Ic/(s·σ_d·Y))²/(π f) (:func:`mechanics.fracture.critical_size_nm`). Elsewhere the crossing
+    is interpolated, linear in log size.
+
+    Args:
+        sizes: the scanned sizes L, ascending (nm).
+        margins: the margin of each size (safe: ≥ 0).
+        closed_form: per size, L_c from that size's driving stress where the size is in the regularised
+            range, None elsewhere; used where both sizes around the crossing have one.
+
+    Returns:
+        ``(L_c in nm, note)``.
+    """
     if margins[0] < 0:
         return math.nan, f"unsafe at 1C already at the smallest scanned size {sizes[0]:g} nm"
     for i in range(1, len(sizes)):
         if margins[i] < 0:
+            if closed_form is not None and closed_form[i - 1] is not None and closed_form[i] is not None:
+                return float(closed_form[i]), ""
             return _crossing(sizes[i - 1], margins[i - 1], sizes[i], margins[i]), ""
     return math.nan, f"safe at 1C at every scanned size up to {sizes[-1]:g} nm"
 
@@ -357,6 +375,14 @@ def _finite_max(values) -> float:
     return float(values.max()) if values.size else math.nan
 
 
+def _kappa_floor(params, size_nm: float, interface_fraction: float) -> float:
+    """ρ_s Ω (f_λ L)²: the gradient coefficient whose interface length is f_λ·L (aJ/nm)."""
+    from mechanics import units
+
+    energy_aJ_per_nm3 = params.site_density_per_nm3 * params.omega_eV * units.AJ_PER_EV
+    return energy_aJ_per_nm3 * (interface_fraction * size_nm) ** 2
+
+
 def model_parameters(params, size_nm: float, interface_fraction: float):
     """``params`` with its gradient energy raised so that the interface length λ = √(κ/(ρ_s Ω)) along each
     axis is at least ``interface_fraction``·L: κ → max(κ, ρ_s Ω (f_λ L)²).
@@ -365,14 +391,18 @@ def model_parameters(params, size_nm: float, interface_fraction: float):
     every size L on a grid of N cells (a regularised, sharp-interface-limit model of the larger sizes;
     docs/envelope.md); the material's own κ is kept where it is already wider.
     """
-    from mechanics import units
-
-    energy_aJ_per_nm3 = params.site_density_per_nm3 * params.omega_eV * units.AJ_PER_EV
-    floor = energy_aJ_per_nm3 * (interface_fraction * size_nm) ** 2
+    floor = _kappa_floor(params, size_nm, interface_fraction)
     kappa = tuple(max(float(k), floor) for k in params.kappa_aJ_per_nm)
     if kappa == tuple(params.kappa_aJ_per_nm):
         return params
     return dataclasses.replace(params, kappa_aJ_per_nm=kappa)
+
+
+def is_regularised(params, size_nm: float, interface_fraction: float) -> bool:
+    """Whether size L is in the regularised range: every axis runs the raised λ = f_λ·L (none keeps the
+    material's wider interface), so all such sizes run one problem on the grid."""
+    floor = _kappa_floor(params, size_nm, interface_fraction)
+    return all(float(k) <= floor for k in params.kappa_aJ_per_nm)
 
 
 def params_digest(params) -> str:
@@ -543,6 +573,16 @@ def charging_envelope(
         runner.run([_Spec(k[0], k[1], (r,), k[2], s) for k, r in pairs for s in seeds])
         return [margin(p) for p in pairs]
 
+    def closed_form_size(i, L, d) -> float | None:
+        """L_c from the driving stress at 1C where L is in the regularised range (None elsewhere)."""
+        if not is_regularised(items[i].params, L, env.interface_fraction):
+            return None
+        st = stats(runner.run([_Spec(i, L, (1.0,), d, s) for s in seeds]))
+        if st is None or not st["driving_stress_MPa"] > 0:  # compressive or NaN: no finite L_c
+            return None
+        return critical_size_nm(toughness[i].k_ic_MPa_sqrt_m, st["driving_stress_MPa"], env.flaw_fraction,
+                                env.safety_factor, env.geometry_factor)
+
     keys = [(i, L, d) for i in range(len(items)) for L in sizes for d in env.directions]
     window = safe_windows(evaluate, keys, rates, env.bisections)
 
@@ -574,7 +614,7 @@ def charging_envelope(
     for i, it in enumerate(items):
         for d in env.directions:
             size_margins = [margin(((i, L, d), 1.0)) for L in sizes]
-            crit, crit_note = critical_size(sizes, size_margins)
+            crit, crit_note = critical_size(sizes, size_margins, [closed_form_size(i, L, d) for L in sizes])
             for L in sizes:
                 lo, hi, note = window[(i, L, d)]
                 p = plan.get((i, L), {}) if d == "charge" else {}
@@ -801,7 +841,7 @@ def _plots(out_dir, result, sigma_c, ids, items, sizes, plan) -> list[Path]:
 
 
 __all__ = ["EnvelopeResult", "EnvelopeSettings", "charging_envelope", "critical_size", "fixed_time_schedule",
-           "model_parameters", "print_envelope", "safe_windows", "window_from_margins"]
+           "is_regularised", "model_parameters", "print_envelope", "safe_windows", "window_from_margins"]
 
 
 # ---------------------------------------------------------------------------------------------------

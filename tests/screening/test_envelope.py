@@ -13,6 +13,7 @@ from screening.envelope import (
     EnvelopeSettings,
     critical_size,
     fixed_time_schedule,
+    is_regularised,
     safe_windows,
     window_from_margins,
 )
@@ -75,6 +76,39 @@ def test_widest_run_and_critical_size():
     assert value == pytest.approx(120.0, rel=1e-9) and note == ""
     assert math.isnan(critical_size(sizes, [1, 1, 1])[0])
     assert math.isnan(critical_size(sizes, [-1, -1, -1])[0])
+
+
+def test_closed_form_critical_size_against_a_hand_value():
+    """L_c = (K_Ic/(s σ_d Y))²/(π f) with LiFePO4's estimated K_Ic = 0.40166797 MPa·m^½ (its Griffith
+    value from mechanics/parameters/fracture_toughness.py), Y = 1.12, f = 0.1, s = 1.5, σ_d = 500 MPa:
+    (0.40166797/840)² m / (0.1 π) = 727.823 nm by hand; σ_c there is s σ_d = 750 MPa (the inverse)."""
+    from mechanics.fracture import critical_size_nm, critical_stress_MPa
+
+    k_ic = 0.40166797121703823
+    size = critical_size_nm(k_ic, 500.0, flaw_fraction=0.1, safety_factor=1.5, geometry_factor=1.12)
+    assert size == pytest.approx(727.823, abs=5e-4)  # the hand value's last digit
+    assert critical_stress_MPa(k_ic, 0.1 * size, 1.12) == pytest.approx(750.0, rel=1e-12)
+    with pytest.raises(InputError, match="driving_stress_MPa"):
+        critical_size_nm(k_ic, -10.0)
+
+
+def test_critical_size_uses_the_closed_form_between_regularised_sizes():
+    """Margins linear in log size cross at 120 nm; where both sizes around the crossing carry a closed
+    form (regularised range) it wins (here 130 nm, unlike the interpolation), otherwise interpolation."""
+    sizes = [50.0, 100.0, 200.0]
+    margins = [math.log(120.0 / s) for s in sizes]
+    assert critical_size(sizes, margins, [None, 130.0, 130.0]) == (130.0, "")
+    assert critical_size(sizes, margins, [None, None, 130.0])[0] == pytest.approx(120.0, rel=1e-9)
+    assert critical_size(sizes, margins, None)[0] == pytest.approx(120.0, rel=1e-9)
+
+
+def test_regularised_range_starts_where_the_raised_interface_passes_the_materials():
+    """LiFePO4's λ = 1.4 nm is L/16 at L = 16 × 1.4 ≈ 22.4 nm: regularised above, not below."""
+    from mechanics.parameters.lfp import lfp_params
+
+    p = lfp_params()
+    assert is_regularised(p, 23.0, 1 / 16) and is_regularised(p, 3000.0, 1 / 16)
+    assert not is_regularised(p, 22.0, 1 / 16) and not is_regularised(p, 10.0, 1 / 16)
 
 
 def test_fixed_time_schedule_hits_the_time_and_never_loses_to_constant_current():
