@@ -347,7 +347,14 @@ def log_calibration(cal, *, out_dir=None, tracking_uri: str | None = None, regis
 
 
 class _Commit:
-    """The steps of :func:`log_calibration` and the undo of each one that was done."""
+    """The steps of :func:`log_calibration` and the undo of each one that was done.
+
+    Subclasses (the kinetics fit) change what is written (:meth:`_write`) and logged (:meth:`_log`, built
+    from :meth:`_open_run` and :meth:`_register`); the order of the steps and their undo stay here.
+    """
+
+    kind = "calibration"  # the run's kind tag
+    run_name = "calibration"
 
     def __init__(self, outputs: CalibrationOutputs) -> None:
         self.out = outputs
@@ -360,12 +367,12 @@ class _Commit:
         self.previous_alias: str | None = None
         self.alias_moved = False
 
-    def run(self, cal, truth):
+    def run(self, result, truth=None):
         out = self.out
         try:
-            write_outputs(cal, out.staging, truth)
+            self._write(result, truth)
             if out.track:
-                cal = self._log(cal)
+                result = self._log(result)
             self._move_in()
             if out.track and self.version is not None and out.promote:
                 self._promote()
@@ -377,36 +384,54 @@ class _Commit:
         out.committed = True
         if self.aside is not None:
             shutil.rmtree(self.aside, ignore_errors=True)
-        return cal
+        return result
 
-    def _log(self, cal):
+    def _write(self, cal, truth) -> None:
+        write_outputs(cal, self.out.staging, truth)
+
+    def _open_run(self, metrics: dict, params: dict) -> None:
+        """Create the run (tags: kind, host, pid), log ``metrics`` and ``params`` and the staged outputs."""
         import time
 
         from mlflow.entities import Metric, Param
-        from mlflow.exceptions import MlflowException
 
         out, client = self.out, self.client
-        tags = {KIND_TAG: "calibration", HOST_TAG: host_name(), PID_TAG: str(os.getpid())}
-        self.run_id = client.create_run(out.experiment_id, run_name="calibration", tags=tags).info.run_id
+        tags = {KIND_TAG: self.kind, HOST_TAG: host_name(), PID_TAG: str(os.getpid())}
+        self.run_id = client.create_run(out.experiment_id, run_name=self.run_name, tags=tags).info.run_id
         now = int(time.time() * 1000)
-        client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in _metrics(cal).items()],
-                         params=[Param(k, str(v)) for k, v in _params(cal).items()])
+        client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                         params=[Param(k, str(v)) for k, v in params.items()])
         client.log_artifacts(self.run_id, str(out.staging))
-        if out.register is not None:
-            from chemoscreen.models import log_model
 
-            try:
-                client.get_registered_model(out.register)
-            except MlflowException:
-                self.created_model = True
-            self.version = log_model(client, self.run_id, cal.law.to("cpu"), artifact_path="law",
-                                     register=out.register, samples=cal.law_samples,
-                                     metadata={"axes": ["a", "b", "c"], "unit": "strain (1)",
-                                               "X": "Li site fraction"})
-        model_uri = f"models:/{out.register}/{self.version}" if self.version else None
+    def _register(self, model, artifact_path: str, **kwargs) -> str | None:
+        """Log ``model`` under ``artifact_path`` and register it as ``out.register`` (noting whether the
+        registered model is new, for the undo); returns the model URI."""
+        from mlflow.exceptions import MlflowException
+
+        from chemoscreen.models import log_model
+
+        try:
+            self.client.get_registered_model(self.out.register)
+        except MlflowException:
+            self.created_model = True
+        self.version = log_model(self.client, self.run_id, model, artifact_path=artifact_path,
+                                 register=self.out.register, **kwargs)
+        return f"models:/{self.out.register}/{self.version}" if self.version else None
+
+    def _log_json(self, name: str, text: str) -> None:
+        """Rewrite the staged ``name`` (now holding the MLflow ids) and log it."""
+        (self.out.staging / name).write_text(text)
+        self.client.log_artifact(self.run_id, str(self.out.staging / name))
+
+    def _log(self, cal):
+        self._open_run(_metrics(cal), _params(cal))
+        model_uri = None
+        if self.out.register is not None:
+            model_uri = self._register(cal.law.to("cpu"), "law", samples=cal.law_samples,
+                                       metadata={"axes": ["a", "b", "c"], "unit": "strain (1)",
+                                                 "X": "Li site fraction"})
         cal = cal.with_mlflow(self.run_id, model_uri)
-        (out.staging / "calibration.json").write_text(cal.to_json())
-        client.log_artifact(self.run_id, str(out.staging / "calibration.json"))
+        self._log_json("calibration.json", cal.to_json())
         return cal
 
     def _move_in(self) -> None:

@@ -6,14 +6,13 @@ to a staging folder, any failure rolls back (no version registered, the alias wh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from inverse.kinetics.fit import MU_REFERENCE_RANGE, KineticsFit
 from inverse.kinetics.law import KineticsModel
-from inverse.tracking import HOST_TAG, KIND_TAG, PID_TAG, _Commit
+from inverse.tracking import _Commit
 
 KINETICS_EXPERIMENT = "chemoscreen-kinetics"
 KINETICS_MODEL_NAME = "lfp-kinetics"
@@ -96,71 +95,30 @@ def _params(fit: KineticsFit) -> dict:
 class _KineticsCommit(_Commit):
     """The calibration's commit and rollback, with the kinetics outputs and model."""
 
-    def run(self, fit, truth=None):
-        out = self.out
-        try:
-            write_outputs(fit, out.staging)
-            if out.track:
-                fit = self._log(fit)
-            self._move_in()
-            if out.track and self.version is not None and out.promote:
-                self._promote()
-            if out.track:
-                self.client.set_terminated(self.run_id, "FINISHED")
-        except BaseException:
-            self._undo()
-            raise
-        out.committed = True
-        if self.aside is not None:
-            import shutil
+    kind = "kinetics"
+    run_name = "learn-kinetics"
 
-            shutil.rmtree(self.aside, ignore_errors=True)
-        return fit
+    def _write(self, fit, truth) -> None:
+        write_outputs(fit, self.out.staging)
 
     def _log(self, fit):
-        import time
-
-        from mlflow.entities import Metric, Param
-        from mlflow.exceptions import MlflowException
-
-        from chemoscreen.io import host_name
-        from chemoscreen.models import log_model
         from inverse.kinetics.law import register
 
-        out, client = self.out, self.client
-        tags = {KIND_TAG: "kinetics", HOST_TAG: host_name(), PID_TAG: str(os.getpid())}
-        self.run_id = client.create_run(out.experiment_id, run_name="learn-kinetics", tags=tags).info.run_id
-        now = int(time.time() * 1000)
-        client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in _metrics(fit).items()],
-            params=[Param(k, str(v)) for k, v in _params(fit).items()],
-        )
-        client.log_artifacts(self.run_id, str(out.staging))
-        if out.register is not None:
+        self._open_run(_metrics(fit), _params(fit))
+        model_uri = None
+        if self.out.register is not None:
             register()
-            try:
-                client.get_registered_model(out.register)
-            except MlflowException:
-                self.created_model = True
-            self.version = log_model(
-                client,
-                self.run_id,
+            model_uri = self._register(
                 stored_model(fit),
-                artifact_path="kinetics",
-                register=out.register,
+                "kinetics",
                 metadata={
                     "mu_h": "eV, relative to its mean over X in [0.1, 0.9]",
                     "k0": "A/m^2",
                     "X": "Li site fraction",
                 },
             )
-        fit.mlflow = {
-            "run_id": self.run_id,
-            "model_uri": f"models:/{out.register}/{self.version}" if self.version else None,
-        }
-        (out.staging / "kinetics.json").write_text(fit.to_json())
-        client.log_artifact(self.run_id, str(out.staging / "kinetics.json"))
+        fit.mlflow = {"run_id": self.run_id, "model_uri": model_uri}
+        self._log_json("kinetics.json", fit.to_json())
         return fit
 
 
