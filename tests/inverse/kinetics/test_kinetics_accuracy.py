@@ -17,7 +17,8 @@ from scipy import ndimage
 from inverse.kinetics import learn_kinetics, synthesize_series
 from inverse.kinetics.baseline import independent_pixel_log_k
 
-pytestmark = pytest.mark.slow
+# an auto fit with Laplace takes up to 20 min on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 SERIES = dict(size_px=24, oversample=2, frames=16, c_rates=(2.0, 20.0), composition_sigma=0.05, seed=5)
 FIT = dict(rate_law="auto", max_iter=20, lambdas=(30.0, 3.0), steps_per_interval=16)
