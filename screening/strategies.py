@@ -154,6 +154,14 @@ def hypervolume_qmc(points: np.ndarray, ref_point: Sequence[float], log2_samples
     return float(np.prod(upper - ref) * dominated(u, y).mean())
 
 
+def _rows(a, n: int) -> np.ndarray:
+    """``a`` as an (n, k) float array, one row per observed point; None or empty: (n, 0)."""
+    a = np.zeros((n, 0)) if a is None else np.asarray(a, dtype=float)
+    if a.ndim != 2:
+        a = a.reshape(n, -1) if a.size else np.zeros((n, 0))
+    return a
+
+
 def propose(
     settings: StrategySettings,
     pool: np.ndarray,
@@ -199,12 +207,7 @@ def propose(
         return [int(i) for i in order if int(i) not in done][:batch]
     rng = np.random.default_rng([settings.proposal_seed, iteration])
     observed = np.asarray(list(observed), dtype=int)
-    values = np.zeros((len(observed), 0)) if values is None else np.asarray(values, dtype=float)
-    if values.ndim != 2:
-        values = values.reshape(len(observed), -1) if values.size else np.zeros((len(observed), 0))
-    slack = np.zeros((len(observed), 0)) if constraints is None else np.asarray(constraints, dtype=float)
-    if slack.ndim != 2:
-        slack = slack.reshape(len(observed), -1) if slack.size else np.zeros((len(observed), 0))
+    values, slack = _rows(values, len(observed)), _rows(constraints, len(observed))
     fitted = np.isfinite(values).all(axis=1) & np.isfinite(slack).all(axis=1)
     if fitted.sum() < 2 * pool.shape[1] + 1:  # initial design
         return rng.choice(free, size=batch, replace=False).tolist()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -146,7 +146,8 @@ _REJECTED_LOSS = 1e30
 @dataclass
 class _Params:
     """The fitted quantities: μ_h and k₀ spline coefficients, log k(r) per series and, with latent
-    starts, the logits z of the start states of each series' fitted intervals (s = sigmoid(z))."""
+    states, the logits z of every frame's state of each series (s = sigmoid(z); one more than the
+    series' intervals)."""
 
     mu: torch.Tensor
     k0: torch.Tensor
@@ -286,22 +287,36 @@ class _Problem:
             ForwardModel(p.physics, p.domain, law, settings.steps_per_interval, settings.checkpoint_every)
             for p in prepared
         ]
-        self.train = [p.intervals.take(np.flatnonzero(~p.holdout)) for p in prepared]
-        self.valid = [p.intervals.take(np.flatnonzero(p.holdout)) for p in prepared]
+        self.rows = {"train": [torch.as_tensor(np.flatnonzero(~p.holdout)) for p in prepared],
+                     "valid": [torch.as_tensor(np.flatnonzero(p.holdout)) for p in prepared]}
+        self.train = [p.intervals.take(r.numpy()) for p, r in zip(prepared, self.rows["train"])]
+        self.valid = [p.intervals.take(r.numpy()) for p, r in zip(prepared, self.rows["valid"])]
         self.prior_mu, self.prior_k0 = _priors(settings, prepared[0].physics.kT_eV, dtype)
         self.masks = [torch.as_tensor(p.domain.mask, dtype=dtype) for p in prepared]
+        # with latent states: every frame's observation, its weight (0 for a held-out interval's end
+        # frame, which is not fitted) and the continuity's 1/(f σ_X) over the particle, per series
+        self.frames = []
+        for p in prepared:
+            iv = p.intervals
+            weight = torch.cat([iv.start_weight, iv.weight[-1:]]).clone()
+            weight[1:][torch.as_tensor(p.holdout)] = 0.0
+            scale = torch.as_tensor(p.domain.mask / p.sigma / settings.continuity_fraction, dtype=dtype)
+            self.frames.append((torch.cat([iv.start_observed, iv.target[-1:]]), weight, scale))
+
+    def all_intervals(self, theta: _Params, series: int):
+        """Every interval of ``series``, starting from its estimated state (latent states) or from its
+        denoised frame."""
+        intervals = self.prepared[series].intervals
+        if not theta.starts:
+            return intervals
+        return replace(intervals, start=torch.sigmoid(theta.starts[series][:-1]))
 
     def batches(self, theta: _Params, which: str = "train") -> list:
         """The interval batches; with latent states each interval starts from its estimated state."""
-        from dataclasses import replace
-
         if not theta.starts:
             return self.train if which == "train" else self.valid
-        out = []
-        for p, z in zip(self.prepared, theta.starts):
-            rows = np.flatnonzero(~p.holdout if which == "train" else p.holdout)
-            out.append(replace(p.intervals.take(rows), start=torch.sigmoid(z[:-1])[torch.as_tensor(rows)]))
-        return out
+        return [replace(batch, start=self.all_intervals(theta, i).start[rows])
+                for i, (batch, rows) in enumerate(zip(getattr(self, which), self.rows[which]))]
 
     def residuals(self, theta: _Params, which: str = "train") -> list[torch.Tensor]:
         """((X̂_{t+1} − X_{t+1})/σ_X) of the fitted (or held-out) intervals, from their start states."""
@@ -315,19 +330,12 @@ class _Problem:
         """With latent states: ½ Σ_t ((s_t − X_t)/σ_X)² over the observed pixels of every frame but the
         held-out intervals' end frames, plus ½ Σ_intervals ((s_{t+1} − X̂_{t+1}(θ; s_t))/(f σ_X))² over the
         particle (the continuity of the states, f = ``continuity_fraction``)."""
-        from dataclasses import replace
-
         out = torch.zeros((), dtype=theta.mu.dtype)
-        f = self.settings.continuity_fraction
-        for p, model, z, log_k in zip(self.prepared, self.models, theta.starts, theta.log_k):
-            iv = p.intervals
+        for i, (model, z, log_k) in enumerate(zip(self.models, theta.starts, theta.log_k)):
+            observed, weight, scale = self.frames[i]
             states = torch.sigmoid(z)
-            observed = torch.cat([iv.start_observed, iv.target[-1:]])
-            weight = torch.cat([iv.start_weight, iv.weight[-1:]]).clone()
-            weight[1:][torch.as_tensor(p.holdout)] = 0.0  # a held-out interval's end frame is not fitted
             out = out + 0.5 * (((states - observed) * weight) ** 2).sum()
-            pred = model.predict((theta.mu, theta.k0, log_k), replace(iv, start=states[:-1]))
-            scale = torch.as_tensor(p.domain.mask / p.sigma / f, dtype=states.dtype)
+            pred = model.predict((theta.mu, theta.k0, log_k), self.all_intervals(theta, i))
             out = out + 0.5 * (((states[1:] - pred) * scale) ** 2).sum()
         return out
 
@@ -436,7 +444,7 @@ def _fit_law(problem: _Problem, settings: KineticsSettings, progress) -> tuple[L
 
 def _laplace(problem: _Problem, theta: _Params, lam: float, h: float = 1e-6) -> np.ndarray:
     """Covariance of θ (flat: μ coefficients, k₀ coefficients, log k of each series' box), given the
-    estimated start states (they are held at their optimum: the covariance is conditional on them)."""
+    estimated states (held at their optimum: the covariance is conditional on them)."""
     import scipy.sparse as sp
 
     def res(t: _Params) -> np.ndarray:
@@ -545,8 +553,6 @@ def learn_kinetics(
         InputError: bad settings or series (the field is named).
         SolverError: the fit diverged (non-finite loss).
     """
-    from dataclasses import replace
-
     started = time.perf_counter()
     settings = KineticsSettings() if settings is None else settings
     if overrides:
@@ -614,11 +620,7 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
     start = n_mu + n_k0
     predicted, observed, resid, held = [], [], [], []
     for i_s, (p, lk) in enumerate(zip(prepared, theta.log_k)):
-        batch = p.intervals
-        if theta.starts:  # every interval starts from its estimated state
-            from dataclasses import replace
-
-            batch = replace(batch, start=torch.sigmoid(theta.starts[i_s][:-1]).detach())
+        batch = problem.all_intervals(theta, i_s)  # from the estimated states with latent states
         m = p.domain.mask
         h, w = p.domain.shape
         raw = lk.numpy()
@@ -637,8 +639,7 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
         log_k_std_maps.append(std_full)
         start += h * w
         with torch.no_grad():
-            model = ForwardModel(p.physics, p.domain, problem.law, settings.steps_per_interval)
-            pred = model.predict((theta.mu, theta.k0, lk), batch).numpy()
+            pred = problem.models[i_s].predict((theta.mu, theta.k0, lk), batch).numpy()
         t_frames = p.series.n_frames
         pred_full = np.full((t_frames, *p.series.shape), np.nan)
         obs_full = p.frames
