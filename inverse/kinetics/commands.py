@@ -5,10 +5,11 @@ return the exit code: 0 success, 2 bad input (the message names the field), 1 ot
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
-from chemoscreen.options import add_options, settings_from_args
+from chemoscreen.options import add_options, option_dest, settings_from_args
 from inverse.kinetics.fit import KineticsSettings
 from inverse.kinetics.synth import SeriesSynthSettings
 from mechanics.errors import InputError
@@ -69,6 +70,9 @@ def register(subparsers) -> None:
         help="write the outputs only; no MLflow run or model version",
     )
     add_options(learn.add_argument_group("fit (inverse.kinetics.KineticsSettings)"), KineticsSettings)
+    # latent states were opt-in before they became the default: the old flag still parses
+    learn.add_argument("--latent-states", dest=option_dest(KineticsSettings, "latent_states"),
+                       action="store_const", const=True, help=argparse.SUPPRESS)
     learn.set_defaults(handler=cmd_learn_kinetics)
 
 

@@ -93,9 +93,11 @@ def step_currents(series: ImageSeries, physics: Physics, start: int, end: int, n
 
 
 def prepare(
-    series: ImageSeries, *, n_steps: int, holdout_every: int, denoise_px: float, dtype: torch.dtype
+    series: ImageSeries, *, n_steps: int, holdout_every: int, denoise_px: float, dtype: torch.dtype,
+    voltage_sigma_V: float | None = None,
 ) -> PreparedSeries:
-    """Register, choose the domain and σ, and build the intervals of one series.
+    """Register, choose the domain and σ, and build the intervals of one series; ``voltage_sigma_V``: σ of
+    the measured cell voltage (None: the voltage, if any, is not used).
 
     Raises:
         InputError: (field ``composition``) fewer than 3 present frames after registration, or no
@@ -121,8 +123,12 @@ def prepare(
     if idx.size < 3:
         raise InputError("composition", "at least 3 frames with particle pixels after registration", idx.size)
     starts, targets, weights, dts, currents, ends = [], [], [], [], [], []
-    observed_starts, start_weights = [], []
+    observed_starts, start_weights, volts, volt_weights = [], [], [], []
+    voltage = series.voltage_V if voltage_sigma_V is not None else None
     for a, b in zip(idx[:-1], idx[1:]):
+        measured = voltage is not None and bool(np.isfinite(voltage[a]))
+        volts.append(float(voltage[a]) if measured else 0.0)
+        volt_weights.append(1.0 / voltage_sigma_V if measured else 0.0)
         starts.append(np.clip(smooth_inside(boxed[a], inside, denoise_px), START_CLIP, 1 - START_CLIP))
         first = np.where(inside, boxed[a], np.nan)
         observed_starts.append(np.nan_to_num(first))
@@ -152,6 +158,8 @@ def prepare(
         series=np.zeros(n, int),
         start_observed=as_t(observed_starts),
         start_weight=as_t(start_weights),
+        start_voltage_V=as_t(volts),
+        voltage_weight=as_t(volt_weights),
     )
     return PreparedSeries(
         series, frames, reg.shifts_px, domain, sigma, estimated, physics, intervals, holdout

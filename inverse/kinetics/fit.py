@@ -1,15 +1,15 @@
 """``inverse.learn_kinetics``: μ_h(X), k₀(X), log k(r) and the rate law from image series, through the
 differentiable ACR stepper (model in :mod:`inverse.kinetics.model`).
 
-Loss (multiple shooting: each fitted interval starts from the observed, denoised frame at its start, so
-errors never accumulate over the series):
+Loss with ``latent_states=False`` (multiple shooting: each fitted interval starts from the observed,
+denoised frame at its start, so errors never accumulate over the series):
 
     L(θ) = ½ Σ_intervals Σ_pixels ((X̂_{t+1}(θ; X̃_t) − X_{t+1}) / σ_X)²
            + ½ λ Σ_faces (ℓ(r) − ℓ(r'))² + ½ Σ_j ((a_j − a⁰_j)/σ_a)² + ½ Σ_j ((b_j − b⁰_j)/σ_b)²
 
-With ``latent_states`` (weak-constraint multiple shooting) every frame's state s_t is estimated with θ
-(s = sigmoid(z), started from the denoised frames), each observation is used once and the states are
-tied by the model:
+With ``latent_states`` (the default; weak-constraint multiple shooting) every frame's state s_t is
+estimated with θ (s = sigmoid(z), started from the denoised frames), each observation is used once and
+the states are tied by the model:
 
     L(θ, s) = ½ Σ_t Σ_pixels ((s_t − X_t)/σ_X)²
               + ½ Σ_intervals Σ_pixels ((s_{t+1} − X̂_{t+1}(θ; s_t))/(f σ_X))² + the same priors,
@@ -19,6 +19,10 @@ interval from the noisy (or smoothed) frame puts the frame's noise (or the smoot
 interfaces) into the prediction: measured on a synthetic BV series (24², σ_X 0.05, the true θ, the
 fit's grid) the prediction misses the next frame by 1.7 σ_X rms from the observed frames and by
 0.09 σ_X from the true ones (64 steps per interval; 0.75 σ_X with 16 steps).
+
+A measured cell voltage (``voltage_V``, unless ``use_voltage=False``) adds ½ Σ ((V̂ − V)/σ_V)² over the
+fitted intervals' start frames, V̂ = V₀ − ν k_BT/e with ν the reservoir potential of the interval's
+start state under its first current and V₀ a parameter: μ_h is then absolute (−e·OCV against Li/Li⁺).
 
 Both are minimised by L-BFGS (strong Wolfe line search) with gradients by reverse-mode autograd through the
 fixed-step rollout (checkpointed every ``checkpoint_every`` steps). λ is chosen on held-out intervals
@@ -51,6 +55,8 @@ REPORT_X = np.round(np.linspace(0.02, 0.98, 49), 10)
 MU_REFERENCE_RANGE = (0.1, 0.9)
 """Without ``voltage_V`` μ_h is known up to a constant (the galvanostatic reservoir absorbs it): it is
 reported relative to its mean over X in [0.1, 0.9]."""
+VOLTAGE_UNIT_V = 0.01
+"""Unit of the fitted voltage offset (10 mV), so that it is of order one like every other parameter."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class KineticsSettings:
         continuity_fraction: with latent states, σ of the continuity s_{t+1} ≈ X̂_{t+1}(θ; s_t) as a
             fraction of σ_X.
         checkpoint_every: steps per checkpointed segment of the rollout.
+        use_voltage: fit the measured cell voltage ``voltage_V`` where a series has one (then μ_h is
+            absolute: eV against Li/Li⁺, μ_h = −e·OCV).
+        voltage_sigma_mV: one-σ error of the measured voltage as the particle's reservoir potential.
     """
 
     rate_law: str = field(default="auto", metadata={"help": "rate law to fit", "choices": FIT_LAWS})
@@ -100,12 +109,18 @@ class KineticsSettings:
     continuity_fraction: float = field(
         default=0.5, metadata={"help": "σ of the state continuity as a fraction of σ_X (latent states)"})
     latent_states: bool = field(
-        default=False,
-        metadata={"help": "estimate every frame's state with the kinetics (weak-constraint multiple "
-                  "shooting) instead of starting each interval from its denoised frame",
-                  "flag": "--latent-states"},
+        default=True,
+        metadata={"help": "start each interval from its denoised frame instead of estimating every "
+                  "frame's state with the kinetics (weak-constraint multiple shooting)",
+                  "flag": "--no-latent-states"},
     )
     checkpoint_every: int = field(default=4, metadata={"help": "steps per checkpointed rollout segment"})
+    use_voltage: bool = field(
+        default=True,
+        metadata={"help": "ignore the series' measured voltage (μ_h then relative)", "flag": "--no-voltage"},
+    )
+    voltage_sigma_mV: float = field(
+        default=1.0, metadata={"help": "one-σ error of the measured cell voltage (mV)"})
 
     def __post_init__(self) -> None:
         if self.rate_law not in FIT_LAWS:
@@ -121,7 +136,8 @@ class KineticsSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InputError(name, f"an integer ≥ {low}", v)
-        for name in ("denoise_px", "mu_prior_std_meV", "k0_prior_std", "continuity_fraction"):
+        for name in ("denoise_px", "mu_prior_std_meV", "k0_prior_std", "continuity_fraction",
+                     "voltage_sigma_mV"):
             v = getattr(self, name)
             if (
                 isinstance(v, bool)
@@ -145,17 +161,20 @@ _REJECTED_LOSS = 1e30
 
 @dataclass
 class _Params:
-    """The fitted quantities: μ_h and k₀ spline coefficients, log k(r) per series and, with latent
-    states, the logits z of every frame's state of each series (s = sigmoid(z); one more than the
-    series' intervals)."""
+    """The fitted quantities: μ_h and k₀ spline coefficients, log k(r) per series, with latent states
+    the logits z of every frame's state of each series (s = sigmoid(z); one more than the series'
+    intervals) and, with a measured voltage, the offset δ of V = V_ref + δ·(10 mV) − ν k_BT/e (the cell
+    voltage where the model's μ vanishes)."""
 
     mu: torch.Tensor
     k0: torch.Tensor
     log_k: list[torch.Tensor]
     starts: list[torch.Tensor] = field(default_factory=list)
+    offset: torch.Tensor | None = None
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.mu, self.k0, *self.log_k, *self.starts]
+        extra = [] if self.offset is None else [self.offset]
+        return [self.mu, self.k0, *extra, *self.log_k, *self.starts]
 
     def clone(self) -> _Params:
         return _Params(
@@ -163,6 +182,7 @@ class _Params:
             self.k0.detach().clone(),
             [x.detach().clone() for x in self.log_k],
             [z.detach().clone() for z in self.starts],
+            None if self.offset is None else self.offset.detach().clone(),
         )
 
     def flat(self) -> torch.Tensor:
@@ -179,6 +199,7 @@ class LawScore:
     heldout_rms: float
     train_rms: float
     lambda_scores: dict
+    heldout_voltage_rms_mV: float = math.nan
 
 
 @dataclass
@@ -302,6 +323,30 @@ class _Problem:
             weight[1:][torch.as_tensor(p.holdout)] = 0.0
             scale = torch.as_tensor(p.domain.mask / p.sigma / settings.continuity_fraction, dtype=dtype)
             self.frames.append((torch.cat([iv.start_observed, iv.target[-1:]]), weight, scale))
+        # a measured voltage is fitted where any series has one (prepared with a voltage σ)
+        self.voltage = any(bool((p.intervals.voltage_weight > 0).any()) for p in prepared)
+        self.kT_eV = [p.physics.kT_eV for p in prepared]
+
+    def voltage_V(self, theta: _Params, nu: torch.Tensor, series: int) -> torch.Tensor:
+        """The predicted cell voltage V = V_ref + δ·(10 mV) − ν k_BT/e of start states with potential ν."""
+        from mechanics.parameters.lfp import VOLTAGE_LFP_V
+
+        return VOLTAGE_LFP_V + VOLTAGE_UNIT_V * theta.offset - nu * self.kT_eV[series]
+
+    def _voltage_residual(self, theta: _Params, nu: torch.Tensor, batch, series: int) -> torch.Tensor:
+        if theta.offset is None:
+            return nu[:0]
+        return (self.voltage_V(theta, nu, series) - batch.start_voltage_V) * batch.voltage_weight
+
+    def parts(self, theta: _Params, which: str = "train") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per series, ((X̂_{t+1} − X_{t+1})/σ_X) of the fitted (or held-out) intervals from their start
+        states, and (V̂ − V)/σ_V at their start frames (empty without a fitted voltage)."""
+        comp, volt = [], []
+        for i, (model, batch, log_k) in enumerate(zip(self.models, self.batches(theta, which), theta.log_k)):
+            pred, nu = model.predict_with_potential((theta.mu, theta.k0, log_k), batch)
+            comp.append((pred - batch.target) * batch.weight)
+            volt.append(self._voltage_residual(theta, nu, batch, i))
+        return comp, volt
 
     def all_intervals(self, theta: _Params, series: int):
         """Every interval of ``series``, starting from its estimated state (latent states) or from its
@@ -320,23 +365,24 @@ class _Problem:
 
     def residuals(self, theta: _Params, which: str = "train") -> list[torch.Tensor]:
         """((X̂_{t+1} − X_{t+1})/σ_X) of the fitted (or held-out) intervals, from their start states."""
-        out = []
-        for model, batch, log_k in zip(self.models, self.batches(theta, which), theta.log_k):
-            pred = model.predict((theta.mu, theta.k0, log_k), batch)
-            out.append((pred - batch.target) * batch.weight)
-        return out
+        return self.parts(theta, which)[0]
 
     def state_terms(self, theta: _Params) -> torch.Tensor:
         """With latent states: ½ Σ_t ((s_t − X_t)/σ_X)² over the observed pixels of every frame but the
         held-out intervals' end frames, plus ½ Σ_intervals ((s_{t+1} − X̂_{t+1}(θ; s_t))/(f σ_X))² over the
-        particle (the continuity of the states, f = ``continuity_fraction``)."""
+        particle (the continuity of the states, f = ``continuity_fraction``), plus the fitted intervals'
+        voltage terms from their estimated start states."""
         out = torch.zeros((), dtype=theta.mu.dtype)
         for i, (model, z, log_k) in enumerate(zip(self.models, theta.starts, theta.log_k)):
             observed, weight, scale = self.frames[i]
             states = torch.sigmoid(z)
             out = out + 0.5 * (((states - observed) * weight) ** 2).sum()
-            pred = model.predict((theta.mu, theta.k0, log_k), self.all_intervals(theta, i))
+            every = self.all_intervals(theta, i)
+            pred, nu = model.predict_with_potential((theta.mu, theta.k0, log_k), every)
             out = out + 0.5 * (((states[1:] - pred) * scale) ** 2).sum()
+            rows = self.rows["train"][i]
+            volt = self._voltage_residual(theta, nu[rows], every.take(rows.numpy()), i)
+            out = out + 0.5 * (volt**2).sum()
         return out
 
     def smoothness(self, log_k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -356,7 +402,8 @@ class _Problem:
     def loss(self, theta: _Params, lam: float) -> torch.Tensor:
         if theta.starts:
             return self.state_terms(theta) + self.prior(theta, lam)
-        data = sum(0.5 * (r**2).sum() for r in self.residuals(theta))
+        comp, volt = self.parts(theta)
+        data = sum(0.5 * (r**2).sum() for r in comp + volt)
         return data + self.prior(theta, lam)
 
     def initial(self) -> _Params:
@@ -364,12 +411,21 @@ class _Problem:
         if self.settings.latent_states:  # every frame's state, from the denoised frames
             starts = [torch.logit(torch.cat([p.intervals.start, p.intervals.start[-1:]]))
                       for p in self.prepared]
-        return _Params(
+        theta = _Params(
             self.prior_mu.clone(),
             self.prior_k0.clone(),
             [torch.zeros(p.domain.shape, dtype=self.prior_mu.dtype) for p in self.prepared],
             starts,
         )
+        if self.voltage:
+            # the offset enters the voltage linearly: start at its least-squares value for the prior θ
+            theta.offset = torch.zeros((), dtype=self.prior_mu.dtype)
+            with torch.no_grad():
+                _, volt = self.parts(theta)
+                w = torch.cat([b.voltage_weight for b in self.batches(theta)])
+                r = torch.cat(volt)
+                theta.offset = -(r * w).sum() / (w * w).sum() / VOLTAGE_UNIT_V
+        return theta
 
     def minimise(self, theta: _Params, lam: float) -> tuple[_Params, float]:
         theta = theta.clone()
@@ -406,22 +462,32 @@ class _Problem:
             theta = start
         return theta.clone(), value
 
-    def score(self, theta: _Params) -> tuple[float, float, float]:
-        """(held-out log-likelihood, held-out rms of X, fitted rms of X)."""
+    def score(self, theta: _Params) -> tuple[float, float, float, float]:
+        """(held-out log-likelihood of X and, when fitted, of the voltage; held-out rms of X; fitted rms of
+        X; held-out rms of the voltage in mV, NaN without one)."""
         with torch.no_grad():
-            ll, sq, n = 0.0, 0.0, 0
-            for r, batch in zip(self.residuals(theta, "valid"), self.valid):
+            ll, sq, n, v_sq, v_n = 0.0, 0.0, 0, 0.0, 0
+            comp, volt = self.parts(theta, "valid")
+            valid = self.batches(theta, "valid")
+            for r, rv, batch in zip(comp, volt, valid):
+                for res, w in ((r, batch.weight), (rv, batch.voltage_weight[: rv.numel()])):
+                    seen = w > 0
+                    ll += float(-0.5 * (res**2).sum() + torch.log(w[seen] / math.sqrt(2 * math.pi)).sum())
                 w = batch.weight
                 seen = w > 0
-                ll += float(-0.5 * (r**2).sum() + torch.log(w[seen] / math.sqrt(2 * math.pi)).sum())
                 sq += float(((r / torch.where(seen, w, torch.ones_like(w))) ** 2 * seen).sum())
                 n += int(seen.sum())
+                wv = batch.voltage_weight[: rv.numel()]
+                seen_v = wv > 0
+                v_sq += float(((rv / torch.where(seen_v, wv, torch.ones_like(wv))) ** 2 * seen_v).sum())
+                v_n += int(seen_v.sum())
             tr_sq, tr_n = 0.0, 0
             for r, batch in zip(self.residuals(theta, "train"), self.train):
                 seen = batch.weight > 0
                 tr_sq += float(((r / torch.where(seen, batch.weight, torch.ones_like(r))) ** 2 * seen).sum())
                 tr_n += int(seen.sum())
-        return ll, math.sqrt(sq / max(n, 1)), math.sqrt(tr_sq / max(tr_n, 1))
+        v_rms = 1e3 * math.sqrt(v_sq / v_n) if v_n else math.nan
+        return ll, math.sqrt(sq / max(n, 1)), math.sqrt(tr_sq / max(tr_n, 1)), v_rms
 
 
 def _fit_law(problem: _Problem, settings: KineticsSettings, progress) -> tuple[LawScore, _Params, float]:
@@ -430,43 +496,51 @@ def _fit_law(problem: _Problem, settings: KineticsSettings, progress) -> tuple[L
     per_lambda = {}
     for lam in sorted(settings.lambdas, reverse=True):
         theta, _ = problem.minimise(theta, lam)
-        ll, rms, train_rms = problem.score(theta)
+        ll, rms, train_rms, v_rms = problem.score(theta)
         per_lambda[f"{lam:g}"] = ll
+        volts = "" if math.isnan(v_rms) else f", voltage {v_rms:.2f} mV"
         progress(
-            f"{problem.law}: λ={lam:g} held-out log-likelihood {ll:.1f}, rms {rms:.4f} "
+            f"{problem.law}: λ={lam:g} held-out log-likelihood {ll:.1f}, rms {rms:.4f}{volts} "
             f"(fit rms {train_rms:.4f})"
         )
         if best is None or ll > best[0]:
-            best = (ll, rms, train_rms, lam, theta.clone())
-    ll, rms, train_rms, lam, theta = best
-    return LawScore(problem.law, lam, ll, rms, train_rms, per_lambda), theta, lam
+            best = (ll, rms, train_rms, v_rms, lam, theta.clone())
+    ll, rms, train_rms, v_rms, lam, theta = best
+    return LawScore(problem.law, lam, ll, rms, train_rms, per_lambda, v_rms), theta, lam
 
 
 def _laplace(problem: _Problem, theta: _Params, lam: float, h: float = 1e-6) -> np.ndarray:
-    """Covariance of θ (flat: μ coefficients, k₀ coefficients, log k of each series' box), given the
-    estimated states (held at their optimum: the covariance is conditional on them)."""
+    """Covariance of θ (flat: μ coefficients, k₀ coefficients, the voltage offset when fitted, log k of
+    each series' box), given the estimated states (held at their optimum: the covariance is conditional
+    on them). The residuals are the composition's, then the voltage's; the compressed log k columns read
+    the composition rows only (a pixel's prefactor moves the reservoir potential by O(1/pixels))."""
     import scipy.sparse as sp
 
     def res(t: _Params) -> np.ndarray:
         with torch.no_grad():
-            return torch.cat([r.reshape(-1) for r in problem.residuals(t)]).numpy()
+            comp, volt = problem.parts(t)
+            return torch.cat([r.reshape(-1) for r in comp + volt]).numpy()
+
+    dense = [theta.mu, theta.k0] + ([] if theta.offset is None else [theta.offset.reshape(1)])
+    n_dense = len(dense)
 
     def shifted(direction: list[torch.Tensor], scale: float) -> _Params:
         return _Params(
             theta.mu + scale * direction[0],
             theta.k0 + scale * direction[1],
-            [lk + scale * d for lk, d in zip(theta.log_k, direction[2:])],
+            [lk + scale * d for lk, d in zip(theta.log_k, direction[n_dense:])],
             theta.starts,
+            None if theta.offset is None else theta.offset + scale * direction[2].reshape(()),
         )
 
-    zeros = [torch.zeros_like(t) for t in (theta.mu, theta.k0, *theta.log_k)]
+    zeros = [torch.zeros_like(t) for t in (*dense, *theta.log_k)]
     n_mu, n_k0 = theta.mu.numel(), theta.k0.numel()
     cols, rows, vals = [], [], []
     r0 = res(theta)
     n_res = r0.size
-    # dense columns: the spline coefficients
+    # dense columns: the spline coefficients and the voltage offset
     col = 0
-    for block, size in ((0, n_mu), (1, n_k0)):
+    for block, size in enumerate(t.numel() for t in dense):
         for j in range(size):
             d = [z.clone() for z in zeros]
             d[block].view(-1)[j] = 1.0
@@ -489,7 +563,7 @@ def _laplace(problem: _Problem, theta: _Params, lam: float, h: float = 1e-6) -> 
                 if not colour.any():
                     continue
                 d = [z.clone() for z in zeros]
-                d[2 + s] = torch.as_tensor(colour, dtype=lk.dtype)
+                d[n_dense + s] = torch.as_tensor(colour, dtype=lk.dtype)
                 jv = (res(shifted(d, h)) - r0) / h
                 block = jv[offsets[s] : offsets[s + 1]].reshape(nb, hh, ww)
                 for py, px in zip(*np.nonzero(colour)):
@@ -569,6 +643,7 @@ def learn_kinetics(
             holdout_every=settings.holdout_every,
             denoise_px=settings.denoise_px,
             dtype=dtype,
+            voltage_sigma_V=settings.voltage_sigma_mV * 1e-3 if settings.use_voltage else None,
         )
         for s in sets
     ]
@@ -601,23 +676,38 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
     b_k0 = bspline_basis(x, settings.k0_knots).numpy()
     entropy = physics.kT_eV * np.log(REPORT_X / (1 - REPORT_X))
     ref = (REPORT_X >= MU_REFERENCE_RANGE[0]) & (REPORT_X <= MU_REFERENCE_RANGE[1])
+    absolute = theta.offset is not None
     a_map = b_mu * MU_UNIT_EV
-    a_map = a_map - a_map[ref].mean(axis=0)
-    mu = entropy - entropy[ref].mean() + a_map @ theta.mu.numpy()
-    mu_prior = entropy - entropy[ref].mean() + a_map @ problem.prior_mu.numpy()
+    n_mu, n_k0, n_off = settings.mu_knots, settings.k0_knots, int(absolute)
+    if absolute:
+        # μ_h against Li/Li⁺ (μ_h = −e·OCV): the model's μ_h minus the voltage V₀ where it vanishes
+        from mechanics.parameters.lfp import VOLTAGE_LFP_V
+
+        v0 = VOLTAGE_LFP_V + VOLTAGE_UNIT_V * float(theta.offset)
+        shift = -v0
+        g_map = np.concatenate([a_map, np.full((len(REPORT_X), 1), -VOLTAGE_UNIT_V)], axis=1)
+    else:  # relative to the mean over the reference range
+        v0 = math.nan
+        shift = -entropy[ref].mean()
+        a_map = a_map - a_map[ref].mean(axis=0)
+        g_map = a_map
+    mu = entropy + a_map @ theta.mu.numpy() + shift
+    mu_prior = entropy + a_map @ problem.prior_mu.numpy() + shift
     k0 = np.exp(b_k0 @ theta.k0.numpy())
     k0_prior = np.exp(b_k0 @ problem.prior_k0.numpy())
-    n_mu, n_k0 = settings.mu_knots, settings.k0_knots
     log_k_maps, log_k_std_maps = [], []
     if cov is not None:
-        mu_std = np.sqrt(np.einsum("ij,jk,ik->i", a_map, cov[:n_mu, :n_mu], a_map))
+        sel = np.r_[0:n_mu, n_mu + n_k0 : n_mu + n_k0 + n_off]
+        mu_std = np.sqrt(np.einsum("ij,jk,ik->i", g_map, cov[np.ix_(sel, sel)], g_map))
         k0_std = k0 * np.sqrt(
             np.einsum("ij,jk,ik->i", b_k0, cov[n_mu : n_mu + n_k0, n_mu : n_mu + n_k0], b_k0)
         )
+        v0_std = VOLTAGE_UNIT_V * math.sqrt(cov[n_mu + n_k0, n_mu + n_k0]) if absolute else math.nan
     else:
         mu_std = np.full_like(mu, np.nan)
         k0_std = np.full_like(k0, np.nan)
-    start = n_mu + n_k0
+        v0_std = math.nan
+    start = n_mu + n_k0 + n_off
     predicted, observed, resid, held = [], [], [], []
     for i_s, (p, lk) in enumerate(zip(prepared, theta.log_k)):
         batch = problem.all_intervals(theta, i_s)  # from the estimated states with latent states
@@ -671,6 +761,14 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
             ("Khachaturyan kernel" if p.domain.full else "none (masked outline)") for p in prepared
         ],
         "shifts_px": [p.shifts_px.round(4).tolist() for p in prepared],
+        "voltage": {
+            "used": absolute,
+            "sigma_mV": settings.voltage_sigma_mV if absolute else None,
+            "zero_potential_V": v0 if absolute else None,
+            "zero_potential_std_mV": 1e3 * v0_std if absolute and math.isfinite(v0_std) else None,
+            "heldout_rms_mV": best.heldout_voltage_rms_mV if absolute else None,
+            "n_measured": int(sum((p.intervals.voltage_weight > 0).sum() for p in prepared)),
+        },
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     inputs = [{"path": s.source, "sha256": s.sha256} for s in sets]
@@ -678,7 +776,7 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
         X=REPORT_X.copy(),
         mu_h_eV=mu,
         mu_h_std_eV=mu_std,
-        mu_absolute=False,
+        mu_absolute=absolute,
         k0_A_per_m2=k0,
         k0_std_A_per_m2=k0_std,
         mu_prior_eV=mu_prior,
@@ -694,7 +792,9 @@ def _result(prepared, problem, theta, lam, scores, cov, settings, sets, timings)
         residual_rms=resid,
         heldout=held,
         inputs=inputs,
-        coefficients={"mu": theta.mu.numpy().copy(), "k0": theta.k0.numpy().copy(), "kT_eV": physics.kT_eV},
+        # the B-splines sum to one: μ_h against Li/Li⁺ is the model's coefficients shifted by −V₀
+        coefficients={"mu": theta.mu.numpy().copy() + (-v0 / MU_UNIT_EV if absolute else 0.0),
+                      "k0": theta.k0.numpy().copy(), "kT_eV": physics.kT_eV},
         settings=settings,
         truth=dict(sets[0].truth),
     )

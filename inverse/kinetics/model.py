@@ -298,6 +298,8 @@ class Intervals:
         series: (B,) which series each interval comes from.
         start_observed: (B, h, w) observed composition at the start of each interval (0 where none).
         start_weight: (B, h, w) 1/σ_X where the start frame is observed, 0 elsewhere.
+        start_voltage_V: (B,) cell voltage measured at the start frame (0 where none).
+        voltage_weight: (B,) 1/σ_V where a voltage was measured at the start frame, 0 elsewhere.
     """
 
     start: torch.Tensor
@@ -309,6 +311,8 @@ class Intervals:
     series: np.ndarray
     start_observed: torch.Tensor
     start_weight: torch.Tensor
+    start_voltage_V: torch.Tensor
+    voltage_weight: torch.Tensor
 
     def take(self, rows: np.ndarray) -> Intervals:
         r = torch.as_tensor(rows, dtype=torch.long)
@@ -322,6 +326,8 @@ class Intervals:
             self.series[rows],
             self.start_observed[r],
             self.start_weight[r],
+            self.start_voltage_V[r],
+            self.voltage_weight[r],
         )
 
     def __len__(self) -> int:
@@ -388,6 +394,14 @@ class ForwardModel:
         self, theta: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch: Intervals
     ) -> torch.Tensor:
         """(B, h, w) composition at the end of each interval, started from ``batch.start``."""
+        return self.predict_with_potential(theta, batch)[0]
+
+    def predict_with_potential(
+        self, theta: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch: Intervals
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict` and (B,) ν = μ_res/k_BT of each interval's start state under its first step's
+        current: the reservoir potential a cell voltage measured at the start frame reads,
+        V = V₀ − ν k_BT/e (same state, same time)."""
         from mechanics.phasefield.reaction import ReactionAux, acr_increment, acr_symbols
 
         mu_c, k0_c, log_k = theta
@@ -409,15 +423,18 @@ class ForwardModel:
             return c, nu
 
         c, nu = batch.start, zeros
-        done = 0
+        done, nu_start = 0, None
         while done < self.n_steps:
-            count = min(self.checkpoint_every, self.n_steps - done)
-            if torch.is_grad_enabled() and self.checkpoint_every < self.n_steps:
+            # the first step runs on its own: its ν, solved from the start state, is the start's potential
+            count = 1 if done == 0 else min(self.checkpoint_every, self.n_steps - done)
+            if torch.is_grad_enabled() and self.checkpoint_every < self.n_steps and done > 0:
                 c, nu = checkpoint(run, c, nu, done, count, use_reentrant=False)
             else:
                 c, nu = run(c, nu, done, count)
+            if nu_start is None:
+                nu_start = nu
             done += count
-        return c
+        return c, nu_start
 
 
 def rate_scale_guess() -> float:

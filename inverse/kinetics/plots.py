@@ -20,15 +20,17 @@ def _figure(*args, **kwargs):
 def plot_laws(fit, path: Path) -> Path:
     plt, fig, (ax1, ax2) = _figure(1, 2, figsize=(10, 4))
     x = fit.X
-    ax1.plot(x, 1e3 * fit.mu_h_eV, label="learned")
+    # absolute μ_h (a measured voltage) is shown as the open-circuit voltage −μ_h/e; relative μ_h in meV
+    shown = (lambda mu: -np.asarray(mu)) if fit.mu_absolute else (lambda mu: 1e3 * np.asarray(mu))
+    ax1.plot(x, shown(fit.mu_h_eV), label="learned")
     ax1.fill_between(
         x,
-        1e3 * (fit.mu_h_eV - 2 * fit.mu_h_std_eV),
-        1e3 * (fit.mu_h_eV + 2 * fit.mu_h_std_eV),
+        shown(fit.mu_h_eV - 2 * fit.mu_h_std_eV),
+        shown(fit.mu_h_eV + 2 * fit.mu_h_std_eV),
         alpha=0.3,
         label="±2σ (Laplace)",
     )
-    ax1.plot(x, 1e3 * fit.mu_prior_eV, "--", label="prior (regular solution)")
+    ax1.plot(x, shown(fit.mu_prior_eV), "--", label="prior (regular solution)")
     ax2.semilogy(x, fit.k0_A_per_m2, label="learned")
     ax2.fill_between(
         x,
@@ -42,9 +44,15 @@ def plot_laws(fit, path: Path) -> Path:
     if "truth_mu_h_eV" in t and "truth_X" in t:
         tx, tm = t["truth_X"], t["truth_mu_h_eV"]
         ref = (tx >= 0.1) & (tx <= 0.9)
-        ax1.plot(tx, 1e3 * (tm - tm[ref].mean()), ":", color="k", label="truth")
+        if fit.mu_absolute and "truth_voltage_zero_V" in t:
+            ax1.plot(tx, shown(tm - float(t["truth_voltage_zero_V"])), ":", color="k", label="truth")
+        elif not fit.mu_absolute:
+            ax1.plot(tx, shown(tm - tm[ref].mean()), ":", color="k", label="truth")
         ax2.semilogy(tx, t["truth_k0_A_per_m2"], ":", color="k", label="truth")
-    ax1.set(xlabel="X", ylabel="μ_h (meV, relative)", title="homogeneous chemical potential")
+    if fit.mu_absolute:
+        ax1.set(xlabel="X", ylabel="OCV = −μ_h/e (V vs Li/Li⁺)", title="homogeneous chemical potential")
+    else:
+        ax1.set(xlabel="X", ylabel="μ_h (meV, relative)", title="homogeneous chemical potential")
     ax2.set(xlabel="X", ylabel="k₀ (A/m²)", title=f"exchange prefactor ({fit.rate_law})")
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)

@@ -20,9 +20,14 @@ the images, with
 
 The frames are then averaged down to the image pixels, blurred (Gaussian PSF), moved by a random
 drift, given Gaussian noise of σ_X and NaN outside the particle, and one frame is blanked (missing).
+The cell voltage at every frame (the missing one included) is the particle's reservoir potential,
+V = V₀ − μ_res/e with V₀ = 3.43 V where the model's μ vanishes (the LFP plateau), solved from the
+frame's state under the current that flows after it, plus Gaussian noise of ``voltage_sigma_mV``.
 The truth goes under ``truth_*``: ``truth_composition`` (noise-free frames on the image grid, no drift),
-``truth_log_k`` (H, W), ``truth_X``, ``truth_mu_h_eV`` and ``truth_k0_A_per_m2`` on ``truth_X``,
-``truth_shifts_px`` (T, 2), ``truth_missing_frame`` and ``truth_rate_law`` (the law's name, bytes).
+``truth_log_k`` (H, W), ``truth_X``, ``truth_mu_h_eV`` (the model's μ_h, 0 at X = ½) and
+``truth_k0_A_per_m2`` on ``truth_X``, ``truth_voltage_zero_V`` (V₀: μ_h against Li/Li⁺ is
+``truth_mu_h_eV − V₀``), ``truth_shifts_px`` (T, 2), ``truth_missing_frame`` and ``truth_rate_law``
+(the law's name, bytes).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class SeriesSynthSettings:
         seed: random seed (pattern, noise, drift).
         dtype: "float64" or "float32" for the simulation.
         rate_law: the true rate law, one of ``mechanics.phasefield.reaction.RATE_LAWS``.
+        voltage_sigma_mV: one-σ noise of the recorded cell voltage (0: noise-free).
     """
 
     size_px: int = field(default=24, metadata={"help": "particle edge in image pixels", "flag": "--size"})
@@ -93,6 +99,7 @@ class SeriesSynthSettings:
     dtype: str = "float64"
     rate_law: str = field(default="butler-volmer",
                           metadata={"help": "the true rate law", "choices": RATE_LAWS})
+    voltage_sigma_mV: float = field(default=1.0, metadata={"help": "one-σ noise of the cell voltage (mV)"})
 
     def __post_init__(self) -> None:
         def whole(name, low):
@@ -116,6 +123,7 @@ class SeriesSynthSettings:
         number("psf_nm", 0, strict=False)
         number("drift_px", 0, strict=False)
         number("mu_correction_meV", -math.inf)
+        number("voltage_sigma_mV", 0, strict=False)
         if not (isinstance(self.soc_start, (int, float)) and 0 < self.soc_start < 1):
             raise InputError("soc_start", "a Li fraction in (0, 1)", self.soc_start)
         rates = self.c_rates
@@ -218,11 +226,18 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
 
     from mechanics import Stiffness, units
     from mechanics.grid import Grid
-    from mechanics.parameters.lfp import lfp_params
+    from mechanics.parameters.lfp import VOLTAGE_LFP_V, lfp_params
     from mechanics.phasefield import elastic as pf_elastic
     from mechanics.phasefield.free_energy import RegularSolution
     from mechanics.phasefield.protocols import run_to_times
-    from mechanics.phasefield.reaction import AllenCahnReaction, allen_cahn_reaction, rate_law_named
+    from mechanics.phasefield.reaction import (
+        AllenCahnReaction,
+        ReactionAux,
+        acr_increment,
+        acr_symbols,
+        allen_cahn_reaction,
+        rate_law_named,
+    )
 
     settings = SeriesSynthSettings() if settings is None else settings
     if overrides:
@@ -279,7 +294,19 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
     c = torch.full((1, n, n), settings.soc_start, dtype=dtype) + 1e-3 * torch.tensor(
         seed_noise - seed_noise.mean(), dtype=dtype)
     state = init_fn(c, 1e-3)
+    kT_eV = kT / units.AJ_PER_EV
+
+    def potential_V(c_now, c_rate):
+        """The cell voltage of state c_now under the current of ``c_rate`` (a zero-length step solves
+        the galvanostatic reservoir potential of this very state)."""
+        model = replace(base, current_per_s=torch.full((1,), c_rate / 3600.0, dtype=dtype))
+        zero = torch.zeros(1, dtype=dtype)
+        aux = ReactionAux(nu=zero, current_per_s=zero, saturated=zero.bool(), nonfinite=zero.bool())
+        _, aux = acr_increment(model, c_now, zero, aux, acr_symbols(model, c_now))
+        return VOLTAGE_LFP_V - float(aux.nu[0]) * kT_eV
+
     fine = [state.c[0].numpy().copy()]
+    volts = [potential_V(state.c, rates[0])]
     for frame in range(1, settings.frames):
         current = rates[frame - 1] / 3600.0
         model = replace(base, current_per_s=torch.full((1,), current, dtype=dtype),
@@ -287,6 +314,7 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
         _, step_fn = allen_cahn_reaction(model)
         state = run_to_times(step_fn, state, [times[frame]], max_steps=200_000)
         fine.append(state.c[0].numpy().copy())
+        volts.append(potential_V(state.c, rates[min(frame, len(rates) - 1)]))
     fine = np.stack(fine)
 
     # image formation: average to pixels, blur, drift, noise, outline, a missing frame
@@ -317,18 +345,19 @@ def synthesize_series(settings: SeriesSynthSettings | None = None, **overrides) 
     truth_clean = np.full_like(canvas, np.nan)
     truth_clean[:, m:-m, m:-m] = clean
     x_grid = np.linspace(0.02, 0.98, 49)
-    kT_eV = kT / units.AJ_PER_EV
+    voltage = np.asarray(volts) + 1e-3 * settings.voltage_sigma_mV * rng.standard_normal(len(volts))
     mu_h = mu_h_eV(x_grid, kT_eV, p.omega_eV, settings.mu_correction_meV * 1e-3)
     raw = {
         "composition": frames, "time_s": np.asarray(times), "pixel_size_nm": settings.pixel_size_nm,
-        "c_rate": np.append(np.asarray(rates, float), rates[-1]),
+        "c_rate": np.append(np.asarray(rates, float), rates[-1]), "voltage_V": voltage,
         "composition_sigma": settings.composition_sigma if settings.composition_sigma > 0 else None,
         "temperature_K": p.temperature_K, "thickness_nm": 20.0,
         "truth_composition": truth_clean, "truth_log_k": truth_k, "truth_X": x_grid,
         "truth_mu_h_eV": mu_h,
         "truth_k0_A_per_m2": true_k0_A_per_m2(settings.rate_law, x_grid, mu_h / kT_eV,
                                               p.exchange_rate_A_m2, p.charge_transfer_alpha),
-        "truth_shifts_px": drift, "truth_missing_frame": -1 if missing is None else missing,
+        "truth_voltage_zero_V": VOLTAGE_LFP_V, "truth_shifts_px": drift,
+        "truth_missing_frame": -1 if missing is None else missing,
         "truth_rate_law": np.asarray(settings.rate_law.encode()),
     }
     return validate_series(raw, source="synthesize_series")

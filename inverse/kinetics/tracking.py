@@ -75,6 +75,10 @@ def _metrics(fit: KineticsFit) -> dict:
     for s in fit.scores:
         out[f"heldout_loglik_{s.rate_law}"] = float(s.heldout_loglik)
     out.update({f"time_{k}": float(v) for k, v in fit.fit["timings_s"].items()})
+    volts = fit.fit.get("voltage", {})
+    for key in ("zero_potential_V", "zero_potential_std_mV", "heldout_rms_mV"):
+        if volts.get(key) is not None and np.isfinite(volts[key]):
+            out[f"voltage_{key}"] = float(volts[key])
     return out
 
 
@@ -89,6 +93,8 @@ def _params(fit: KineticsFit) -> dict:
         "lambdas": ",".join(f"{v:g}" for v in s.lambdas),
         "holdout_every": s.holdout_every,
         "n_series": fit.fit["n_series"],
+        "voltage_used": bool(fit.fit.get("voltage", {}).get("used", False)),
+        "voltage_sigma_mV": s.voltage_sigma_mV,
     }
 
 
@@ -112,7 +118,8 @@ class _KineticsCommit(_Commit):
                 stored_model(fit),
                 "kinetics",
                 metadata={
-                    "mu_h": "eV, relative to its mean over X in [0.1, 0.9]",
+                    "mu_h": ("eV against Li/Li+ (-e OCV)" if fit.mu_absolute
+                             else "eV, relative to its mean over X in [0.1, 0.9]"),
                     "k0": "A/m^2",
                     "X": "Li site fraction",
                 },

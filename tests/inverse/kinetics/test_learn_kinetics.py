@@ -100,14 +100,17 @@ def test_learn_kinetics_cli_writes_outputs_and_registers_a_loadable_model(tiny, 
     assert {"mu_k0.png", "k_map.png", "frames.png", "residuals.png"} <= {
         p.name for p in (workdir / "kin").iterdir()
     }
-    # μ_h relative to its mean over [0.1, 0.9]
+    # the series carries its cell voltage: μ_h is absolute, −e·OCV against Li/Li⁺, whose mean over the
+    # plateau range lies near −3.43 eV (within the 50 mV a one-iteration fit may leave)
     x, mu = np.array(doc["mu_h"]["X"]), np.array(doc["mu_h"]["value_eV"])
-    assert abs(mu[(x >= 0.1) & (x <= 0.9)].mean()) < 1e-12
-    model = load_kinetics("models:/lfp-kinetics@champion", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    np.testing.assert_allclose(model.k0_A_per_m2(x), doc["k0"]["value_A_per_m2"], rtol=1e-9)
     ref = (x >= 0.1) & (x <= 0.9)
-    # the two means are taken on different grids (801 points vs the report grid): 0.2 meV apart at most
-    np.testing.assert_allclose(model.mu_h_eV(x)[ref], mu[ref], atol=2e-4)
+    assert doc["mu_h"]["reference"] == "absolute" and doc["fit"]["voltage"]["used"]
+    assert doc["fit"]["voltage"]["n_measured"] == 5  # one per interval: 7 frames, the missing one spanned
+    assert abs(mu[ref].mean() + 3.43) < 0.05
+    model = load_kinetics("models:/lfp-kinetics@champion", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    assert model.mu_absolute
+    np.testing.assert_allclose(model.k0_A_per_m2(x), doc["k0"]["value_A_per_m2"], rtol=1e-9)
+    np.testing.assert_allclose(model.mu_h_eV(x), mu, atol=1e-12)
 
     # the sweep hook: LFP-like candidates (Fe ≥ 75 %) take the learned Ω and k₀, the others keep theirs
     import candidates
@@ -213,9 +216,14 @@ def test_api_fit_of_one_series_without_laplace(tiny):
         steps_per_interval=2,
         holdout_every=3,
         laplace=False,
+        use_voltage=False,
     )
     assert fit.rate_law == "ciet" and len(fit.scores) == 1
     assert np.isnan(fit.mu_h_std_eV).all() and np.isfinite(fit.mu_h_eV).all()
+    # the voltage ignored: μ_h is known up to a constant and reported relative to its mean over [0.1, 0.9]
+    assert not fit.mu_absolute and not fit.fit["voltage"]["used"]
+    ref = (fit.X >= 0.1) & (fit.X <= 0.9)
+    assert abs(fit.mu_h_eV[ref].mean()) < 1e-12
 
 
 def test_the_learned_model_reproduces_the_reference_laws_it_can_represent():
