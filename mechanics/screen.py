@@ -310,6 +310,7 @@ def simulate_conditions(
     sizes_nm: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
     flaw_fraction: float = FLAW_FRACTION,
+    noise_reference_grid: int | None = None,
 ) -> list[ScreeningResult]:
     """:func:`simulate_candidates` with a C-rate, a platelet size and a noise seed of its own per element,
     all in one tensor program (the envelope batches candidates × rates × sizes × seeds this way).
@@ -333,12 +334,18 @@ def simulate_conditions(
         sizes_nm: one platelet edge per element (default: the settings' ``particle_size_nm``).
         seeds: one noise seed per element (default: the settings' ``seed``).
         flaw_fraction: a₀ / L (at least one grid cell is used).
+        noise_reference_grid: N_ref: ``noise_per_sqrt_s`` is the per-cell amplitude of an N_ref² grid
+            over the platelet, and on the settings' N² grid it is scaled by N/N_ref. White noise keeps
+            its intensity per platelet area only so (a cell's variance ∝ 1/its area); at a fixed per-cell
+            amplitude a finer grid weakens the fluctuations that seed phase separation. None: per cell
+            as given (the sweep's convention).
 
     Raises:
         InputError: a list of the wrong length or a bad value, before any work.
     """
     with torch.no_grad():
-        return _simulate(params, settings, law, device, c_rates, sizes_nm, seeds, flaw_fraction)
+        return _simulate(params, settings, law, device, c_rates, sizes_nm, seeds, flaw_fraction,
+                         noise_reference_grid)
 
 
 def _per_element(name: str, values, default, n: int, kind=float) -> list:
@@ -356,7 +363,7 @@ def _per_element(name: str, values, default, n: int, kind=float) -> list:
 
 
 def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=None,
-              flaw_fraction=FLAW_FRACTION) -> list[ScreeningResult]:
+              flaw_fraction=FLAW_FRACTION, noise_reference_grid=None) -> list[ScreeningResult]:
     if isinstance(params, MaterialParams) or len(params) == 0:
         raise InputError("params", "a non-empty sequence of MaterialParams", params)
     for i, p in enumerate(params):
@@ -369,6 +376,9 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
                          settings.direction)
     if not (isinstance(flaw_fraction, (int, float)) and 0 < flaw_fraction <= 1):
         raise InputError("flaw_fraction", "a number in (0, 1]", flaw_fraction)
+    ref = noise_reference_grid
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, np.integer)) or ref < 1):
+        raise InputError("noise_reference_grid", "None or a number of cells ≥ 1", ref)
     n_el = len(params)
     schedule = _schedule(c_rates, settings.c_rate, n_el)  # (B, K) C-rates
     sizes = _per_element("sizes_nm", sizes_nm, settings.particle_size_nm, n_el)
@@ -407,6 +417,7 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
 
     size = bank.shape[1]
     cells = torch.arange(n, device=device)
+    amplitude = settings.noise_per_sqrt_s * (1.0 if ref is None else n / int(ref))
 
     def noise(state, dt):
         if settings.noise_per_sqrt_s == 0:
@@ -421,7 +432,7 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
         cols = (cells[None, :] + (wraps[:, None] // n) % n) % n
         xi = bank[which, state.steps % size]
         xi = xi.gather(1, rows[:, :, None].expand(-1, -1, n)).gather(2, cols[:, None, :].expand(-1, n, -1))
-        return settings.noise_per_sqrt_s * torch.sqrt(dt.clamp_min(0)).reshape(-1, 1, 1) * xi
+        return amplitude * torch.sqrt(dt.clamp_min(0)).reshape(-1, 1, 1) * xi
 
     model = AllenCahnReaction(
         grid=grid,

@@ -67,7 +67,10 @@ class EnvelopeSettings:
     thinner, so every larger size runs one scale-free problem whose interface the grid resolves;
     docs/envelope.md, with what is and is not shown about its grid convergence);
     bisections: simulated bisection steps of each window bound inside its scanned bracket (then
-    log-linear interpolation); batch_elements: simulations per tensor program.
+    log-linear interpolation); batch_elements: simulations per tensor program;
+    noise_reference_grid: N_ref, the composition noise is the per-cell amplitude of an N_ref² grid over
+    the platelet and scales by N/N_ref on an N² grid (fixed white-noise intensity per area, which is
+    what makes the driving stress converge on refinement; docs/envelope.md). 32: the default grid's own.
     """
 
     c_rates: tuple[float, ...] = (0.05, 0.2, 1.0, 5.0, 20.0, 50.0, 200.0)
@@ -84,6 +87,7 @@ class EnvelopeSettings:
     bisections: int = 1
     batch_elements: int = 128
     directions: tuple[str, ...] = DIRECTIONS
+    noise_reference_grid: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "c_rates", _positive_tuple("--c-rates", self.c_rates))
@@ -107,7 +111,7 @@ class EnvelopeSettings:
         if not (_is_number(self.interface_fraction) and 0 < self.interface_fraction < self.flaw_fraction):
             raise InputError("interface_fraction", "a fraction of L in (0, flaw_fraction)",
                              self.interface_fraction)
-        for name in ("soc_windows", "batch_elements"):
+        for name in ("soc_windows", "batch_elements", "noise_reference_grid"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise InputError(name, "a positive integer", getattr(self, name))
         if not _is_int(self.bisections) or self.bisections < 0:
@@ -300,7 +304,8 @@ class _Runner:
                    "params": params_digest(grid_params), "settings": settings,
                    "law": self.law_label, "schedule": [round(r, 12) for r in spec.schedule],
                    "seed": spec.seed,
-                   "flaw_fraction": self.env.flaw_fraction, "windows": self.env.soc_windows}
+                   "flaw_fraction": self.env.flaw_fraction, "windows": self.env.soc_windows,
+                   "noise_reference_grid": self.env.noise_reference_grid}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -333,7 +338,8 @@ class _Runner:
                 results = simulate_conditions(
                     [self.model_params(s) for _, s in chunk], settings, self.law, self.device,
                     c_rates=[list(s.schedule) for _, s in chunk], sizes_nm=[s.size_nm for _, s in chunk],
-                    seeds=[s.seed for _, s in chunk], flaw_fraction=self.env.flaw_fraction)
+                    seeds=[s.seed for _, s in chunk], flaw_fraction=self.env.flaw_fraction,
+                    noise_reference_grid=self.env.noise_reference_grid)
                 records = [self._record(k, r, s) for (k, s), r in zip(chunk, results)]
                 self.simulated += len(records)
                 for rec in records:

@@ -125,6 +125,31 @@ def test_per_element_rates_sizes_seeds_equal_separate_runs():
             assert r.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-9), key
 
 
+def test_noise_reference_grid_scales_the_amplitude_with_the_grid():
+    """``noise_reference_grid`` N_ref makes the per-cell amplitude noise·N/N_ref (a fixed white-noise
+    intensity per platelet area): on 16² with N_ref = 8 the run equals the per-cell run with twice the
+    amplitude, with N_ref = 16 the per-cell run itself (float64, to round-off); a bad value names the
+    field."""
+    import dataclasses
+
+    from mechanics.screen import simulate_conditions
+
+    p = lfp_params()
+    s = _tiny(direction="charge", c_rate=5.0)
+    doubled = dataclasses.replace(s, noise_per_sqrt_s=2 * s.noise_per_sqrt_s)
+    pairs = (((s, 8), (doubled, None)), ((s, 16), (s, None)))
+    for (s_a, ref_a), (s_b, ref_b) in pairs:
+        (a,) = simulate_conditions([p], s_a, noise_reference_grid=ref_a)
+        (b,) = simulate_conditions([p], s_b, noise_reference_grid=ref_b)
+        for key in ("driving_stress_MPa", "phase_separation", "voltage_V"):
+            assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-9), key
+    # and the scaling matters: half the amplitude (N_ref = 32) is another run
+    (weak,) = simulate_conditions([p], s, noise_reference_grid=32)
+    assert weak.metrics["driving_stress_MPa"] != pytest.approx(b.metrics["driving_stress_MPa"], rel=1e-6)
+    with pytest.raises(InputError, match="noise_reference_grid"):
+        simulate_conditions([p], s, noise_reference_grid=0)
+
+
 def test_charge_delithiates_above_the_plateau():
     """Charge runs X from soc_end down to soc_start with the voltage above the plateau (positive
     overpotential reported); discharge runs up with the voltage below it."""

@@ -24,14 +24,14 @@ def _settings(**changes):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-07 (16 seeds, 6 min on 2 cores): upper quartile 677 MPa at 32², 501 MPa at 64² "
-    "(35 %, against the 10 % criterion); see docs/envelope.md"))
 def test_driving_stress_converges_on_grid_refinement():
-    """The envelope's driving stress (flaw a₀ = 0.1·L, interface λ = L/16, upper quartile over 16 seeds)
-    of LiFePO4 at 5C, 200 nm, charge changes by ≤ 10 % from 32² to 64² (the issue's criterion; λ spans 2
-    then 4 cells, a₀ 3.2 then 6.4). 5C: the platelet phase-separates partly (index ≈ 0.3), where the
-    stress is largest among the rates that take seconds here."""
+    """The envelope's driving stress (flaw a₀ = 0.1·L, interface λ = L/16, upper quartile over 16 seeds,
+    the noise at a fixed intensity per platelet area) of LiFePO4 at 5C, 200 nm, charge changes by ≤ 10 %
+    from 32² to 64² (the issue's criterion; λ spans 2 then 4 cells, a₀ 3.2 then 6.4). 5C: the platelet
+    phase-separates partly (index ≈ 0.3), where the stress is largest among the rates that take seconds
+    here. Measured 2026-12-07: 677 → 720 MPa (6.3 %); with the noise per cell instead (the amplitude not
+    scaled with the grid) 677 → 501 MPa (35 %): a finer grid then weakens the fluctuations that seed
+    phase separation, and that, not the stress measure, was the grid dependence (docs/envelope.md)."""
     from mechanics.screen import simulate_conditions
 
     size, seeds = 200.0, list(range(16))
@@ -39,7 +39,8 @@ def test_driving_stress_converges_on_grid_refinement():
     values = []
     for n in (32, 64):
         settings = _settings(grid_points=n, particle_size_nm=size, c_rate=5.0)
-        res = simulate_conditions([p] * len(seeds), settings, seeds=seeds, flaw_fraction=0.1)
+        res = simulate_conditions([p] * len(seeds), settings, seeds=seeds, flaw_fraction=0.1,
+                                  noise_reference_grid=32)
         values.append(float(np.quantile([r.metrics["driving_stress_MPa"] for r in res], 0.75)))
     assert abs(values[1] - values[0]) <= 0.10 * values[1], values
 
