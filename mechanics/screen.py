@@ -63,7 +63,9 @@ class ScreeningSettings:
     exchange current), "butler-volmer-activity" (Bazant's activity form) or "ciet";
     platelet_thickness_nm: L_b of the rate scale; noise_per_sqrt_s: fluctuation amplitude;
     composition_tol: target max |Δc| per step; soc_step_max: largest ΔX per step (voltage-curve
-    resolution); observations: stress/energy evaluations over the run; max_steps: per-candidate cap;
+    resolution); observations: stress/energy evaluations over the run; max_steps: per-candidate cap on
+    the accepted steps at 1C and faster (a run at n < 1C may take max_steps/n: a slow rate needs more
+    steps, and the cap is a guard against a stalled stepper, not a budget);
     particle_padding_cells: void cells around the free platelet; direction: "discharge" (lithiation,
     X rises from soc_start to soc_end, the default) or "charge" (delithiation of the cathode, X falls from
     soc_end to soc_start: negative current, the overpotential reported positive for both).
@@ -199,8 +201,10 @@ class _Recorder:
     """
 
     def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times,
-                 grid: Grid, flaw_cells: float = 1.0):
+                 grid: Grid, flaw_cells: float = 1.0, step_caps: torch.Tensor | None = None):
         self.n = n
+        self.step_caps = (torch.full((n,), settings.max_steps, dtype=torch.int64) if step_caps is None
+                          else step_caps.to(torch.int64).cpu())
         self.coupling = coupling
         self.batch = batch
         self.settings = settings
@@ -250,8 +254,8 @@ class _Recorder:
         c = state.c
         wild = (c.amin(dim=(-2, -1)) < -0.5) | (c.amax(dim=(-2, -1)) > 1.5)
         self.fail(wild.cpu(), "composition left [-0.5, 1.5] (numerical blow-up)")
-        self.fail((state.steps >= self.settings.max_steps).cpu(),
-                  f"max_steps = {self.settings.max_steps} reached before soc_end")
+        self.fail(state.steps.cpu() >= self.step_caps,
+                  f"max_steps reached before soc_end ({self.settings.max_steps} at 1C, /C-rate below it)")
         return self.failed.to(c.device)
 
     def observe(self, state) -> None:
@@ -465,10 +469,14 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
     obs = [(j + 1) / settings.observations for j in range(settings.observations)]
     snaps = [(k + 1) / (settings.snapshots + 1) for k in range(settings.snapshots)]
     switches = {k / windows: k for k in range(1, windows)}
-    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, flaw_cells=max(1.0, flaw_fraction * n))
+    # the step cap grows as the slowest rate of an element's schedule falls below 1C
+    slowest = torch.tensor([min(row) for row in schedule], dtype=torch.float64)
+    caps = torch.ceil(settings.max_steps / slowest.clamp(max=1.0)).to(torch.int64)
+    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, flaw_cells=max(1.0, flaw_fraction * n),
+                         step_caps=caps)
     recorder.on_step(state)
     for fraction in sorted(set(obs) | set(snaps) | set(switches)):
-        state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * settings.max_steps)
+        state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * int(caps.max()))
         if fraction in switches:  # the next window's current (and the Δt bound that follows it)
             current.copy_(sign * rate_table[:, switches[fraction]])
             dt_max.copy_(settings.soc_step_max / current.abs())

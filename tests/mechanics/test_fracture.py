@@ -150,6 +150,18 @@ def test_noise_reference_grid_scales_the_amplitude_with_the_grid():
         simulate_conditions([p], s, noise_reference_grid=0)
 
 
+def test_the_step_cap_grows_as_the_rate_falls_below_1c():
+    """``max_steps`` caps a run at 1C and faster; slower runs need proportionally more steps (a charge at
+    0.05C on the envelope's 32² platelet took all 20 000 steps and failed), so an element at n < 1C gets
+    max_steps/n. Both elements here are stopped by the cap, at 5 and at 50 steps."""
+    from mechanics.screen import simulate_conditions
+
+    res = simulate_conditions([lfp_params()] * 3, _tiny(max_steps=5), c_rates=[1.0, 0.1, 4.0])
+    assert [r.status for r in res] == ["FAILED"] * 3
+    assert [r.metrics["steps"] for r in res] == [5, 50, 5]
+    assert all("max_steps" in r.reason for r in res)
+
+
 def test_charge_delithiates_above_the_plateau():
     """Charge runs X from soc_end down to soc_start with the voltage above the plateau (positive
     overpotential reported); discharge runs up with the voltage below it."""
