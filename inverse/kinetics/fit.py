@@ -323,8 +323,9 @@ class _Problem:
             weight[1:][torch.as_tensor(p.holdout)] = 0.0
             scale = torch.as_tensor(p.domain.mask / p.sigma / settings.continuity_fraction, dtype=dtype)
             self.frames.append((torch.cat([iv.start_observed, iv.target[-1:]]), weight, scale))
-        # a measured voltage is fitted where any series has one (prepared with a voltage σ)
-        self.voltage = any(bool((p.intervals.voltage_weight > 0).any()) for p in prepared)
+        # a measured voltage is fitted where a fitted interval of any series starts at one (prepared with
+        # a voltage σ); voltages on held-out intervals alone cannot pin V₀
+        self.voltage = any(bool((batch.voltage_weight > 0).any()) for batch in self.train)
         self.kT_eV = [p.physics.kT_eV for p in prepared]
 
     def voltage_V(self, theta: _Params, nu: torch.Tensor, series: int) -> torch.Tensor:
