@@ -201,10 +201,9 @@ class _Recorder:
     """
 
     def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times,
-                 grid: Grid, flaw_cells: float = 1.0, step_caps: torch.Tensor | None = None):
+                 grid: Grid, step_caps: torch.Tensor, flaw_cells: float = 1.0):
         self.n = n
-        self.step_caps = (torch.full((n,), settings.max_steps, dtype=torch.int64) if step_caps is None
-                          else step_caps.to(torch.int64).cpu())
+        self.step_caps = step_caps.to(torch.int64).cpu()  # (n,) accepted steps allowed per element
         self.coupling = coupling
         self.batch = batch
         self.settings = settings
@@ -472,8 +471,8 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
     # the step cap grows as the slowest rate of an element's schedule falls below 1C
     slowest = torch.tensor([min(row) for row in schedule], dtype=torch.float64)
     caps = torch.ceil(settings.max_steps / slowest.clamp(max=1.0)).to(torch.int64)
-    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, flaw_cells=max(1.0, flaw_fraction * n),
-                         step_caps=caps)
+    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, caps,
+                         flaw_cells=max(1.0, flaw_fraction * n))
     recorder.on_step(state)
     for fraction in sorted(set(obs) | set(snaps) | set(switches)):
         state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * int(caps.max()))
