@@ -165,13 +165,18 @@ def test_slow_rate_driving_stress_tends_to_the_quasi_static_two_phase_particle(h
     assert gaps[-1] <= 0.15 and gaps[-1] < gaps[0], gaps
 
 
-def _scaled_misfit(params, factor: float, name: str):
-    """``params`` with its misfit scaled by ``factor`` (the lithiated lattice moved, the delithiated kept)."""
+def _with_misfit(params, misfit, name: str):
+    """``params`` with the lithiated lattice moved to the given misfit (a, b, c) from the delithiated one."""
     from mechanics.parameters.base import OrthorhombicLattice
 
     edges = params.delithiated.edges_A
-    lattice = OrthorhombicLattice(*[d * (1 + factor * m) for d, m in zip(edges, params.misfit)])
-    return dataclasses.replace(params, name=name, lithiated=lattice)
+    return dataclasses.replace(params, name=name,
+                               lithiated=OrthorhombicLattice(*[d * (1 + m) for d, m in zip(edges, misfit)]))
+
+
+def _scaled_misfit(params, factor: float, name: str):
+    """``params`` with its misfit scaled by ``factor`` (the lithiated lattice moved, the delithiated kept)."""
+    return _with_misfit(params, [factor * m for m in params.misfit], name)
 
 
 @pytest.fixture(scope="module")
@@ -223,15 +228,6 @@ def test_zero_misfit_never_fractures_and_the_critical_size_is_the_closed_form(mi
     assert math.isnan(crit["zero"]) and "safe at 1C at every scanned size" in summary.loc["zero", "note"]
 
 
-def _with_misfit(params, misfit, name: str):
-    """``params`` with the lithiated lattice moved to the given misfit (a, b, c) from the delithiated one."""
-    from mechanics.parameters.base import OrthorhombicLattice
-
-    edges = params.delithiated.edges_A
-    return dataclasses.replace(params, name=name,
-                               lithiated=OrthorhombicLattice(*[d * (1 + m) for d, m in zip(edges, misfit)]))
-
-
 @pytest.mark.slow
 def test_doubled_misfit_gives_a_smaller_critical_size_without_an_invariant_line():
     """With a misfit of one sign in the a–c plane (2 % along a, b and c: no direction is free of misfit)
@@ -268,22 +264,25 @@ def _invariant_line_normal_deg(misfit) -> float:
     return 90.0 - theta
 
 
-def _mean_normal_angle_deg(composition: np.ndarray) -> float:
-    """|∇X|-weighted mean angle (0–90°) of the interface normal from grid axis 0 (|∇X| above half its max)."""
+def _interface_normals(composition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The interface cells (|∇X| above half its maximum): the angle (0–90°) of each one's normal from grid
+    axis 0, and its weight |∇X|."""
     g0, g1 = np.gradient(np.asarray(composition, dtype=float))
     w = np.hypot(g0, g1)
     sharp = w > 0.5 * w.max()
-    return float(np.average(np.degrees(np.arctan2(np.abs(g1[sharp]), np.abs(g0[sharp]))), weights=w[sharp]))
+    return np.degrees(np.arctan2(np.abs(g1[sharp]), np.abs(g0[sharp]))), w[sharp]
+
+
+def _mean_normal_angle_deg(composition: np.ndarray) -> float:
+    """|∇X|-weighted mean angle of the interface normal from grid axis 0."""
+    angle, weight = _interface_normals(composition)
+    return float(np.average(angle, weights=weight))
 
 
 def _normal_share_along_axis1(composition: np.ndarray) -> float:
-    """Share of the interface (|∇X|-weighted, |∇X| above half its maximum) whose normal lies within 30° of
-    grid axis 1."""
-    g0, g1 = np.gradient(np.asarray(composition, dtype=float))
-    w = np.hypot(g0, g1)
-    sharp = w > 0.5 * w.max()
-    angle = np.degrees(np.arctan2(np.abs(g1[sharp]), np.abs(g0[sharp])))
-    return float(np.average(angle > 60.0, weights=w[sharp]))
+    """Share of the interface (|∇X|-weighted) whose normal lies within 30° of grid axis 1."""
+    angle, weight = _interface_normals(composition)
+    return float(np.average(angle > 60.0, weights=weight))
 
 
 @pytest.mark.slow
