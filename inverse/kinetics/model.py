@@ -344,6 +344,7 @@ class ForwardModel:
         rate_law: one of ``RATE_LAWS``.
         n_steps: fixed steps per interval.
         checkpoint_every: steps per checkpointed segment (memory: O(n/k + k) step states).
+        corrections: corrector iterations per step (:class:`AllenCahnReaction`; 0: the plain step).
     """
 
     physics: Physics
@@ -351,6 +352,7 @@ class ForwardModel:
     rate_law: str
     n_steps: int
     checkpoint_every: int = 4
+    corrections: int = 0
 
     def __post_init__(self) -> None:
         from mechanics.grid import Grid
@@ -382,6 +384,7 @@ class ForwardModel:
             rate_law=law,
             current_per_s=currents,
             boundary="noflux",
+            corrections=self.corrections,
         )
         if self.domain.full:
             dtype = log_k.dtype

@@ -62,7 +62,7 @@ def test_masked_particle_gives_the_same_run_on_any_grid_that_holds_it():
 
 def test_irregular_mask_counts_charge_and_is_translation_invariant():
     """A disk-and-notch particle on a periodic 24² grid: the charge count over its pixels is exact and the
-    same particle shifted by (5, −7) gives the shifted field (1e-10)."""
+    same particle shifted by (5, −7) gives the shifted field (1e-6: round-off grown by the instability)."""
     n = 24
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     mask = ((i - 11.5) ** 2 + (j - 11.5) ** 2 < 81) & ~((i > 14) & (j > 14))
@@ -73,7 +73,9 @@ def test_irregular_mask_counts_charge_and_is_translation_invariant():
     shift = (5, -7)
     b = _run(_model(grid, mask=torch.roll(mask, shift, dims=(0, 1)), boundary="periodic"),
              torch.roll(c0, shift, dims=(1, 2)), [100.0])
-    torch.testing.assert_close(b.c, torch.roll(a.c, shift, dims=(1, 2)), rtol=0, atol=1e-10)
+    # the two placements sum the particle's pixels in different orders: float64 round-off (1e-16 per
+    # operation) that the spinodal instability grows over the run (measured 9e-8)
+    torch.testing.assert_close(b.c, torch.roll(a.c, shift, dims=(1, 2)), rtol=0, atol=1e-6)
     assert float(a.c[0][mask].mean()) == pytest.approx(float(c0[0][mask].mean()) + 0.4, abs=1e-10)
     assert bool((a.c[0][~mask] == c0[0][~mask]).all())
 
