@@ -11,6 +11,9 @@ Prints two tables:
    steps, and the demo's 35 × 3 × 7 × 2 envelope extrapolated from them (sizes above
    λ_material/interface_fraction run the same scale-free problem and share one simulation, so sizes do not
    multiply the cost; directions do). The extrapolation is an estimate, linear in the candidates.
+   ``--baseline-corrections K`` runs every rate a second time with K corrector iterations per step (0: the
+   plain stabilised step, the integrator before correctors) in the same process, and prints the speed-up
+   of the settings' own count (``--corrections``, default the screening's) and the driving stress of both.
 
     PYTHONPATH=. python benchmarks/envelope.py --grid 32 --rates 5 --seeds 8 --skip-speed
 """
@@ -64,9 +67,11 @@ def main() -> None:
     ap.add_argument("--noise-reference-grid", type=int, default=DEFAULT.noise_reference_grid)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-convergence", action="store_true")
+    ap.add_argument("--corrections", type=int, default=ScreeningSettings().corrections)
+    ap.add_argument("--baseline-corrections", type=int, default=None)
     args = ap.parse_args()
     settings = ScreeningSettings(grid_points=args.grid, fidelity="particle", direction=args.direction,
-                                 observations=args.observations, snapshots=0)
+                                 observations=args.observations, snapshots=0, corrections=args.corrections)
     seeds = list(range(args.seeds))
     noise_ref = args.noise_reference_grid or None
 
@@ -92,25 +97,38 @@ def main() -> None:
     if not args.skip_speed:
         params = _candidates(args.candidates)
         elements = [(p, s) for p in params for s in seeds]
+        base = args.baseline_corrections
+        variants = [args.corrections] + ([] if base is None else [base])
         print()
-        print(f"| C-rate | elements ({len(params)} candidates × {args.seeds} seeds) | steps | wall s | "
-              f"s per element |")
-        print("|---|---|---|---|---|")
-        total = 0.0
+        print(f"| C-rate | elements ({len(params)} candidates × {args.seeds} seeds) | correctors | steps "
+              f"| wall s | s per element | driving MPa (q{args.quantile:g}) | speed-up |")
+        print("|---|---|---|---|---|---|---|---|")
+        total = dict.fromkeys(variants, 0.0)
         for rate in args.rates:
-            s = dataclasses.replace(settings, c_rate=rate, particle_size_nm=max(args.sizes))
-            t0 = time.perf_counter()
-            res = simulate_conditions([model_parameters(p, max(args.sizes), args.interface_fraction)
-                                       for p, _ in elements], s, seeds=[k for _, k in elements],
-                                      flaw_fraction=args.flaw_fraction, noise_reference_grid=noise_ref)
-            wall = time.perf_counter() - t0
-            steps = max(r.metrics["steps"] for r in res)
-            total += wall / len(elements)
-            print(f"| {rate:g} | {len(elements)} | {steps:.0f} | {wall:.1f} | {wall / len(elements):.2f} |",
-                  flush=True)
+            walls = {}
+            for k in variants:
+                s = dataclasses.replace(settings, c_rate=rate, particle_size_nm=max(args.sizes),
+                                        corrections=k)
+                t0 = time.perf_counter()
+                res = simulate_conditions([model_parameters(p, max(args.sizes), args.interface_fraction)
+                                           for p, _ in elements], s, seeds=[seed for _, seed in elements],
+                                          flaw_fraction=args.flaw_fraction, noise_reference_grid=noise_ref)
+                walls[k] = time.perf_counter() - t0
+                steps = max(r.metrics["steps"] for r in res)
+                failed = sum(r.status != "FINISHED" for r in res)
+                driving = float(np.quantile([r.metrics["driving_stress_MPa"] for r in res], args.quantile))
+                total[k] += walls[k] / len(elements)
+                ratio = "" if k == args.corrections or base is None else \
+                    f"{walls[k] / walls[args.corrections]:.2f}×"
+                note = f" ({failed} FAILED)" if failed else ""
+                print(f"| {rate:g} | {len(elements)} | {k} | {steps:.0f}{note} | {walls[k]:.1f} | "
+                      f"{walls[k] / len(elements):.2f} | {driving:.0f} | {ratio} |", flush=True)
         demo = 35 * 2 * args.seeds
-        print(f"| demo envelope 35 candidates × rates {args.rates} × 2 directions × {args.seeds} seeds "
-              f"(sizes shared), **estimated** | {demo * len(args.rates)} | | {demo * total:.0f} | |")
+        for k in variants:
+            print(f"| demo envelope 35 candidates × rates {args.rates} × 2 directions × {args.seeds} seeds "
+                  f"(sizes shared), **estimated** | {demo * len(args.rates)} | {k} | | "
+                  f"{demo * total[k]:.0f} | | | "
+                  f"{'' if k == args.corrections else f'{total[k] / total[args.corrections]:.2f}×'} |")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ class ScreeningSettings:
     steps, and the cap is a guard against a stalled stepper, not a budget);
     particle_padding_cells: void cells around the free platelet; direction: "discharge" (lithiation,
     X rises from soc_start to soc_end, the default) or "charge" (delithiation of the cathode, X falls from
-    soc_end to soc_start: negative current, the overpotential reported positive for both).
+    soc_end to soc_start: negative current, the overpotential reported positive for both); corrections:
+    corrector iterations per step towards backward Euler
+    (:attr:`mechanics.phasefield.reaction.AllenCahnReaction.corrections`): they keep the interface from
+    lagging, and since they do not repeat the free platelet's elastic solve they cost little beside it
+    while slow rates take several times longer steps (benchmarks/RESULTS.md).
     """
 
     grid_points: int = 64
@@ -89,6 +93,7 @@ class ScreeningSettings:
     max_steps: int = 20_000
     particle_padding_cells: int = 8
     direction: str = "discharge"
+    corrections: int = 6
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid_points, int) or self.grid_points < 8:
@@ -117,6 +122,9 @@ class ScreeningSettings:
         if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
             raise InputError("particle_padding_cells", "an integer ≥ 0 (void cells around the platelet)",
                              padding)
+        n = self.corrections
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InputError("corrections", "an integer ≥ 0", n)
         if self.noise_per_sqrt_s < 0 or not math.isfinite(self.noise_per_sqrt_s):
             raise InputError("noise_per_sqrt_s", "a finite number ≥ 0", self.noise_per_sqrt_s)
 
@@ -451,6 +459,7 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
         noise=noise,
         dc_tol=settings.composition_tol,
         dt_max_s=dt_max,
+        corrections=settings.corrections,
     )
     init_fn, step_fn = allen_cahn_reaction(model)
     start = settings.soc_start if sign > 0 else settings.soc_end

@@ -333,6 +333,10 @@ class _Runner:
                    disable=None if self.progress and todo else True)
         for (direction, _), members in groups.items():
             settings = dataclasses.replace(self.settings, direction=direction)
+            # a batch steps until its slowest element is done and every element costs the same per step, so
+            # elements of like step counts share a batch: slowest schedule first (the step count grows as
+            # 1/C below 1C), then size
+            members.sort(key=lambda m: (min(m[1].schedule), sum(1 / r for r in m[1].schedule), m[1].size_nm))
             for start in range(0, len(members), self.env.batch_elements):
                 chunk = members[start:start + self.env.batch_elements]
                 results = simulate_conditions(
