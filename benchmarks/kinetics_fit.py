@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=40, help="L-BFGS iterations per smoothness weight")
     parser.add_argument("--lambdas", default="100,10,1")
     parser.add_argument("--rate-law", default="auto")
+    parser.add_argument("--corrections", type=int, default=KineticsSettings().corrections,
+                        help="corrector iterations per fixed step (the stand-in also times 0)")
     parser.add_argument(
         "--stand-in",
         action="store_true",
@@ -64,6 +66,7 @@ def main() -> None:
     settings = KineticsSettings(
         rate_law=args.rate_law,
         steps_per_interval=args.steps,
+        corrections=args.corrections,
         max_iter=args.max_iter,
         lambdas=tuple(float(v) for v in args.lambdas.split(",")),
     )
@@ -162,22 +165,41 @@ def stand_in(args) -> None:
         f"stand-in series: {t} frames of {n}², {fitted} fitted intervals × {args.steps} steps",
         flush=True,
     )
-    print("| law | loss + gradient s | forward s | peak RSS MiB |")
-    print("|---|---|---|---|", flush=True)
-    for law in ("butler-volmer", "ciet"):
-        problem = _Problem([prepared], settings, law, torch.float64)
+    print("| law | correctors | loss + gradient s | forward s | peak RSS MiB |")
+    print("|---|---|---|---|---|", flush=True)
+    from inverse.kinetics.model import LearnedCIET
+
+    closed_form = LearnedCIET.rate_and_slope
+
+    def finite_difference(self, c, eta, mu=None):
+        """The baseline: the slope from two more rate evaluations, η ± 10⁻³ (the form before the closed
+        one)."""
+        h = 1e-3
+        rate = closed_form(self, c, eta)[0]
+        return rate, (closed_form(self, c, eta - h)[0] - closed_form(self, c, eta + h)[0]).abs() / (2 * h)
+
+    rows = [("butler-volmer", k, None) for k in sorted({0, args.corrections})]
+    rows += [("ciet", k, None) for k in sorted({0, args.corrections})]
+    rows += [("ciet", args.corrections, finite_difference)]
+    for law, corrections, slope in rows:
+        problem = _Problem([prepared], replace(settings, corrections=corrections), law, torch.float64)
         theta = problem.initial()
         for p in theta.tensors():
             p.requires_grad_(True)
-        start = time.perf_counter()
-        problem.loss(theta, 10.0).backward()
-        grad_s = time.perf_counter() - start
-        with torch.no_grad():
+        LearnedCIET.rate_and_slope = slope or closed_form
+        try:
             start = time.perf_counter()
-            problem.residuals(theta)
-            fwd_s = time.perf_counter() - start
+            problem.loss(theta, 10.0).backward()
+            grad_s = time.perf_counter() - start
+            with torch.no_grad():
+                start = time.perf_counter()
+                problem.residuals(theta)
+                fwd_s = time.perf_counter() - start
+        finally:
+            LearnedCIET.rate_and_slope = closed_form
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"| {law} | {grad_s:.1f} | {fwd_s:.1f} | {peak_mib:.0f} |", flush=True)
+        name = law + (" (finite-difference slope)" if slope else "")
+        print(f"| {name} | {corrections} | {grad_s:.1f} | {fwd_s:.1f} | {peak_mib:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -202,21 +202,14 @@ class LearnedCIET(CoupledIonElectron):
     # moves at most 2 kT per iteration
     reservoir_iterations: int = 12
 
-    def rate(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+    def _prefactor(self, c: torch.Tensor) -> torch.Tensor:
+        """k(r) k̃₀(c) / k_red(0): the learned k̃₀ spline in place of the (1 − c) of the fixed law (rate
+        and slope in closed form, :meth:`CoupledIonElectron.rate_and_slope`)."""
         from mechanics.phasefield.reaction import mhc_rate
 
-        eta = eta.clamp(-60.0, 60.0)
         lam = torch.as_tensor(self.reorganization_kT, dtype=c.dtype, device=c.device)
         norm = mhc_rate(torch.zeros_like(lam), lam, True)
-        net = mhc_rate(eta, lam, True) - mhc_rate(eta, lam, False)
-        return self.rate_per_s * torch.exp(spline(c, self.k0_coefficients.to(c.dtype))) * net / norm
-
-    def slope(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
-        h = 1e-3
-        return (self.rate(c, eta - h) - self.rate(c, eta + h)).abs() / (2 * h)
-
-    def rate_and_slope(self, c, eta, mu=None):
-        return self.rate(c, eta), self.slope(c, eta)
+        return self.rate_per_s * torch.exp(spline(c, self.k0_coefficients.to(c.dtype))) / norm
 
 
 def make_rate_law(

@@ -129,6 +129,23 @@ def mhc_rate(eta: torch.Tensor, lam: torch.Tensor | float, reduction: bool) -> t
     return torch.sqrt(math.pi * lam) / (1 + torch.exp(sign * eta)) * torch.erfc(arg)
 
 
+def mhc_net_and_slope(eta: torch.Tensor, lam: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """k_red(η) − k_ox(η) of :func:`mhc_rate` and its slope −d(k_red − k_ox)/dη ≥ 0, from one erfc.
+
+    Both rates share E = erfc[(λ − s)/(2√λ)], s = √(1 + √λ + η²), so k_red − k_ox = −√(πλ) E tanh(η/2)
+    and −d/dη = √(πλ) E sech²(η/2)/2 + e^{−((λ − s)/(2√λ))²} (η/s) tanh(η/2) (dE/dη =
+    e^{−arg²} η/(√(πλ) s))."""
+    lam = torch.as_tensor(lam, dtype=eta.dtype, device=eta.device)
+    s = torch.sqrt(1 + torch.sqrt(lam) + eta**2)
+    arg = (lam - s) / (2 * torch.sqrt(lam))
+    erfc = torch.erfc(arg)
+    root = torch.sqrt(math.pi * lam)
+    th = torch.tanh(eta / 2)
+    net = -root * erfc * th
+    slope = root * erfc * (1 - th * th) / 2 + torch.exp(-arg * arg) * (eta / s) * th
+    return net, slope
+
+
 @dataclass(frozen=True)
 class CoupledIonElectron:
     """R = k (1−c) [k_red(η) − k_ox(η)] / k_red(0) with MHC rates of reorganisation energy λ (k_BT)."""
@@ -136,21 +153,28 @@ class CoupledIonElectron:
     rate_per_s: torch.Tensor | float
     reorganization_kT: torch.Tensor | float = 8.3
 
-    def rate(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
-        """R (same shape as c); ``mu`` is accepted for a uniform interface and not used."""
-        eta = eta.clamp(-_ETA_CLIP, _ETA_CLIP)
+    def _prefactor(self, c: torch.Tensor) -> torch.Tensor:
+        """k (1 − c) / k_red(0)."""
         lam = torch.as_tensor(self.reorganization_kT, dtype=c.dtype, device=c.device)
         norm = mhc_rate(torch.zeros_like(lam), lam, True)
-        net = mhc_rate(eta, lam, True) - mhc_rate(eta, lam, False)
-        return self.rate_per_s * (1 - c).clamp(0, 1) * net / norm
+        return self.rate_per_s * (1 - c).clamp(0, 1) / norm
+
+    def rate(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """R (same shape as c); ``mu`` is accepted for a uniform interface and not used."""
+        return self.rate_and_slope(c, eta, mu)[0]
 
     def slope(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
-        h = 1e-3
-        return (self.rate(c, eta - h) - self.rate(c, eta + h)).abs() / (2 * h)
+        """|∂R/∂η| in closed form (:func:`mhc_net_and_slope`; 0 where η is clipped)."""
+        return self.rate_and_slope(c, eta, mu)[1]
 
     def rate_and_slope(self, c: torch.Tensor, eta: torch.Tensor,
                        mu: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rate(c, eta), self.slope(c, eta)
+        inside = eta.abs() < _ETA_CLIP
+        eta = eta.clamp(-_ETA_CLIP, _ETA_CLIP)
+        net, slope = mhc_net_and_slope(eta, torch.as_tensor(self.reorganization_kT, dtype=c.dtype,
+                                                            device=c.device))
+        pre = self._prefactor(c)
+        return pre * net, pre * slope * inside
 
 
 RATE_LAWS = ("butler-volmer", "butler-volmer-activity", "ciet")
@@ -190,9 +214,14 @@ def needs_newton(rate_law) -> bool:
     return bool((torch.as_tensor(rate_law.alpha) != 0.5).any())
 
 
+WARM_NEWTON_ITERATIONS = 4
+"""Field-Newton iterations of a warm-started reservoir solve: a corrector iterate moves ν by a small
+fraction of k_BT, from where Newton converges quadratically (to round-off in 3)."""
+
+
 def solve_reservoir(
     rate_law, c: torch.Tensor, m: torch.Tensor, current: torch.Tensor, d: int, nu0: torch.Tensor,
-    weight: torch.Tensor | None = None, iterations: int = 30, newton: bool | None = None,
+    weight: torch.Tensor | None = None, iterations: int = 30, newton: bool | None = None, warm: bool = False,
 ) -> torch.Tensor:
     """ν = μ_res/k_BT (*batch,) such that the (weighted) spatial mean of R(c, m − ν) equals ``current``.
 
@@ -202,7 +231,8 @@ def solve_reservoir(
     Newton iteration on the field. A current the law cannot carry in floating point gives a non-finite ν
     (the caller marks FAILED). ``weight`` (broadcast on c, ≥ 0): the mean is Σ w R / Σ w (a particle
     mask). ``newton``: whether to iterate (default :func:`needs_newton`, which syncs with the host; the
-    steppers decide it once per model).
+    steppers decide it once per model). ``warm``: ``nu0`` is the converged potential of a nearby state
+    (a corrector iterate of the same step), so the field Newton takes at most ``WARM_NEWTON_ITERATIONS``.
     """
     axes = spectral.spatial_axes(d)
     if newton is None:
@@ -239,6 +269,8 @@ def solve_reservoir(
     # derivative dν/dθ = −(∂⟨R⟩/∂θ)/(∂⟨R⟩/∂ν) (implicit function theorem) at the cost of one step
     # a law may carry its own count (e.g. a fit that warm-starts ν from the previous step needs fewer)
     iterations = getattr(rate_law, "reservoir_iterations", iterations)
+    if warm:
+        iterations = min(iterations, WARM_NEWTON_ITERATIONS)
     with torch.no_grad():
         nu = nu0.detach().clone()
         for _ in range(iterations - 1):
@@ -535,7 +567,7 @@ def _increment(model: AllenCahnReaction, c: torch.Tensor, dt: torch.Tensor, nu_p
     for _ in range(corrections):
         c_k = c + delta
         m_k = _potential(model, c_k, None, sym, m_el)[0]
-        nu_k, r_k, _ = _rate(model, c_k, m_k, nu_k, batch, sym)
+        nu_k, r_k, _ = _rate(model, c_k, m_k, nu_k, batch, sym, warm=True)
         defect = dt_b * r_k - delta
         delta = delta + _stabilised(model, defect, a, mean_stiffness, sym)
     saturated = ((m - _pe(nu, d, c)).abs() >= _ETA_CLIP).flatten(start_dim=c.ndim - d).any(dim=-1)
@@ -555,13 +587,15 @@ def _potential(model: AllenCahnReaction, c: torch.Tensor, elastic, sym: dict, fr
 
 
 def _rate(model: AllenCahnReaction, c: torch.Tensor, m: torch.Tensor, nu_prev: torch.Tensor, batch,
-          sym: dict):
-    """(ν, R, ∂R/∂η) at state c with potential m: ν re-solved for the current (galvanostatic) or fixed."""
+          sym: dict, warm: bool = False):
+    """(ν, R, ∂R/∂η) at state c with potential m: ν re-solved for the current (galvanostatic; ``warm``:
+    ``nu_prev`` is a nearby converged potential) or fixed."""
     d = model.d
     weight = sym.get("mask")
     if model.current_per_s is not None:
         current = sym["current"].expand(batch)
-        nu = solve_reservoir(model.rate_law, c, m, current, d, nu_prev, weight=weight, newton=sym["newton"])
+        nu = solve_reservoir(model.rate_law, c, m, current, d, nu_prev, weight=weight, newton=sym["newton"],
+                             warm=warm)
     else:
         nu = sym["reservoir"].expand(batch)
     r, slope = model.rate_law.rate_and_slope(c, m - _pe(nu, d, c), m)

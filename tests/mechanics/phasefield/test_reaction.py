@@ -52,12 +52,17 @@ def test_rates_vanish_at_equilibrium_and_lithiate_for_negative_eta():
         assert bool((law.rate(c, torch.full_like(c, 1.0)) < 0).all())
 
 
-def test_galvanostatic_charge_counting_is_exact():
-    # X(t) = X0 + I t to round-off: the k = 0 mode moves by Δt⟨R⟩ and ⟨R⟩ = I; noise has zero mean
+@pytest.mark.parametrize("law", [None, CoupledIonElectron(1.0, 8.3)], ids=["bv", "ciet"])
+def test_galvanostatic_charge_counting_is_exact(law):
+    # X(t) = X0 + I t to round-off: the k = 0 mode moves by Δt⟨R⟩ and ⟨R⟩ = I; noise has zero mean. With
+    # the correctors the last iterate's ⟨R⟩ moves the mean, so its warm-started reservoir solve (CIET: a
+    # field Newton of WARM_NEWTON_ITERATIONS) must converge too
     gen = torch.Generator().manual_seed(0)
     bank = torch.randn((16, 16), generator=gen, dtype=torch.float64)
     bank -= bank.mean()
-    model = _model(omega=3.0, current=0.01, noise=lambda s, dt: 1e-3 * torch.sqrt(dt)[:, None, None] * bank)
+    model = _model(omega=3.0, current=0.01, law=law,
+                   noise=lambda s, dt: 1e-3 * torch.sqrt(dt)[:, None, None] * bank)
+    assert model.corrections > 0
     init_fn, step_fn = allen_cahn_reaction(model)
     state = init_fn(torch.full((1, 16, 16), 0.05, dtype=torch.float64), 0.1)
     spread = []
@@ -280,3 +285,26 @@ def test_correctors_remove_the_interface_lag_at_slow_rates(c_rate, limit):
         nus.append(float(run_to_times(step_fn, init_fn(c0, 0.1), [t_end]).aux.nu[0]))
     assert abs(nus[0] - limit) < 0.005, nus
     assert abs(nus[1] - limit) > 0.015, nus
+
+
+@pytest.mark.parametrize("lam", [3.0, 8.3, 20.0])
+def test_ciet_rate_and_slope_in_closed_form_match_zeng_and_autograd(lam):
+    """k_red − k_ox from one shared erfc equals Zeng's two rates (1e-12 relative), and the closed-form
+    slope equals −d/dη of it by autograd (1e-10 relative: both float64, no finite difference); the law's
+    slope is |∂R/∂η| of its rate."""
+    from mechanics.phasefield.reaction import CoupledIonElectron, mhc_net_and_slope, mhc_rate
+
+    eta = torch.linspace(-40, 40, 801, dtype=torch.float64, requires_grad=True)
+    net, slope = mhc_net_and_slope(eta, lam)
+    zeng = mhc_rate(eta, lam, True) - mhc_rate(eta, lam, False)
+    torch.testing.assert_close(net, zeng, rtol=1e-12, atol=1e-14)
+    (grad,) = torch.autograd.grad(zeng.sum(), eta)
+    torch.testing.assert_close(slope, -grad, rtol=1e-10, atol=1e-14)
+    assert bool((slope > 0).all())
+    c = torch.full_like(eta, 0.3)
+    law = CoupledIonElectron(2.0, lam)
+    r, s = law.rate_and_slope(c, eta)
+    (dr,) = torch.autograd.grad(r.sum(), eta)
+    torch.testing.assert_close(s, -dr, rtol=1e-10, atol=1e-14)
+    norm = mhc_rate(torch.tensor(0.0, dtype=torch.float64), lam, True)
+    torch.testing.assert_close(r, 2.0 * 0.7 * zeng / norm, rtol=1e-12, atol=1e-14)
