@@ -255,13 +255,16 @@ def test_default_step_control_resolves_the_spinodal_growth_and_the_plateau_at_1c
     assert std_off < 0.05 and abs(nu_off - limit) > 0.5, results
 
 
-@pytest.mark.parametrize("c_rate, limit", [(0.05, 0.0436), (0.2, 0.1738)])
-def test_correctors_remove_the_interface_lag_at_slow_rates(c_rate, limit):
+@pytest.mark.parametrize("c_rate, limit, plain_lag", [(0.01, 0.0085, 0.003), (0.05, 0.0434, 0.015),
+                                                      (0.2, 0.1737, 0.03)])
+def test_correctors_remove_the_interface_lag_at_slow_rates(c_rate, limit, plain_lag):
     """The same particle started two-phase (one interface at cell 16, X = 0.40) and lithiated to X = 0.6:
-    the plateau potential in the Δt → 0 limit is 0.0436 / 0.1738 kT at 0.05 / 0.2C (measured with
-    Δt ≤ 0.1 s, 2.8e5 / 6.9e4 steps). With the default correctors the adaptive step is within 0.005 k_BT
-    of it (measured 0.0439 / 0.1756 kT, 1.3e3 / 381 steps); the plain stabilised step lags by 0.02 /
-    0.04 kT (measured 0.0624 / 0.2102, 1.7e3 / 850 steps): a lag that does not shrink with the rate."""
+    the plateau potential in the Δt → 0 limit is 0.0085 / 0.0434 / 0.1737 kT at 0.01 / 0.05 / 0.2C
+    (measured with Δt ≤ 0.5 / 0.1 / 0.1 s, 2.8e5 / 2.8e5 / 6.9e4 steps; at 0.05C Δt ≤ 0.5 s gives 0.0433,
+    so 0.5 s is converged to 1e-4 kT). With the default correctors the adaptive step is within 0.003 k_BT
+    of it, the issue-17 criterion being 0.01 (measured 0.0086 / 0.0439 / 0.1756, 6.6e3 / 1.3e3 / 381
+    steps); the plain stabilised step lags by 0.005 / 0.019 / 0.036 kT (measured 0.0132 / 0.0624 /
+    0.2102 at about as many steps): the interface lag grows with the rate but is there at every rate."""
     from mechanics import units
     from mechanics.parameters.bazant_lfp import bazant_lfp
 
@@ -283,8 +286,8 @@ def test_correctors_remove_the_interface_lag_at_slow_rates(c_rate, limit):
         )
         init_fn, step_fn = allen_cahn_reaction(model, compile=False)
         nus.append(float(run_to_times(step_fn, init_fn(c0, 0.1), [t_end]).aux.nu[0]))
-    assert abs(nus[0] - limit) < 0.005, nus
-    assert abs(nus[1] - limit) > 0.015, nus
+    assert abs(nus[0] - limit) < 0.003, nus
+    assert nus[1] - limit > plain_lag, nus
 
 
 @pytest.mark.parametrize("lam", [3.0, 8.3, 20.0])
