@@ -357,12 +357,13 @@ class AllenCahnReaction:
         Euler, Δc = Δt R(c + Δc) (module docstring); ``splitting_tol`` then bounds the defect left after
         them. The stabiliser slows a moving interface (it damps the modes that make it up by
         1 + Δt K (S + G(k))/(ρ_s k_BT)), so without corrections the interface lags and the plateau
-        potential is too high by a lag that does not vanish with the rate: 0.02 / 0.04 / 0.06 k_BT at
-        0.05 / 0.2 / 1C on a 1-D 40 nm LFP particle (measured against Δt ≤ 0.1 s), and only the splitting
-        control's small steps keep it there. Two corrections bring it within 0.01 k_BT (tested) at fewer
-        steps. Each costs one more potential, reservoir solve and stabiliser inversion (the explicit
-        potential, e.g. a free platelet's elasticity, is not re-evaluated). Default 2; 0 is the plain
-        stabilised step (the differentiable fixed-step rollouts of the kinetics fit use it).
+        potential is too high: by 0.005 / 0.02 / 0.04 / 0.06 k_BT at 0.01 / 0.05 / 0.2 / 1C on a 1-D
+        40 nm LFP particle (measured against Δt ≤ 0.1–0.5 s), and only the splitting control's small
+        steps keep it there. Two corrections bring it within 0.002 k_BT at 0.01–0.2C and 0.001 at 1C
+        (tested) at as many or fewer steps. Each costs one more potential, reservoir solve and
+        stabiliser inversion (the explicit potential, e.g. a free platelet's elasticity, is not
+        re-evaluated). Default 2; 0 is the plain stabilised step (the screening's default,
+        :class:`mechanics.screen.ScreeningSettings`; the kinetics fit's fixed steps take 1).
 
     ``dc_tol``, ``relaxation_tol``, ``growth_tol``, ``splitting_tol`` and ``potential_tol`` may also be
     (*batch,) tensors (one per element).
