@@ -202,14 +202,10 @@ class LearnedCIET(CoupledIonElectron):
     # moves at most 2 kT per iteration
     reservoir_iterations: int = 12
 
-    def _prefactor(self, c: torch.Tensor) -> torch.Tensor:
-        """k(r) k̃₀(c) / k_red(0): the learned k̃₀ spline in place of the (1 − c) of the fixed law (rate
-        and slope in closed form, :meth:`CoupledIonElectron.rate_and_slope`)."""
-        from mechanics.phasefield.reaction import mhc_rate
-
-        lam = torch.as_tensor(self.reorganization_kT, dtype=c.dtype, device=c.device)
-        norm = mhc_rate(torch.zeros_like(lam), lam, True)
-        return self.rate_per_s * torch.exp(spline(c, self.k0_coefficients.to(c.dtype))) / norm
+    def _site_factor(self, c: torch.Tensor) -> torch.Tensor:
+        """The learned k̃₀(c) spline in place of the (1 − c) of the fixed law (rate and slope in closed
+        form, :meth:`CoupledIonElectron.rate_and_slope`)."""
+        return torch.exp(spline(c, self.k0_coefficients.to(c.dtype)))
 
 
 def make_rate_law(

@@ -153,11 +153,15 @@ class CoupledIonElectron:
     rate_per_s: torch.Tensor | float
     reorganization_kT: torch.Tensor | float = 8.3
 
+    def _site_factor(self, c: torch.Tensor) -> torch.Tensor:
+        """The composition dependence of the prefactor: the vacancy fraction 1 − c."""
+        return (1 - c).clamp(0, 1)
+
     def _prefactor(self, c: torch.Tensor) -> torch.Tensor:
-        """k (1 − c) / k_red(0)."""
+        """k · :meth:`_site_factor` / k_red(0)."""
         lam = torch.as_tensor(self.reorganization_kT, dtype=c.dtype, device=c.device)
         norm = mhc_rate(torch.zeros_like(lam), lam, True)
-        return self.rate_per_s * (1 - c).clamp(0, 1) / norm
+        return self.rate_per_s * self._site_factor(c) / norm
 
     def rate(self, c: torch.Tensor, eta: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
         """R (same shape as c); ``mu`` is accepted for a uniform interface and not used."""
