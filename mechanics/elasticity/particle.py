@@ -28,6 +28,7 @@ dL = Σ_x η : [dS : (ε⁰ − ε) + S : dε⁰], evaluated by autograd on that
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -55,13 +56,36 @@ class Problem:
         return tuple(range(-self.grid.ndim, 0))
 
 
+PROBLEM_CACHE_SIZE = 8  # preconditioners kept between calls (a stepper's solves share one)
+_problems: OrderedDict = OrderedDict()
+
+
 def make_problem(
     grid: Grid, c_mandel: torch.Tensor, c4: torch.Tensor, scale: torch.Tensor, scheme: str
 ) -> Problem:
+    """The operators and the preconditioner of one solve. The preconditioner depends only on the grid,
+    the scheme, the stiffness and the largest stiffness scale per element, which a time stepper keeps
+    from step to step, so it is cached on their values (the inverse acoustic tensor over the whole
+    spectrum is otherwise rebuilt for every solve)."""
+    s_max = scale.detach().reshape(scale.shape[0], -1).amax(-1)  # (B or 1,)
+    key = (grid, scheme, c_mandel.dtype, str(c_mandel.device),
+           *(t.detach().cpu().numpy().tobytes() for t in (c_mandel, c4, s_max)))
+    prob = _problems.get(key)
+    if prob is None:
+        prob = _build_problem(grid, c_mandel, c4, s_max, scheme)
+        _problems[key] = prob
+        while len(_problems) > PROBLEM_CACHE_SIZE:
+            _problems.popitem(last=False)
+    else:
+        _problems.move_to_end(key)
+    return prob
+
+
+def _build_problem(grid: Grid, c_mandel: torch.Tensor, c4: torch.Tensor, s_max: torch.Tensor,
+                   scheme: str) -> Problem:
     dtype, device = c_mandel.dtype, c_mandel.device
     d = grid.ndim
     xi, xi_conj, gg, valid, w = op.particle_constants(grid, scheme, dtype, device)
-    s_max = scale.detach().reshape(scale.shape[0], -1).amax(-1)  # (B or 1,)
     c0 = c4.detach() * s_max.reshape(-1, *([1] * 4))
     c0_inv = torch.linalg.inv(c_mandel.detach() * s_max.reshape(-1, 1, 1))
     n0 = op.acoustic(c0, gg)  # (B, *K, d, d)

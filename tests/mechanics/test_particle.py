@@ -302,3 +302,40 @@ def test_warm_start_from_displacement_tensor_and_broadcast_result():
         solve_elasticity(g, lfp(), eps0, x0=solve_elasticity(g, lfp(), eps0), **kw)
     with pytest.raises(InputError):
         solve_elasticity(g, lfp(), eps0, x0=torch.zeros(5, 5, 2, dtype=F64), **kw)
+
+
+def test_cached_preconditioner_follows_the_stiffness_values():
+    """The preconditioner is cached on the stiffness and stiffness-scale values: a second solve with
+    another stiffness on the same grid (a cache hit would give it the first one's preconditioner, and
+    with it a different number of iterations) gives the same result as a solve with the cache empty,
+    and a repeated solve reuses the cached preconditioner."""
+    from mechanics.elasticity import particle
+
+    g = Grid((24, 24), 1.0)
+    mask = g.coordinates_nm().norm(dim=-1) < 8.0
+    eps0 = 0.01 * torch.eye(2, dtype=F64).expand(24, 24, 2, 2) * mask[..., None, None]
+
+    def solve(stiffness):
+        return solve_elasticity(g, stiffness, eps0, mask=mask, plane="stress", axes=(0, 2))
+
+    particle._problems.clear()
+    fresh_lfp = solve(lfp())
+    particle._problems.clear()
+    fresh_iso = solve(iso())
+    assert len(particle._problems) == 1
+    again_lfp = solve(lfp())
+    assert len(particle._problems) == 2  # another stiffness: another entry, not the cached one
+    for a, b in ((fresh_lfp, again_lfp), (fresh_iso, solve(iso()))):
+        assert torch.equal(a.iterations, b.iterations)
+        torch.testing.assert_close(a.stress, b.stress, rtol=0, atol=1e-14)
+    assert len(particle._problems) == 2
+    c = lfp()
+    args = (g, c.mandel(2, (0, 2), "stress")[None], torch.ones(1, 24, 24, dtype=F64))
+    assert particle.make_problem(args[0], args[1], _c4(c), args[2], "rotated") is particle.make_problem(
+        args[0], args[1].clone(), _c4(c), args[2].clone(), "rotated")
+
+
+def _c4(stiffness):
+    from mechanics.stiffness import voigt_to_tensor
+
+    return voigt_to_tensor(stiffness.reduced_voigt((0, 2), "stress"))[None]
