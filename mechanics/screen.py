@@ -271,7 +271,11 @@ class _Recorder:
     def observe(self, state) -> None:
         ok = ~self.failed.to(state.c.device)
         c = torch.where(ok.reshape(-1, 1, 1), torch.nan_to_num(state.c), torch.full_like(state.c, 0.5))
-        result, eps0 = self.coupling.solve(c)
+        carry = getattr(state.aux, "elastic", None)  # the last step's solution warm-starts a free platelet
+        start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
+        if getattr(start, "displacement", None) is None:
+            start = None
+        result, eps0 = self.coupling.solve(c, start)
         # the platelet's fields only (a free particle's void is cropped away)
         s1 = self.coupling.view(pf_metrics.max_principal_stress(result.stress))
         w = self.coupling.view(pf_metrics.elastic_energy_density(result.stress, result.strain, eps0))

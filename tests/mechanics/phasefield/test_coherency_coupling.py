@@ -170,3 +170,32 @@ def test_law_potential_equals_minus_stress_contraction():
     scale = float(via_stress.abs().max())
     assert scale > 1e-3
     torch.testing.assert_close(via_kernel, via_stress, rtol=0, atol=1e-9 * scale)
+
+
+def test_free_platelet_warm_start_extrapolates_a_repeated_composition_change():
+    """The free platelet's μ_el is linear in c for Vegard, and so is its elastic solution: after states
+    c₀ and c₁, a state c₂ = c₁ + (c₁ − c₀) starts the solver at its exact solution (the last one moved
+    by θ = 1 along the last change), so it needs no more than 1 CG iteration where the last solution
+    alone needs many; μ_el is that of a cold solve; a retried state (θ = 0) starts at its own solution."""
+    p = lfp_params()
+    stiffness = Stiffness.from_voigt(torch.as_tensor(p.stiffness_voigt(), dtype=torch.float64)[None])
+    misfit = torch.as_tensor(p.misfit, dtype=torch.float64)[None]
+    coupling = pf_elastic.ParticleCoupling.square(16, 4, 1.0, stiffness, misfit, pf_elastic.law_shape(None),
+                                                  tol=1e-10)
+    potential = pf_elastic.explicit_potential(coupling)
+    x = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    c0 = (0.3 + 0.2 * torch.tanh(3 * x)[:, None] * torch.ones(16, dtype=torch.float64))[None]
+    change = 0.05 * torch.exp(-(x[:, None] ** 2 + x[None, :] ** 2))[None]
+    c1, c2 = c0 + change, c0 + 2 * change
+    _, carry = potential(c0, None)
+    _, carry = potential(c1, carry)
+    mu2, carry2 = potential(c2, carry)
+    mu_cold, cold = coupling.potential_from_stress(c2)
+    _, last_only = coupling.potential_from_stress(c2, carry.result)
+    iterations = int(carry2.result.iterations.max())
+    assert iterations <= 1 < int(last_only.iterations.max()) < int(cold.iterations.max()), (
+        iterations, last_only.iterations, cold.iterations)
+    torch.testing.assert_close(mu2, mu_cold, rtol=1e-7, atol=1e-9)
+    _, retried = potential(c2, carry2)  # the same state again: started at its own solution
+    assert int(retried.result.iterations.max()) == 0
+    assert torch.equal(retried.previous[0], carry2.previous[0])  # the history is kept, not overwritten
