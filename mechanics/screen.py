@@ -70,12 +70,12 @@ class ScreeningSettings:
     X rises from soc_start to soc_end, the default) or "charge" (delithiation of the cathode, X falls from
     soc_end to soc_start: negative current, the overpotential reported positive for both); corrections:
     corrector iterations per step towards backward Euler
-    (:attr:`mechanics.phasefield.reaction.AllenCahnReaction.corrections`). Default 0, the plain
-    stabilised step the envelope's physics checks were validated with. 6 keeps the interface from
-    lagging and makes the free platelet's slow rates 3.2–3.6× faster (a corrector does not repeat the
-    elastic solve), but it moves the envelope's answers further than its speed-up is worth before they
-    are understood: the 5C driving stress then changes by 13–22 % from 32² to 64² (6.3 % with 0), and
-    the 0.2C quasi-static gap grows from 14 % to 31 % (docs/envelope.md, benchmarks/RESULTS.md).
+    (:attr:`mechanics.phasefield.reaction.AllenCahnReaction.corrections`). Default 6: the interface
+    then moves at the model's own speed instead of lagging behind the stabiliser, and the free
+    platelet's slow rates run 3.2–3.6× faster (a corrector does not repeat the elastic solve). Its
+    driving stresses agree with the plain step (0) over 8–32 seeds at 0.2C, 1C and 5C, and with a step
+    refined 4× at 1C (docs/envelope.md); at 20C and faster, where other controls hold the step, the
+    correctors cost up to a third more time.
     """
 
     grid_points: int = 64
@@ -96,7 +96,7 @@ class ScreeningSettings:
     max_steps: int = 20_000
     particle_padding_cells: int = 8
     direction: str = "discharge"
-    corrections: int = 0
+    corrections: int = 6
 
     def __post_init__(self) -> None:
         if not isinstance(self.grid_points, int) or self.grid_points < 8:

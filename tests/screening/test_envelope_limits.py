@@ -25,16 +25,19 @@ def _settings(**changes):
 
 @pytest.mark.slow
 def test_driving_stress_converges_on_grid_refinement():
-    """The envelope's driving stress (flaw a₀ = 0.1·L, interface λ = L/16, upper quartile over 16 seeds,
+    """The envelope's driving stress (flaw a₀ = 0.1·L, interface λ = L/16, upper quartile over 32 seeds,
     the noise at a fixed intensity per platelet area) of LiFePO4 at 5C, 200 nm, charge changes by ≤ 10 %
     from 32² to 64² (the issue's criterion; λ spans 2 then 4 cells, a₀ 3.2 then 6.4). 5C: the platelet
     phase-separates partly (index ≈ 0.3), where the stress is largest among the rates that take seconds
-    here. Measured 2026-12-07: 677 → 720 MPa (6.3 %); with the noise per cell instead (the amplitude not
-    scaled with the grid) 677 → 501 MPa (35 %): a finer grid then weakens the fluctuations that seed
-    phase separation, and that, not the stress measure, was the grid dependence (docs/envelope.md)."""
+    here. 32 seeds: one platelet's driving stress varies by ±30 % between seeds, and the upper quartile of
+    16 seeds scattered by ±11 % (seeds 0–15 and 16–31 gave 583 and 729 MPa at 64²), more than the
+    criterion. Measured 2026-12-07 with the screening's 6 correctors: 693 → 717 MPa (3.4 %), with the
+    plain step 695 → 689 MPa (0.9 %). With the noise per cell instead (the amplitude not scaled with the grid)
+    the 16-seed quartile went 677 → 501 MPa (35 %): a finer grid then weakens the fluctuations that
+    seed phase separation, and that, not the stress measure, was the grid dependence (docs/envelope.md)."""
     from mechanics.screen import simulate_conditions
 
-    size, seeds = 200.0, list(range(16))
+    size, seeds = 200.0, list(range(32))
     p = model_parameters(lfp_params(), size, 1 / 16)
     values = []
     for n in (32, 64):
@@ -92,14 +95,32 @@ def _interface_profile(params, lam_nm: float) -> tuple[np.ndarray, np.ndarray]:
     return xs - np.interp(0.5, profile, xs), profile
 
 
+SUBCELL = 7  # supersampling of the reference's interface placement (odd: cell centres on fine cells)
+
+
+def _signed_distance_nm(composition: np.ndarray, size_nm: float, sub: int = SUBCELL) -> np.ndarray:
+    """Each cell centre's signed distance (nm, > 0 in the Li-rich phase) to the arrangement's interface,
+    the X = ½ level set of the composition interpolated bilinearly on a grid ``sub`` times finer: the
+    interface is placed to 1/sub of a cell. (Thresholding the cells themselves puts it on a cell edge,
+    ±½ cell: a quarter of λ at 2 cells across it, and the flaw-averaged stress, set where the interface
+    meets the free edge, then moved by ±20 % between seeds whose simulated stress agreed to 5 %.)"""
+    from scipy import ndimage
+
+    n = composition.shape[0]
+    fine = ndimage.zoom(np.asarray(composition, dtype=float), sub, order=1, grid_mode=True, mode="nearest")
+    beta = fine > 0.5
+    cells = ndimage.distance_transform_edt(beta) - ndimage.distance_transform_edt(~beta)
+    # the interface lies between fine cells
+    distance = np.where(beta, cells - 0.5, cells + 0.5) * (size_nm / (n * sub))
+    return distance[sub // 2::sub, sub // 2::sub]
+
+
 def _quasi_static_driving_stress(params, composition: np.ndarray, size_nm: float, flaw_cells: float) -> float:
     """The coherent two-phase platelet of the same phase arrangement at equilibrium: the binodal phases
     of the regular solution joined by the equilibrium interface of the model's λ (each cell's signed
-    distance to the arrangement's interface mapped through :func:`_interface_profile`), Vegard
-    eigenstrain, traction-free edges, solved directly by :func:`mechanics.elasticity.solve.solve_elasticity`
-    (plane stress, a–c plane)."""
-    from scipy import ndimage
-
+    distance to the arrangement's interface, :func:`_signed_distance_nm`, mapped through
+    :func:`_interface_profile`), Vegard eigenstrain, traction-free edges, solved directly by
+    :func:`mechanics.elasticity.solve.solve_elasticity` (plane stress, a–c plane)."""
     from mechanics import units
     from mechanics.elasticity.solve import solve_elasticity
     from mechanics.grid import Grid
@@ -109,9 +130,7 @@ def _quasi_static_driving_stress(params, composition: np.ndarray, size_nm: float
     omega = params.omega_eV * units.AJ_PER_EV
     lam = math.sqrt(params.kappa_aJ_per_nm[0] / (params.site_density_per_nm3 * omega))  # λ = √(κ/ρΩ)
     xs, profile = _interface_profile(params, lam)
-    beta = np.asarray(composition) > 0.5
-    cells = ndimage.distance_transform_edt(beta) - ndimage.distance_transform_edt(~beta)
-    distance = np.where(beta, cells - 0.5, cells + 0.5) * (size_nm / n)  # the interface between cells
+    distance = _signed_distance_nm(composition, size_nm)
     c = torch.as_tensor(np.interp(distance, xs, profile)).double()
     c = torch.nn.functional.pad(c, [pad] * 4)
     mask = torch.zeros(c.shape, dtype=torch.bool)
@@ -126,43 +145,50 @@ def _quasi_static_driving_stress(params, composition: np.ndarray, size_nm: float
 
 
 QS_RATES = (20.0, 1.0, 0.2)
+QS_SEEDS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="module")
 def half_lithiated():
-    """LiFePO4, 50 nm free platelet, 32² (λ = L/16 over 2 cells), discharged at QS_RATES (one seed), the
-    composition and the driving stress (flaw a₀ = 0.2·L, 6.4 cells) at X = ½ of each."""
+    """LiFePO4, 50 nm free platelet, 32² (λ = L/16 over 2 cells), discharged at QS_RATES with QS_SEEDS,
+    the composition and the driving stress (flaw a₀ = 0.2·L, 6.4 cells) at X = ½ of each (rate-major)."""
     from mechanics.screen import simulate_conditions
 
     size, flaw = 50.0, 0.2
     p = model_parameters(lfp_params(), size, 1 / 16)
     settings = _settings(grid_points=32, particle_size_nm=size, direction="discharge", observations=2,
                          snapshots=1, dtype="float64")
-    res = simulate_conditions([p] * len(QS_RATES), settings, c_rates=list(QS_RATES), flaw_fraction=flaw)
+    rates = [r for r in QS_RATES for _ in QS_SEEDS]
+    res = simulate_conditions([p] * len(rates), settings, c_rates=rates, seeds=list(QS_SEEDS) * len(QS_RATES),
+                              flaw_fraction=flaw)
     return p, size, flaw * 32, res
 
 
 @pytest.mark.slow
 def test_slow_rate_driving_stress_tends_to_the_quasi_static_two_phase_particle(half_lithiated):
     """At X = ½ the slowly discharged platelet is two pure phases (separation index ≥ 0.4 of ½) and its
-    driving stress is within 15 % of the coherent two-phase particle of the same arrangement at
-    equilibrium (binodal phases, the equilibrium interface of the model's λ), solved directly; at 20C it
-    is far from it (a nearly uniform platelet). 15 %: the reference places its interface from a
-    cell-thresholded pattern (±½ cell, a quarter of λ) and the slow runs are not yet at rest.
-    Measured 2026-12-07 (32², λ = L/16, a₀ = 0.2·L): −12 % at 1C, +14 % at 0.2C. Against a sharp
-    interface at the binodal compositions the gap levelled off near 40 % (45 % at 1C, 41 % at 0.2C;
-    with the simulated phase compositions instead of the binodal ones still 37 % / 35 %): the diffuse
-    interface, not the phases' compositions, separates the model from the sharp-interface particle
-    (docs/envelope.md)."""
+    driving stress is, seed by seed, within 10 % of the coherent two-phase particle of the same
+    arrangement at equilibrium (binodal phases, the equilibrium interface of the model's λ placed to ⅐
+    cell), solved directly; the gap shrinks as the rate falls, and at 20C the platelet is nearly uniform
+    and far from any two-phase particle. 10 %: the 0.2C run still moves (its interface crosses the
+    platelet in 2.5 h) and the reference places its interface to ⅐ cell. Measured 2026-12-07 (32²,
+    λ = L/16, a₀ = 0.2·L, seeds 0-7): 0.2C within 0–6 % on both the plain and the corrected step (median
+    3 % / 2 %), 1C −1 to −16 % (median −13 %), 20C −99 %. Against a *sharp* interface at the binodal
+    compositions the gap levelled off near 40 %: the diffuse interface, not the phases' compositions,
+    separates the model from the sharp-interface particle (docs/envelope.md)."""
     p, size, flaw_cells, res = half_lithiated
-    gaps = []
-    for r in res:
+    gaps = {}
+    for i, r in enumerate(res):
         simulated = float(r.observed["driving_stress_MPa"][0])  # the observation at X = ½
         quasi_static = _quasi_static_driving_stress(p, r.snapshots["composition"][0], size, flaw_cells)
-        gaps.append(abs(simulated - quasi_static) / quasi_static)
-    separation = [r.metrics["phase_separation"] for r in res]
-    assert separation[-1] >= 0.4 and separation[0] < 0.1, separation
-    assert gaps[-1] <= 0.15 and gaps[-1] < gaps[0], gaps
+        gaps.setdefault(QS_RATES[i // len(QS_SEEDS)], []).append(abs(simulated - quasi_static) / quasi_static)
+    per_rate = len(QS_SEEDS)
+    separation = {rate: [r.metrics["phase_separation"] for r in res[k * per_rate:(k + 1) * per_rate]]
+                  for k, rate in enumerate(QS_RATES)}
+    print(f"quasi-static gaps {gaps}, separation {separation}")
+    assert min(separation[0.2]) >= 0.4 and max(separation[20.0]) < 0.1, separation
+    assert max(gaps[0.2]) <= 0.10, gaps
+    assert np.median(gaps[0.2]) < np.median(gaps[1.0]) < np.median(gaps[20.0]), gaps
 
 
 def _with_misfit(params, misfit, name: str):
@@ -233,9 +259,12 @@ def test_doubled_misfit_gives_a_smaller_critical_size_without_an_invariant_line(
     """With a misfit of one sign in the a–c plane (2 % along a, b and c: no direction is free of misfit)
     no phase arrangement escapes coherency stress, so doubling the misfit raises the driving stress and
     the critical size at 1C shrinks (σ_c ∝ 1/√L against a size-independent driving stress). Through the
-    envelope: 32², discharge, a₀ = 0.2·L, 4 seeds. Measured 2026-12-07 at 48², a₀ = 0.1·L, 4 seeds: the
-    driving stress 736 → 1029 MPa, every seed higher. LiFePO4's own misfit has opposite signs along a and
-    c (+5.2 %, −2.0 %) and behaves otherwise: see the next test."""
+    envelope: 32², discharge, a₀ = 0.2·L, 4 seeds, sizes 30 nm to 3 µm (every size is in the regularised
+    range, so L_c is the closed form of the driving stress and lies inside the scan; the single misfit's
+    L_c is near 300 nm, so a scan ending there would make the test a coin toss on the seeds' spread).
+    Measured 2026-12-07 at 48², a₀ = 0.1·L, 4 seeds: the driving stress 736 → 1029 MPa, every seed
+    higher. LiFePO4's own misfit has opposite signs along a and c (+5.2 %, −2.0 %) and behaves otherwise:
+    see the next test."""
     from mechanics.screen import ScreeningSettings
     from screening.driver import SweepItem
     from screening.envelope import EnvelopeSettings, charging_envelope
@@ -244,8 +273,9 @@ def test_doubled_misfit_gives_a_smaller_critical_size_without_an_invariant_line(
     items = [SweepItem(composition_id=name, formula=name, fractions={"Fe": 1.0},
                        params=_with_misfit(base, (m, m, m), name), descriptors={}, source="literature")
              for name, m in (("single", 0.02), ("double", 0.04))]
-    env = EnvelopeSettings(c_rates=(1.0,), sizes_nm=(100.0, 300.0), seeds=4, bisections=0,
-                           directions=("discharge",), flaw_fraction=0.2, interface_fraction=1 / 16)
+    env = EnvelopeSettings(c_rates=(1.0,), sizes_nm=(30.0, 100.0, 300.0, 1000.0, 3000.0), seeds=4,
+                           bisections=0, directions=("discharge",), flaw_fraction=0.2,
+                           interface_fraction=1 / 16)
     settings = ScreeningSettings(grid_points=32, fidelity="particle", observations=10)
     result = charging_envelope(items, "vegard", settings=settings, envelope=env)
     summary = result.summary.drop_duplicates("formula").set_index("formula")
