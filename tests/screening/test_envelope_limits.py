@@ -170,12 +170,12 @@ def test_slow_rate_driving_stress_tends_to_the_quasi_static_two_phase_particle(h
     driving stress is, seed by seed, within 10 % of the coherent two-phase particle of the same
     arrangement at equilibrium (binodal phases, the equilibrium interface of the model's λ placed to ⅐
     cell), solved directly; the gap shrinks as the rate falls, and at 20C the platelet is nearly uniform
-    and far from any two-phase particle. 10 %: the 0.2C run still moves (its interface crosses the
-    platelet in 2.5 h) and the reference places its interface to ⅐ cell. Measured 2026-12-07 (32²,
-    λ = L/16, a₀ = 0.2·L, seeds 0-7): 0.2C within 0–6 % on both the plain and the corrected step (median
-    3 % / 2 %), 1C −1 to −16 % (median −13 %), 20C −99 %. Against a *sharp* interface at the binodal
-    compositions the gap levelled off near 40 %: the diffuse interface, not the phases' compositions,
-    separates the model from the sharp-interface particle (docs/envelope.md)."""
+    and far from any two-phase particle. 10 %: the 0.2C run still moves (its interface sweeps the
+    platelet over the 5 h of the discharge) and the reference places its interface to ⅐ cell. Measured
+    2026-12-07 (32², λ = L/16, a₀ = 0.2·L, seeds 0-7): 0.2C within 0–6 % on both the plain and the
+    corrected step (median 3 % / 2 %), 1C −1 to −16 % (median −13 %), 20C −99 %. Against a *sharp*
+    interface at the binodal compositions the gap levelled off near 40 %: the diffuse interface, not the
+    phases' compositions, separates the model from the sharp-interface particle (docs/envelope.md)."""
     p, size, flaw_cells, res = half_lithiated
     gaps = {}
     for i, r in enumerate(res):
