@@ -274,8 +274,6 @@ class _Recorder:
         c = torch.where(ok.reshape(-1, 1, 1), torch.nan_to_num(state.c), torch.full_like(state.c, 0.5))
         carry = getattr(state.aux, "elastic", None)  # the last step's solution warm-starts a free platelet
         start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
-        if getattr(start, "displacement", None) is None:
-            start = None
         result, eps0 = self.coupling.solve(c, start)
         # the platelet's fields only (a free particle's void is cropped away)
         s1 = self.coupling.view(pf_metrics.max_principal_stress(result.stress))

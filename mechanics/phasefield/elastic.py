@@ -209,20 +209,17 @@ def explicit_potential(coupling: ElasticCoupling, subtract_kernel: torch.Tensor 
     d = coupling.d
 
     def potential(c: torch.Tensor, elastic):
-        start = None
-        if isinstance(elastic, WarmStart) and elastic.result.displacement is not None:
-            start = _extrapolated_start(elastic, c)
-        mu, result = coupling.potential_from_stress(c, start)
+        warm = isinstance(elastic, WarmStart) and elastic.result.displacement is not None
+        mu, result = coupling.potential_from_stress(c, _extrapolated_start(elastic, c) if warm else None)
         if subtract_kernel is not None:
             shape = c.shape[-d:]
             mu = mu - spectral.irfft(subtract_kernel * spectral.rfft(c, d), shape)
-        carry = WarmStart(result, c.detach())
-        if isinstance(elastic, WarmStart) and elastic.result.displacement is not None:
+        previous = None
+        if warm:  # a retried step (the same state) keeps the history it had
             moved = bool((c.detach() != elastic.c).any())
-            carry = WarmStart(result, c.detach(),
-                              (elastic.c, elastic.result.displacement, elastic.result.mean_strain) if moved
-                              else elastic.previous)
-        return mu, carry
+            previous = (elastic.c, elastic.result.displacement, elastic.result.mean_strain) if moved \
+                else elastic.previous
+        return mu, WarmStart(result, c.detach(), previous)
 
     return potential
 

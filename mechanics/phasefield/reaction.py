@@ -366,7 +366,7 @@ class AllenCahnReaction:
         steps keep it there. Two corrections bring it within 0.002 k_BT at 0.01–0.2C and 0.001 at 1C
         (tested) at as many or fewer steps. Each costs one more potential, reservoir solve and
         stabiliser inversion (the explicit potential, e.g. a free platelet's elasticity, is not
-        re-evaluated). Default 2; 0 is the plain stabilised step (the screening's default,
+        re-evaluated). Default 2; 0 is the plain stabilised step (the screening takes 6,
         :class:`mechanics.screen.ScreeningSettings`; the kinetics fit's fixed steps take 1).
 
     ``dc_tol``, ``relaxation_tol``, ``growth_tol``, ``splitting_tol`` and ``potential_tol`` may also be
