@@ -14,8 +14,10 @@ Prints two tables:
    ``--baseline-corrections K`` runs every rate a second time with K corrector iterations per step (0: the
    plain stabilised step, the integrator before correctors) in the same process, and prints the speed-up
    of the settings' own count (``--corrections``, default the screening's) and the driving stress of both
-   (``--baseline-rates``: only at those rates). The cost per element falls with the elements per tensor
-   program (``--candidates`` × ``--seeds``) up to about a hundred on 2 cores; the envelope's batches hold
+   (``--baseline-rates``: only at those rates); ``--baseline-solver fourier`` runs the baseline's
+   free-platelet solves on the Fourier path, eager (the solver before the fused real-space path). The
+   cost per element falls with the elements per tensor program (``--candidates`` × ``--seeds``) up to
+   about a hundred on 2 cores; the envelope's batches hold
    up to ``EnvelopeSettings.batch_elements`` (128), so ``--candidates 16 --seeds 8`` is its real batch.
 
     PYTHONPATH=. python benchmarks/envelope.py --grid 32 --rates 5 --seeds 8 --skip-speed
@@ -37,11 +39,13 @@ sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from mechanics.elasticity import particle  # noqa: E402
 from mechanics.parameters.lfp import lfp_params  # noqa: E402
 from mechanics.screen import ScreeningSettings, simulate_conditions  # noqa: E402
 from screening.envelope import EnvelopeSettings, model_parameters  # noqa: E402
 
 DEFAULT = EnvelopeSettings()
+_SOLVER = {"auto": "default (fused real space from 2¹⁶ element-cells)", False: "Fourier path, eager"}
 
 
 def _numbers(text):
@@ -72,6 +76,9 @@ def main() -> None:
     ap.add_argument("--skip-convergence", action="store_true")
     ap.add_argument("--corrections", type=int, default=ScreeningSettings().corrections)
     ap.add_argument("--baseline-corrections", type=int, default=None)
+    ap.add_argument("--baseline-solver", choices=("same", "fourier"), default="same",
+                    help="'fourier': the baseline's free-platelet solves run on the Fourier path, never "
+                         "fused by torch.compile (mechanics.elasticity.particle.COMPILE = False)")
     ap.add_argument("--baseline-rates", type=_numbers, default=None,
                     help="the rates at which the baseline runs too (default: all of --rates)")
     args = ap.parse_args()
@@ -102,44 +109,51 @@ def main() -> None:
     if not args.skip_speed:
         params = _candidates(args.candidates)
         elements = [(p, s) for p in params for s in seeds]
-        base = args.baseline_corrections
-        variants = [args.corrections] + ([] if base is None else [base])
+        main_variant = (args.corrections, "auto")
+        variants = [main_variant]
+        if args.baseline_corrections is not None or args.baseline_solver == "fourier":
+            k = args.corrections if args.baseline_corrections is None else args.baseline_corrections
+            variants.append((k, False if args.baseline_solver == "fourier" else "auto"))
         print()
-        print(f"| C-rate | elements ({len(params)} candidates × {args.seeds} seeds) | correctors | steps "
-              f"| wall s | s per element | driving MPa (q{args.quantile:g}) | speed-up |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"| C-rate | elements ({len(params)} candidates × {args.seeds} seeds) | correctors "
+              f"| platelet solver | steps | wall s | s per element | driving MPa (q{args.quantile:g}) "
+              f"| baseline ÷ this |")
+        print("|---|---|---|---|---|---|---|---|---|")
         total = dict.fromkeys(variants, 0.0)
         for rate in args.rates:
             walls = {}
-            for k in variants:
+            for v in variants:
+                k, compile_mode = v
                 skip = args.baseline_rates is not None and rate not in args.baseline_rates
-                if k != args.corrections and skip:
+                if v != main_variant and skip:
                     continue
+                particle.COMPILE = compile_mode
                 s = dataclasses.replace(settings, c_rate=rate, particle_size_nm=max(args.sizes),
                                         corrections=k)
                 t0 = time.perf_counter()
                 res = simulate_conditions([model_parameters(p, max(args.sizes), args.interface_fraction)
                                            for p, _ in elements], s, seeds=[seed for _, seed in elements],
                                           flaw_fraction=args.flaw_fraction, noise_reference_grid=noise_ref)
-                walls[k] = time.perf_counter() - t0
+                walls[v] = time.perf_counter() - t0
                 steps = max(r.metrics["steps"] for r in res)
                 failed = sum(r.status != "FINISHED" for r in res)
                 driving = float(np.quantile([r.metrics["driving_stress_MPa"] for r in res], args.quantile))
-                total[k] += walls[k] / len(elements)
-                ratio = "" if k == args.corrections or base is None else \
-                    f"{walls[k] / walls[args.corrections]:.2f}×"
+                total[v] += walls[v] / len(elements)
+                ratio = "" if v == main_variant else f"{walls[v] / walls[main_variant]:.2f}×"
                 note = f" ({failed} FAILED)" if failed else ""
-                print(f"| {rate:g} | {len(elements)} | {k} | {steps:.0f}{note} | {walls[k]:.1f} | "
-                      f"{walls[k] / len(elements):.2f} | {driving:.0f} | {ratio} |", flush=True)
+                print(f"| {rate:g} | {len(elements)} | {k} | {_SOLVER[compile_mode]} | {steps:.0f}{note} | "
+                      f"{walls[v]:.1f} | {walls[v] / len(elements):.2f} | {driving:.0f} | {ratio} |",
+                      flush=True)
+            particle.COMPILE = "auto"
         demo = 35 * 2 * args.seeds
-        for k in variants:
-            if k != args.corrections and args.baseline_rates is not None \
+        for v in variants:
+            if v != main_variant and args.baseline_rates is not None \
                     and set(args.rates) - set(args.baseline_rates):
                 continue  # the baseline did not run every rate: no estimate of its whole envelope
             print(f"| demo envelope 35 candidates × rates {args.rates} × 2 directions × {args.seeds} seeds "
-                  f"(sizes shared), **estimated** | {demo * len(args.rates)} | {k} | | "
-                  f"{demo * total[k]:.0f} | | | "
-                  f"{'' if k == args.corrections else f'{total[k] / total[args.corrections]:.2f}×'} |")
+                  f"(sizes shared), **estimated** | {demo * len(args.rates)} | {v[0]} | {_SOLVER[v[1]]} | | "
+                  f"{demo * total[v]:.0f} | | | "
+                  f"{'' if v == main_variant else f'{total[v] / total[main_variant]:.2f}×'} |")
 
 
 if __name__ == "__main__":

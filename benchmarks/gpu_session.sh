@@ -4,7 +4,7 @@
 # row). The card's name and the FFT bound come from the same run. Each step has its own time limit so one
 # slow step cannot take the others with it; logs go to $OUT (default ./gpu-results).
 #
-#     sh benchmarks/gpu_session.sh            # under 8 minutes on one H100/H200
+#     sh benchmarks/gpu_session.sh            # under 9 minutes on one H100/H200
 #     sh benchmarks/gpu_session.sh --quick    # the same rows on the CPU at small sizes: checks the script
 #
 # Rows (issue 18): CH step 256² × 64 and ACR step 256² × 64 as a fraction of their FFT bound, eager and
@@ -132,12 +132,12 @@ if [ "$QUICK" = 1 ]; then
 fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$OUT/gpu.txt"
-# the limits add up to 460 s, so the session ends within 8 minutes even when every step runs to its limit
+# the limits add up to 490 s, so the session ends within 8.5 minutes even when every step runs to its limit
 step phasefield_eager 35 $PY benchmarks/phasefield_speed.py --device cuda
 step phasefield_fused 80 $PY benchmarks/phasefield_speed.py --device cuda --compile
 step pytest_gpu 60 $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu tests/mechanics/test_devices.py \
     tests/inverse/test_gpu.py tests/inverse/test_matched_filter.py tests/mechanics/phasefield/test_step_graphs.py
-step mechanics_cuda 40 $PY benchmarks/mechanics.py --device cuda
+step mechanics_cuda 70 $PY benchmarks/mechanics.py --device cuda
 step platelet_pcg_cuda 25 $PY benchmarks/platelet_pcg.py --device cuda --sizes 64,256,512
 step bm1a_cuda 40 $PY benchmarks/pfhub_bm1.py --case a --t-end 1e6 --device cuda --out "$OUT/bm1"
 step inverse_cuda 60 $PY benchmarks/inverse.py --device cuda --sizes 512

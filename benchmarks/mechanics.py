@@ -2,7 +2,10 @@
 
 Prints one table per device: time per solve, CG iterations, and the ratio to one FFT round trip
 (rfftn + irfftn of the m-component strain field of the same batch and grid, float32 unless --dtype),
-measured in the same run. Imports only torch and numpy (and mechanics).
+measured in the same run. The free particle runs twice, on the solver's two forms of the same CG
+(``mechanics.elasticity.particle``): the Fourier path, eager, and the real-space path fused by
+torch.compile (its compilation is not timed: the first call is an untimed warm-up). Imports only torch
+and numpy (and mechanics).
 
     python benchmarks/mechanics.py            # 2-D 256² (batch 1, 64), 3-D 128³ (batch 1)
     python benchmarks/mechanics.py --quick    # 2-D 64² (batch 1, 8), 3-D 32³
@@ -22,6 +25,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 import torch  # noqa: E402
 
 from mechanics import Grid, Stiffness, solve_elasticity  # noqa: E402
+from mechanics.elasticity import particle as particle_mod  # noqa: E402
 from mechanics.parameters.lfp import lfp_params  # noqa: E402
 
 
@@ -85,24 +89,28 @@ def run_case(device, shape, batch, dtype, repeats: int, eta: float) -> list[dict
         return solve_elasticity(grid, C, eps, mask=mask, void_stiffness=eta, x0=x0, **kw)
 
     few = max(1, repeats // 3)
-    t_p, cold = timed(lambda: particle(eps0), device, few, min_time_s=0.0)
-    t_w, warm = timed(lambda: particle(eps0 * 1.001, cold), device, few, min_time_s=0.0)
     size = "x".join(map(str, shape))
+    timings = [("homogeneous", t_h, "-")]
+    for path, mode in (("Fourier", False), ("fused", True)):  # the two forms of the same CG (particle.py)
+        particle_mod.COMPILE = mode
+        t_p, cold = timed(lambda: particle(eps0), device, few, min_time_s=0.0)
+        t_w, warm = timed(lambda c=cold: particle(eps0 * 1.001, c), device, few, min_time_s=0.0)
+        timings += [(f"particle cold, {path} (eta={eta:g})", t_p, int(cold.iterations.max())),
+                    (f"particle warm, {path}", t_w, int(warm.iterations.max()))]
+    particle_mod.COMPILE = "auto"
     rows = []
-    for case, t, its in [("homogeneous", t_h, "-"),
-                         (f"particle cold (eta={eta:g})", t_p, int(cold.iterations.max())),
-                         ("particle warm (eps0 x1.001)", t_w, int(warm.iterations.max()))]:
+    for case, t, its in timings:
         rows.append(dict(device=str(device), case=case, grid=size, batch=batch, ms=1e3 * t,
                          ms_per_item=1e3 * t / batch, iterations=its, fft_ms=1e3 * t_fft, ratio=t / t_fft))
     return rows
 
 
-HEADER = (f"{'case':<30} {'grid':>11} {'batch':>5} {'ms/solve':>10} {'ms/item':>9} {'iters':>6} "
+HEADER = (f"{'case':<36} {'grid':>11} {'batch':>5} {'ms/solve':>10} {'ms/item':>9} {'iters':>6} "
           f"{'FFT rt ms':>10} {'ratio':>8}")
 
 
 def format_row(r: dict) -> str:
-    return (f"{r['case']:<30} {r['grid']:>11} {r['batch']:>5} {r['ms']:>10.2f} "
+    return (f"{r['case']:<36} {r['grid']:>11} {r['batch']:>5} {r['ms']:>10.2f} "
             f"{r['ms_per_item']:>9.3f} {str(r['iterations']):>6} {r['fft_ms']:>10.3f} {r['ratio']:>8.1f}")
 
 

@@ -171,13 +171,12 @@ def solve_elasticity(
         else:
             sc = scale.expand(*batch, *grid.shape).reshape(nb, *grid.shape)
         start = _warm_start(x0, grid, batch, nb, m, d, dtype, device, e0)
-        strain, E, U, it, res = particle.solve_particle(
+        strain, E, u, it, res = particle.solve_particle(
             grid, cm, c4b, sc, e0, scheme, float(tol), int(max_iter), start
         )
         elastic = strain - e0
         stress = sc[:, None] * homogeneous.apply_mandel(cm, elastic)
-        u = torch.fft.irfftn(U, s=grid.shape, dim=dims).movedim(1, -1)
-        displacement = u.reshape(*batch, *grid.shape, d)
+        displacement = u.movedim(1, -1).reshape(*batch, *grid.shape, d)
         iterations = it.reshape(batch)
         residual = res.reshape(batch)
         converged = bool((res <= tol).all())
@@ -239,7 +238,7 @@ def _scale_field(grid, mask, stiffness_scale, void_stiffness, dtype, device):
 
 
 def _warm_start(x0, grid, batch, nb, m, d, dtype, device, e0):
-    """(E, U) from a previous ElasticityResult (its mean strain and displacement), or from a
+    """(E, u) from a previous ElasticityResult (its mean strain and displacement), or from a
     displacement tensor (*batch, *grid, d) in nm with the mean eigenstrain as the mean-strain guess.
     Batch dimensions broadcast."""
     if x0 is None:
@@ -261,6 +260,4 @@ def _warm_start(x0, grid, batch, nb, m, d, dtype, device, e0):
     except RuntimeError:
         raise InputError("x0", f"{expected}; displacement shape {(*batch, *grid.shape, d)}",
                          tuple(u.shape)) from None
-    dims = tuple(range(-d, 0))
-    U = torch.fft.rfftn(u.reshape(nb, *grid.shape, d).movedim(-1, 1), dim=dims)
-    return E.reshape(nb, m).contiguous(), U
+    return E.reshape(nb, m).contiguous(), u.reshape(nb, *grid.shape, d).movedim(-1, 1).contiguous()
