@@ -45,7 +45,7 @@ from mechanics.screen import ScreeningSettings, simulate_conditions  # noqa: E40
 from screening.envelope import EnvelopeSettings, model_parameters  # noqa: E402
 
 DEFAULT = EnvelopeSettings()
-_SOLVER = {"auto": "default (fused real space from 2¹⁶ element-cells)", False: "Fourier path, eager"}
+_SOLVER = {"auto": "default (fused real space from 2¹⁸ element-cells)", False: "Fourier path, eager"}
 
 
 def _numbers(text):
