@@ -60,7 +60,7 @@ class Problem:
     c0_inv: torch.Tensor  # (B, m, m) inverse reference stiffness (Mandel)
     real_space: bool  # displacement unknowns on the grid (rotated scheme's stencil), else rfft coefficients
     inv_h: torch.Tensor  # 1/h (0-d, nm⁻¹)
-    fused: bool = False  # the real-space CG iteration through torch.compile (:func:`_real_iteration_fn`)
+    fused: bool = False  # the real-space functions through torch.compile (:func:`_real`); set with real_space
 
     @property
     def dims(self) -> tuple[int, ...]:

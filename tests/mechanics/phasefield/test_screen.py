@@ -125,3 +125,26 @@ def test_free_particle_fidelity_runs():
     (r,) = simulate_candidates([lfp], settings)
     assert r.status == "FINISHED", r.reason
     assert math.isfinite(r.metrics["peak_tensile_stress_MPa"]) and 3.3 < r.metrics["voltage_V"] < 3.43
+
+
+@pytest.mark.slow
+def test_free_particle_screening_is_the_same_on_the_fused_solver(monkeypatch):
+    """The screening's free platelet with its CG on the fused real-space path (the path of the charging
+    envelope's large batches) against the Fourier path: the same CG iterates (tests/mechanics/
+    test_particle.py), so in float64 the same accepted steps and metrics to 1e-9 relative (round-off
+    through a few hundred steps; a wrong warm start or carry between steps would show at O(1))."""
+    from mechanics.elasticity import particle
+
+    params = _candidates()[:2]
+    settings = dataclasses.replace(SMALL, fidelity="particle", c_rate=5.0, snapshots=0)
+    monkeypatch.setattr(particle, "COMPILE", False)
+    fourier = simulate_candidates(params, settings)
+    monkeypatch.setattr(particle, "COMPILE", True)
+    fused = simulate_candidates(params, settings)
+    assert particle._compiled and not particle._compile_failed
+    for a, b in zip(fourier, fused):
+        assert a.status == b.status == "FINISHED"
+        assert a.metrics["steps"] == b.metrics["steps"]
+        for key, value in a.metrics.items():
+            if math.isfinite(value):
+                assert b.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
