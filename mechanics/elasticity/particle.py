@@ -58,9 +58,8 @@ class Problem:
     weights: torch.Tensor  # rfft half-spectrum weights (1 or 2), broadcastable to (*K)
     n_inverse: torch.Tensor  # (B, d, d, *K) inverse reference acoustic tensor, 0 on null modes
     c0_inv: torch.Tensor  # (B, m, m) inverse reference stiffness (Mandel)
-    real_space: bool  # displacement unknowns on the grid (rotated scheme's stencil), else rfft coefficients
+    real_space: bool  # u on the grid (rotated stencil, fused: :func:`_real`), else rfft coefficients
     inv_h: torch.Tensor  # 1/h (0-d, nm⁻¹)
-    fused: bool = False  # the real-space functions through torch.compile (:func:`_real`); set with real_space
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -112,7 +111,7 @@ def apply_D(prob: Problem, E: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """ε = E + D u, (B, m, *grid)."""
     d = prob.grid.ndim
     if prob.real_space:
-        return _real(prob, _strain)(E, u, prob.inv_h, d)
+        return _real(_strain)(E, u, prob.inv_h, d)
     fluct = torch.fft.irfftn(op.mandel_sym_outer(prob.xi, u, d), s=prob.grid.shape, dim=prob.dims)
     return fluct + E.reshape(*E.shape, *([1] * d))
 
@@ -122,7 +121,7 @@ def apply_Dt(prob: Problem, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     in Fourier space."""
     d = prob.grid.ndim
     if prob.real_space:
-        return sigma.mean(dim=prob.dims), _real(prob, _divergence)(sigma, prob.inv_h, d)
+        return sigma.mean(dim=prob.dims), _real(_divergence)(sigma, prob.inv_h, d)
     s_hat = torch.fft.rfftn(sigma, dim=prob.dims)
     return sigma.mean(dim=prob.dims), op.mandel_dot(s_hat, prob.xi_conj, d)
 
@@ -131,7 +130,7 @@ def dot(prob: Problem, x1, x2) -> torch.Tensor:
     """⟨x₁, x₂⟩ per batch element (B,) (= N E₁·E₂ + Σ_x u₁·u₂)."""
     n = prob.grid.n_cells
     if prob.real_space:
-        return _real(prob, _real_dot)(x1[0], x1[1], x2[0], x2[1], n)
+        return _real(_real_dot)(x1[0], x1[1], x2[0], x2[1], n)
     e_part = n * (x1[0] * x2[0]).sum(-1)
     u_part = (prob.weights * (x1[1].conj() * x2[1]).real).reshape(x1[1].shape[0], -1).sum(-1) / n
     return e_part + u_part
@@ -139,7 +138,7 @@ def dot(prob: Problem, x1, x2) -> torch.Tensor:
 
 def apply_A(prob: Problem, c_mandel: torch.Tensor, scale: torch.Tensor, x):
     if prob.real_space:
-        return _real(prob, _operator)(x[0], x[1], c_mandel, scale, prob.inv_h, prob.grid.ndim)
+        return _real(_operator)(x[0], x[1], c_mandel, scale, prob.inv_h, prob.grid.ndim)
     eps = apply_D(prob, *x)
     return apply_Dt(prob, scale[:, None] * apply_mandel(c_mandel, eps))
 
@@ -161,7 +160,7 @@ def hermitian_part(prob: Problem, U: torch.Tensor) -> torch.Tensor:
 
 def apply_Minv(prob: Problem, r):
     if prob.real_space:
-        return _real(prob, _real_minv)(r[0], r[1], prob.n_inverse, prob.c0_inv, prob.grid.shape)
+        return _real(_real_minv)(r[0], r[1], prob.n_inverse, prob.c0_inv, prob.grid.shape)
     E = torch.matmul(prob.c0_inv, r[0][..., None])[..., 0]
     d = prob.grid.ndim
     ninv, u = prob.n_inverse, r[1]
@@ -189,7 +188,7 @@ def pcg(prob: Problem, c_mandel, scale, b, x0, tol: float, max_iter: int):
     since_best = torch.zeros_like(iters)
     p = z
     it = 0
-    iterate = _real(prob, _real_iteration) if prob.real_space else None
+    iterate = _real(_real_iteration) if prob.real_space else None
     while it < max_iter and bool(active.any()):
         if iterate is not None:
             *xrp, rz_new = iterate(*x, *r, *p, rz, active, c_mandel, scale, prob.inv_h, prob.n_inverse,
@@ -322,10 +321,10 @@ def _fuse(grid: Grid, batch: int) -> bool:
     return COMPILE is True or batch * grid.n_cells >= COMPILE_MIN_CELLS
 
 
-def _real(prob: Problem, fn):
-    """``fn`` of the real-space path, through ``torch.compile`` when the problem is ``fused``. A compilation
-    that fails falls back to the eager function (the same arithmetic), with one warning."""
-    if not prob.fused or _compile_failed:
+def _real(fn):
+    """``fn`` of the real-space path through ``torch.compile``. A compilation that fails falls back to the
+    eager function (the same arithmetic), with one warning."""
+    if _compile_failed:
         return fn
     call = _compiled.get(fn)
     if call is None:
@@ -386,7 +385,7 @@ def solve_particle(grid, c_mandel, c4, scale, eps0, scheme, tol, max_iter, x0):
     (cell corners for the rotated scheme), iterations (B,), residual (B,). ``x0``: None or (E, u) alike."""
     prob = make_problem(grid, c_mandel, c4, scale, scheme)
     if scheme == "rotated" and _fuse(grid, eps0.shape[0]):
-        prob = replace(prob, real_space=True, fused=True)
+        prob = replace(prob, real_space=True)
     dims = prob.dims
     if x0 is not None and not prob.real_space:
         x0 = (x0[0], torch.fft.rfftn(x0[1], dim=dims))
