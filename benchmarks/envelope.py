@@ -15,7 +15,9 @@ Prints two tables:
    plain stabilised step, the integrator before correctors) in the same process, and prints the speed-up
    of the settings' own count (``--corrections``, default the screening's) and the driving stress of both
    (``--baseline-rates``: only at those rates); ``--baseline-solver fourier`` runs the baseline's
-   free-platelet solves on the Fourier path, eager (the solver before the fused real-space path). The
+   free-platelet solves on the Fourier path, eager (the solver before the fused real-space path);
+   ``--baseline-events synchronous`` steps the baseline's batch from event to event together (before
+   per-element events: each observation waited for the batch's slowest element). The
    cost per element falls with the elements per tensor program (``--candidates`` × ``--seeds``) up to
    about a hundred on 2 cores; the envelope's batches hold
    up to ``EnvelopeSettings.batch_elements`` (128), so ``--candidates 16 --seeds 8`` is its real batch.
@@ -39,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from mechanics import screen  # noqa: E402
 from mechanics.elasticity import particle  # noqa: E402
 from mechanics.parameters.lfp import lfp_params  # noqa: E402
 from mechanics.screen import ScreeningSettings, simulate_conditions  # noqa: E402
@@ -46,6 +49,7 @@ from screening.envelope import EnvelopeSettings, model_parameters  # noqa: E402
 
 DEFAULT = EnvelopeSettings()
 _SOLVER = {"auto": "default (fused real space from 2¹⁸ element-cells)", False: "Fourier path, eager"}
+_EVENTS = {False: "per element", True: "synchronous"}
 
 
 def _numbers(text):
@@ -79,6 +83,9 @@ def main() -> None:
     ap.add_argument("--baseline-solver", choices=("same", "fourier"), default="same",
                     help="'fourier': the baseline's free-platelet solves run on the Fourier path, never "
                          "fused by torch.compile (mechanics.elasticity.particle.COMPILE = False)")
+    ap.add_argument("--baseline-events", choices=("same", "synchronous"), default="same",
+                    help="'synchronous': the baseline's batch steps from event to event together, waiting "
+                         "at each observation for its slowest element (mechanics.screen.SYNCHRONOUS_EVENTS)")
     ap.add_argument("--baseline-rates", type=_numbers, default=None,
                     help="the rates at which the baseline runs too (default: all of --rates)")
     args = ap.parse_args()
@@ -109,25 +116,29 @@ def main() -> None:
     if not args.skip_speed:
         params = _candidates(args.candidates)
         elements = [(p, s) for p in params for s in seeds]
-        main_variant = (args.corrections, "auto")
+        main_variant = (args.corrections, "auto", False)
         variants = [main_variant]
-        if args.baseline_corrections is not None or args.baseline_solver == "fourier":
+        if args.baseline_corrections is not None or args.baseline_solver == "fourier" \
+                or args.baseline_events == "synchronous":
             k = args.corrections if args.baseline_corrections is None else args.baseline_corrections
-            variants.append((k, False if args.baseline_solver == "fourier" else "auto"))
+            variants.append((k, False if args.baseline_solver == "fourier" else "auto",
+                             args.baseline_events == "synchronous"))
         print()
         print(f"| C-rate | elements ({len(params)} candidates × {args.seeds} seeds) | correctors "
-              f"| platelet solver | steps | wall s | s per element | driving MPa (q{args.quantile:g}) "
+              f"| platelet solver | events | steps | wall s | s per element "
+              f"| driving MPa (q{args.quantile:g}) "
               f"| baseline ÷ this |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         total = dict.fromkeys(variants, 0.0)
         for rate in args.rates:
             walls = {}
             for v in variants:
-                k, compile_mode = v
+                k, compile_mode, synchronous = v
                 skip = args.baseline_rates is not None and rate not in args.baseline_rates
                 if v != main_variant and skip:
                     continue
                 particle.COMPILE = compile_mode
+                screen.SYNCHRONOUS_EVENTS = synchronous
                 s = dataclasses.replace(settings, c_rate=rate, particle_size_nm=max(args.sizes),
                                         corrections=k)
                 t0 = time.perf_counter()
@@ -141,17 +152,20 @@ def main() -> None:
                 total[v] += walls[v] / len(elements)
                 ratio = "" if v == main_variant else f"{walls[v] / walls[main_variant]:.2f}×"
                 note = f" ({failed} FAILED)" if failed else ""
-                print(f"| {rate:g} | {len(elements)} | {k} | {_SOLVER[compile_mode]} | {steps:.0f}{note} | "
+                print(f"| {rate:g} | {len(elements)} | {k} | {_SOLVER[compile_mode]} | "
+                      f"{_EVENTS[synchronous]} | {steps:.0f}{note} | "
                       f"{walls[v]:.1f} | {walls[v] / len(elements):.2f} | {driving:.0f} | {ratio} |",
                       flush=True)
             particle.COMPILE = "auto"
+            screen.SYNCHRONOUS_EVENTS = False
         demo = 35 * 2 * args.seeds
         for v in variants:
             if v != main_variant and args.baseline_rates is not None \
                     and set(args.rates) - set(args.baseline_rates):
                 continue  # the baseline did not run every rate: no estimate of its whole envelope
             print(f"| demo envelope 35 candidates × rates {args.rates} × 2 directions × {args.seeds} seeds "
-                  f"(sizes shared), **estimated** | {demo * len(args.rates)} | {v[0]} | {_SOLVER[v[1]]} | | "
+                  f"(sizes shared), **estimated** | {demo * len(args.rates)} | {v[0]} | {_SOLVER[v[1]]} | "
+                  f"{_EVENTS[v[2]]} | | "
                   f"{demo * total[v]:.0f} | | | "
                   f"{'' if v == main_variant else f'{total[v] / total[main_variant]:.2f}×'} |")
 

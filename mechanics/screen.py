@@ -209,21 +209,25 @@ class _Recorder:
     snapshots at snapshot times, failure reasons.
 
     Observation and snapshot times are fractions of each element's own run time (elements may run at
-    different currents); the loop sets :attr:`fraction` before calling :meth:`observe`.
+    different currents). Each element is observed at every fraction of ``observe_fractions`` (the
+    observation and the snapshot times together), in order; elements may reach them at different
+    steps of the tensor program (:meth:`observe` takes the elements it observes and their fractions).
     """
 
-    def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, snapshot_times,
-                 grid: Grid, step_caps: torch.Tensor, flaw_cells: float = 1.0):
+    def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, observe_fractions,
+                 snapshot_times, grid: Grid, step_caps: torch.Tensor, flaw_cells: float = 1.0):
         self.n = n
         self.step_caps = step_caps.to(torch.int64).cpu()  # (n,) accepted steps allowed per element
         self.coupling = coupling
         self.batch = batch
         self.settings = settings
+        self.observe_fractions = list(observe_fractions)
         self.snapshot_times = list(snapshot_times)
-        self.fraction = math.nan
         self.flaw_cells = flaw_cells
         self.driving_stress = torch.full((n,), -math.inf, dtype=torch.float64)
-        self.observed: list[tuple[torch.Tensor, torch.Tensor]] = []
+        n_obs, n_snap, shape = len(self.observe_fractions), len(self.snapshot_times), tuple(grid.shape)
+        self.observed_x = torch.full((n_obs, n), math.nan, dtype=torch.float64)
+        self.observed_flaw = torch.full((n_obs, n), math.nan, dtype=torch.float64)
         self.grid = grid
         self.curve: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_steps = None
@@ -233,11 +237,12 @@ class _Recorder:
         self.peak_mean_energy = torch.zeros(n, dtype=torch.float64)
         self.separation = torch.zeros(n, dtype=torch.float64)
         self.angle = torch.full((n,), math.nan, dtype=torch.float64)
-        self.snaps_c: list[np.ndarray] = []
-        self.snaps_s: list[np.ndarray] = []
-        self.snaps_x: list[np.ndarray] = []
+        self.snaps_c = np.zeros((n_snap, n, *shape), dtype=np.float32)
+        self.snaps_s = np.zeros((n_snap, n, *shape), dtype=np.float32)
+        self.snaps_x = np.full((n_snap, n), np.nan)
         self.failed = torch.zeros(n, dtype=torch.bool)
         self.reasons = [""] * n
+        self.deferred: list[tuple] = []
 
     def fail(self, mask: torch.Tensor, reason: str) -> None:
         for i in torch.nonzero(mask & ~self.failed).flatten().tolist():
@@ -269,36 +274,78 @@ class _Recorder:
                   f"max_steps reached before soc_end ({self.settings.max_steps} at 1C, /C-rate below it)")
         return self.failed.to(c.device)
 
-    def observe(self, state) -> None:
-        ok = ~self.failed.to(state.c.device)
-        c = torch.where(ok.reshape(-1, 1, 1), torch.nan_to_num(state.c), torch.full_like(state.c, 0.5))
-        carry = getattr(state.aux, "elastic", None)  # the last step's solution warm-starts a free platelet
-        start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
-        result, eps0 = self.coupling.solve(c, start)
+    def observe(self, state, which: torch.Tensor | None = None, index: torch.Tensor | None = None,
+                solved=None, defer: bool = False) -> None:
+        """Observe the elements ``which`` ((n,) bool, default all) at their observation ``index`` ((n,)
+        into :attr:`observe_fractions`): stresses, energies, phase separation and snapshots of ``state.c``.
+        ``solved``: a :class:`mechanics.phasefield.elastic.WarmStart` whose result already holds the
+        elastic solution at these compositions (its ``c``), as a step of the free platelet leaves it;
+        otherwise the elastic problem is solved here, warm-started from the last step's solution.
+        ``defer``: keep the fields and measure them later, together with other deferred observations
+        (:meth:`flush`; the metrics' cost is per call more than per element)."""
+        n = self.n
+        which = torch.ones(n, dtype=torch.bool) if which is None else which.cpu()
+        if solved is not None:
+            c, result = solved.c, solved.result
+        else:
+            okd = (~self.failed & which).to(state.c.device).reshape(-1, 1, 1)
+            c = torch.where(okd, torch.nan_to_num(state.c), torch.full_like(state.c, 0.5))
+            carry = getattr(state.aux, "elastic", None)  # the last step's solution warm-starts a platelet
+            start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
+            result, _ = self.coupling.solve(c, start)
+        cols = torch.nonzero(which).flatten()
+        rows = (torch.zeros(n, dtype=torch.long) if index is None else index.cpu())[cols]
+        at = cols.to(c.device)
+        eps0, _ = self.coupling.eigenstrain(self.coupling.embed(c))
+        piece = (cols, rows, ~self.failed[cols], c[at], result.stress[at], result.strain[at], eps0[at])
+        if self.deferred and bool(torch.isin(cols, torch.cat([p[0] for p in self.deferred])).any()):
+            self.flush()  # an element observed again: measure what it had first
+        self.deferred.append(piece)
+        if not defer or sum(len(p[0]) for p in self.deferred) >= n:
+            self.flush()
+
+    def flush(self) -> None:
+        """Measure the deferred observations (each element at most once among them)."""
+        if not self.deferred:
+            return
+        pieces, self.deferred = self.deferred, []
+        cols, rows, ok, c, stress, strain, eps0 = (torch.cat(parts) for parts in zip(*pieces))
         # the platelet's fields only (a free particle's void is cropped away)
-        s1 = self.coupling.view(pf_metrics.max_principal_stress(result.stress))
-        w = self.coupling.view(pf_metrics.elastic_energy_density(result.stress, result.strain, eps0))
-        std = pf_metrics.phase_separation_index(c, 2).double().cpu()
-        okc = ok.cpu()
+        s1 = self.coupling.view(pf_metrics.max_principal_stress(stress))
+        w = self.coupling.view(pf_metrics.elastic_energy_density(stress, strain, eps0))
+        flaw = flaw_averaged_stress(_view_tensor(self.coupling, stress), self.flaw_cells).double().cpu()
         peak_s = s1.amax(dim=(-2, -1)).double().cpu()
-        self.peak_stress = torch.where(okc, torch.maximum(self.peak_stress, peak_s), self.peak_stress)
-        flaw = flaw_averaged_stress(_view_tensor(self.coupling, result.stress), self.flaw_cells)
-        flaw = flaw.double().cpu()
-        self.driving_stress = torch.where(okc, torch.maximum(self.driving_stress, flaw), self.driving_stress)
-        self.observed.append((c.mean(dim=(-2, -1)).double().cpu(), torch.where(okc, flaw, math.nan)))
         peak_w = w.amax(dim=(-2, -1)).double().cpu()
-        self.peak_energy = torch.where(okc, torch.maximum(self.peak_energy, peak_w), self.peak_energy)
         mean_w = w.mean(dim=(-2, -1)).double().cpu()
-        self.peak_mean_energy = torch.where(okc, torch.maximum(self.peak_mean_energy, mean_w),
-                                            self.peak_mean_energy)
+        std = pf_metrics.phase_separation_index(c, 2).double().cpu()
         angle = pf_metrics.interface_normal_angle_deg(c, self.grid).double().cpu()
-        better = okc & (std > self.separation)
-        self.angle = torch.where(better, angle, self.angle)
-        self.separation = torch.where(better, std, self.separation)
-        if any(math.isclose(self.fraction, ts, rel_tol=1e-9) for ts in self.snapshot_times):
-            self.snaps_c.append(c.detach().cpu().numpy())
-            self.snaps_s.append(s1.detach().cpu().numpy())
-            self.snaps_x.append(c.mean(dim=(-2, -1)).detach().cpu().numpy())
+        x = c.mean(dim=(-2, -1)).double().cpu()
+
+        def raise_to(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            out = old.clone()
+            out[cols] = torch.where(ok, torch.maximum(old[cols], new), old[cols])
+            return out
+
+        self.peak_stress = raise_to(self.peak_stress, peak_s)
+        self.driving_stress = raise_to(self.driving_stress, flaw)
+        self.peak_energy = raise_to(self.peak_energy, peak_w)
+        self.peak_mean_energy = raise_to(self.peak_mean_energy, mean_w)
+        better = ok & (std > self.separation[cols])
+        self.angle[cols] = torch.where(better, angle, self.angle[cols])
+        self.separation[cols] = torch.where(better, std, self.separation[cols])
+        self.observed_x[rows, cols] = x
+        self.observed_flaw[rows, cols] = torch.where(ok, flaw, math.nan)
+        snap_of = {j: k for j, f in enumerate(self.observe_fractions)
+                   for k, ts in enumerate(self.snapshot_times) if math.isclose(f, ts, rel_tol=1e-9)}
+        take = [(m, snap_of[int(j)]) for m, j in enumerate(rows) if int(j) in snap_of]
+        if take:
+            cc = torch.where(ok.to(c.device).reshape(-1, 1, 1), torch.nan_to_num(c), 0.5).cpu().numpy()
+            ss = s1.detach().cpu().numpy()
+            for m, k in take:
+                i = int(cols[m])
+                self.snaps_c[k, i] = cc[m]
+                self.snaps_s[k, i] = ss[m]
+                self.snaps_x[k, i] = float(x[m])
 
 
 def simulate_candidates(
@@ -483,22 +530,40 @@ def _simulate(params, settings, law, device, c_rates=None, sizes_nm=None, seeds=
     obs = [(j + 1) / settings.observations for j in range(settings.observations)]
     snaps = [(k + 1) / (settings.snapshots + 1) for k in range(settings.snapshots)]
     switches = {k / windows: k for k in range(1, windows)}
+    observed = sorted(set(obs) | set(snaps))
+    events = sorted(set(observed) | set(switches))
     # the step cap grows as the slowest rate of an element's schedule falls below 1C
     slowest = torch.tensor([min(row) for row in schedule], dtype=torch.float64)
     caps = torch.ceil(settings.max_steps / slowest.clamp(max=1.0)).to(torch.int64)
-    recorder = _Recorder(n_el, coupling, b, settings, snaps, grid, caps,
+    recorder = _Recorder(n_el, coupling, b, settings, observed, snaps, grid, caps,
                          flaw_cells=max(1.0, flaw_fraction * n))
     recorder.on_step(state)
-    for fraction in sorted(set(obs) | set(snaps) | set(switches)):
-        state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * int(caps.max()))
-        if fraction in switches:  # the next window's current (and the Δt bound that follows it)
-            current.copy_(sign * rate_table[:, switches[fraction]])
-            dt_max.copy_(settings.soc_step_max / current.abs())
-            state = dataclasses.replace(state, dt=torch.minimum(state.dt, dt_max))
-        if fraction in obs or fraction in snaps:
-            recorder.fraction = fraction
-            recorder.observe(state)
+
+    def switch(which: torch.Tensor, window: int, state):
+        """The next window's current for the elements ``which`` (and the Δt bound that follows it)."""
+        current.copy_(torch.where(which, sign * rate_table[:, window], current))
+        dt_max.copy_(settings.soc_step_max / current.abs())
+        return dataclasses.replace(state, dt=torch.where(which, torch.minimum(state.dt, dt_max), state.dt))
+
+    if settings.fidelity == "particle" and not SYNCHRONOUS_EVENTS:
+        times = torch.stack([time_at(f) for f in events], dim=1)  # (B, events)
+        state = _run_events(step_fn, state, events, times, switches, observed, switch, recorder,
+                            max_steps=10 * int(caps.max()) * len(events))
+    else:
+        everyone = torch.ones(n_el, dtype=torch.bool, device=device)
+        for fraction in events:
+            state = _run_to(step_fn, state, time_at(fraction), recorder, max_steps=10 * int(caps.max()))
+            if fraction in switches:
+                state = switch(everyone, switches[fraction], state)
+            if fraction in observed:
+                recorder.observe(state, index=torch.full((n_el,), observed.index(fraction)))
     return _results(recorder, state, b, sign)
+
+
+# True: a free platelet's batch steps from event to event together, waiting at each for its slowest
+# element (how it ran before per-element events; kept so benchmarks/envelope.py can time both). The
+# periodic fidelity always runs so: it has no elastic solve per step to take an observation from.
+SYNCHRONOUS_EVENTS = False
 
 
 def _schedule(c_rates, default: float, n: int) -> list[list[float]]:
@@ -532,6 +597,55 @@ def _run_to(step_fn, state, target: torch.Tensor, recorder: _Recorder, *, max_st
     raise SolverError("simulate_conditions", f"more than {max_steps} steps in one stretch")
 
 
+def _run_events(step_fn, state, events: list, times: torch.Tensor, switches: dict, observed: list, switch,
+                recorder: _Recorder, *, max_steps: int):
+    """Step every element through its own event times ``times`` (B, E) (the fractions ``events`` of its
+    run): a current switch at a window edge, an observation, or both. An element never waits for the
+    others: it is stepped, with Δt capped to hit each of its times exactly, until it has passed all of
+    them. An observation is taken from the next step's elastic solve, which every element runs at the
+    state the step starts from (the free platelet's explicit potential): the element is observed at the
+    state it reached, with no solve of its own (the end state's observations from a step of Δt = 0).
+
+    The tensor program takes as many steps as its slowest element, not the sum over the events of the
+    slowest element between them, and an element's run no longer depends on its batch mates: one that
+    waited at an event took steps of Δt = 0 whose elastic solves moved its warm start within the
+    solver's tolerance, enough to move its later steps by about 1e-3 (float64)."""
+    n_el, n_ev = times.shape
+    device = times.device
+    pointer = torch.zeros(n_el, dtype=torch.long, device=device)
+    pending = torch.zeros(n_el, dtype=torch.bool, device=device)
+    index = torch.zeros(n_el, dtype=torch.long, device=device)
+    target = times[:, 0]
+    for _ in range(max_steps):
+        failed = recorder.health(state)
+        while True:  # events the elements have reached (at most one each per pass)
+            live = pointer < n_ev
+            target = times.gather(1, pointer.clamp(max=n_ev - 1)[:, None])[:, 0]
+            hit = live & ~failed & ((target - state.time) <= 1e-9 * target.clamp_min(1.0))
+            if not bool(hit.any()):
+                break
+            for k in torch.unique(pointer[hit]).tolist():
+                which = hit & (pointer == k)
+                fraction = events[k]
+                if fraction in switches:
+                    state = switch(which, switches[fraction], state)
+                if fraction in observed:
+                    pending |= which
+                    index = torch.where(which, observed.index(fraction), index)
+            pointer = torch.where(hit, pointer + 1, pointer)
+        done = (pointer >= n_ev) | failed
+        if bool(done.all()) and not bool(pending.any()):
+            recorder.flush()
+            return state
+        remaining = torch.where(done, torch.zeros_like(target), target - state.time)
+        state = step_fn(state, remaining)  # all done: Δt = 0, for the elastic solve of the last observations
+        recorder.on_step(state)
+        if bool(pending.any()):
+            recorder.observe(state, pending, index, solved=state.aux.elastic, defer=True)
+            pending = torch.zeros_like(pending)
+    raise SolverError("simulate_conditions", f"more than {max_steps} steps")
+
+
 def _elastic_setup(b: _Batch, settings, law, grid: Grid, dtype, device):
     from mechanics.stiffness import Stiffness
 
@@ -559,7 +673,7 @@ def _results(rec: _Recorder, state, b: _Batch, sign: float = 1.0) -> list[Screen
     xs = torch.stack([x for _, x, _ in rec.curve]).double()
     vs = torch.stack([v for _, _, v in rec.curve]).double()
     out = []
-    n_snap = len(rec.snaps_c)
+    n_snap = len(rec.snapshot_times)
     for i in range(len(rec.reasons)):
         keep = moved[:, i].clone()
         keep[0] = False  # the initial record has no reservoir potential yet
@@ -591,12 +705,12 @@ def _results(rec: _Recorder, state, b: _Batch, sign: float = 1.0) -> list[Screen
             failed, rec.reasons[i] = True, "non-finite metric"
         empty = np.zeros((0, 0, 0), dtype=np.float32)
         snaps = {
-            "composition": np.stack([s[i] for s in rec.snaps_c]) if n_snap else empty,
-            "max_principal_stress_GPa": np.stack([s[i] for s in rec.snaps_s]) if n_snap else empty,
-            "soc": np.array([s[i] for s in rec.snaps_x]),
+            "composition": rec.snaps_c[:, i] if n_snap else empty,
+            "max_principal_stress_GPa": rec.snaps_s[:, i] if n_snap else empty,
+            "soc": rec.snaps_x[:, i].copy(),
         }
-        flaw = np.array([float(f[i]) for _, f in rec.observed])
-        observed = {"soc": np.array([float(x[i]) for x, _ in rec.observed]),
+        flaw = rec.observed_flaw[:, i].numpy().copy()
+        observed = {"soc": rec.observed_x[:, i].numpy().copy(),
                     "driving_stress_MPa": units.MPA_PER_GPA * flaw}
         out.append(ScreeningResult(metrics=metrics, voltage_curve=curve, snapshots=snaps,
                                    status="FAILED" if failed else "FINISHED", reason=rec.reasons[i],
