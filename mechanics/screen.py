@@ -237,8 +237,9 @@ class _Recorder:
         self.peak_mean_energy = torch.zeros(n, dtype=torch.float64)
         self.separation = torch.zeros(n, dtype=torch.float64)
         self.angle = torch.full((n,), math.nan, dtype=torch.float64)
-        self.snaps_c = np.zeros((n_snap, n, *shape), dtype=np.float32)
-        self.snaps_s = np.zeros((n_snap, n, *shape), dtype=np.float32)
+        real = np.dtype(settings.dtype)  # snapshots keep the run's precision
+        self.snaps_c = np.zeros((n_snap, n, *shape), dtype=real)
+        self.snaps_s = np.zeros((n_snap, n, *shape), dtype=real)
         self.snaps_x = np.full((n_snap, n), np.nan)
         self.failed = torch.zeros(n, dtype=torch.bool)
         self.reasons = [""] * n
@@ -294,6 +295,8 @@ class _Recorder:
             start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
             result, _ = self.coupling.solve(c, start)
         cols = torch.nonzero(which).flatten()
+        if len(cols) == 0:
+            return
         rows = (torch.zeros(n, dtype=torch.long) if index is None else index.cpu())[cols]
         at = cols.to(c.device)
         eps0, _ = self.coupling.eigenstrain(self.coupling.embed(c))
@@ -339,8 +342,10 @@ class _Recorder:
                    for k, ts in enumerate(self.snapshot_times) if math.isclose(f, ts, rel_tol=1e-9)}
         take = [(m, snap_of[int(j)]) for m, j in enumerate(rows) if int(j) in snap_of]
         if take:
-            cc = torch.where(ok.to(c.device).reshape(-1, 1, 1), torch.nan_to_num(c), 0.5).cpu().numpy()
-            ss = s1.detach().cpu().numpy()
+            # a failed element's snapshot is the uniform X = ½ (no stress), as it was solved before
+            okd = ok.to(c.device).reshape(-1, 1, 1)
+            cc = torch.where(okd, torch.nan_to_num(c), 0.5).cpu().numpy()
+            ss = torch.where(okd, s1, 0.0).detach().cpu().numpy()
             for m, k in take:
                 i = int(cols[m])
                 self.snaps_c[k, i] = cc[m]
@@ -705,8 +710,8 @@ def _results(rec: _Recorder, state, b: _Batch, sign: float = 1.0) -> list[Screen
             failed, rec.reasons[i] = True, "non-finite metric"
         empty = np.zeros((0, 0, 0), dtype=np.float32)
         snaps = {
-            "composition": rec.snaps_c[:, i] if n_snap else empty,
-            "max_principal_stress_GPa": rec.snaps_s[:, i] if n_snap else empty,
+            "composition": rec.snaps_c[:, i].copy() if n_snap else empty,
+            "max_principal_stress_GPa": rec.snaps_s[:, i].copy() if n_snap else empty,
             "soc": rec.snaps_x[:, i].copy(),
         }
         flaw = rec.observed_flaw[:, i].numpy().copy()

@@ -176,6 +176,7 @@ def test_free_platelet_elements_step_through_their_own_events():
         np.testing.assert_allclose(r.observed["driving_stress_MPa"], alone.observed["driving_stress_MPa"],
                                    rtol=1e-6)
         np.testing.assert_allclose(r.snapshots["composition"], alone.snapshots["composition"], atol=1e-6)
+        assert r.snapshots["composition"].dtype == np.float64  # the run's precision
         soc = r.observed["soc"]
         assert len(soc) == 6 and np.all(np.isfinite(soc)) and np.all(np.diff(soc) < 0)  # charge: X falls
         assert soc[-1] == pytest.approx(settings.soc_start, abs=1e-6)
