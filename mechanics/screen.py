@@ -211,7 +211,7 @@ class _Recorder:
     Observation and snapshot times are fractions of each element's own run time (elements may run at
     different currents). Each element is observed at every fraction of ``observe_fractions`` (the
     observation and the snapshot times together), in order; elements may reach them at different
-    steps of the tensor program (:meth:`observe` takes the elements it observes and their fractions).
+    steps of the tensor program (:meth:`observe` takes the elements it observes and their indices).
     """
 
     def __init__(self, n: int, coupling, batch: _Batch, settings: ScreeningSettings, observe_fractions,
