@@ -223,6 +223,9 @@ class _Recorder:
         self.settings = settings
         self.observe_fractions = list(observe_fractions)
         self.snapshot_times = list(snapshot_times)
+        # observation index → snapshot index, for the observations that are snapshot times
+        self.snapshot_of = {j: k for j, f in enumerate(self.observe_fractions)
+                            for k, ts in enumerate(self.snapshot_times) if math.isclose(f, ts, rel_tol=1e-9)}
         self.flaw_cells = flaw_cells
         self.driving_stress = torch.full((n,), -math.inf, dtype=torch.float64)
         n_obs, n_snap, shape = len(self.observe_fractions), len(self.snapshot_times), tuple(grid.shape)
@@ -286,21 +289,26 @@ class _Recorder:
         (:meth:`flush`; the metrics' cost is per call more than per element)."""
         n = self.n
         which = torch.ones(n, dtype=torch.bool) if which is None else which.cpu()
+        cols = torch.nonzero(which).flatten()
+        if len(cols) == 0:
+            return
         if solved is not None:
             c, result = solved.c, solved.result
+            at = cols.to(c.device)
+            # ε⁰ of the observed elements only (the step's solve did not keep it)
+            misfit = self.coupling.misfit
+            sub = dataclasses.replace(self.coupling, misfit=misfit[cols.to(misfit.device)])
+            eps0, _ = sub.eigenstrain(sub.embed(c[at]))
         else:
             okd = (~self.failed & which).to(state.c.device).reshape(-1, 1, 1)
             c = torch.where(okd, torch.nan_to_num(state.c), torch.full_like(state.c, 0.5))
             carry = getattr(state.aux, "elastic", None)  # the last step's solution warm-starts a platelet
             start = carry.result if isinstance(carry, pf_elastic.WarmStart) else None
-            result, _ = self.coupling.solve(c, start)
-        cols = torch.nonzero(which).flatten()
-        if len(cols) == 0:
-            return
+            result, eps0 = self.coupling.solve(c, start)
+            at = cols.to(c.device)
+            eps0 = eps0[at]
         rows = (torch.zeros(n, dtype=torch.long) if index is None else index.cpu())[cols]
-        at = cols.to(c.device)
-        eps0, _ = self.coupling.eigenstrain(self.coupling.embed(c))
-        piece = (cols, rows, ~self.failed[cols], c[at], result.stress[at], result.strain[at], eps0[at])
+        piece = (cols, rows, ~self.failed[cols], c[at], result.stress[at], result.strain[at], eps0)
         if self.deferred and bool(torch.isin(cols, torch.cat([p[0] for p in self.deferred])).any()):
             self.flush()  # an element observed again: measure what it had first
         self.deferred.append(piece)
@@ -338,9 +346,7 @@ class _Recorder:
         self.separation[cols] = torch.where(better, std, self.separation[cols])
         self.observed_x[rows, cols] = x
         self.observed_flaw[rows, cols] = torch.where(ok, flaw, math.nan)
-        snap_of = {j: k for j, f in enumerate(self.observe_fractions)
-                   for k, ts in enumerate(self.snapshot_times) if math.isclose(f, ts, rel_tol=1e-9)}
-        take = [(m, snap_of[int(j)]) for m, j in enumerate(rows) if int(j) in snap_of]
+        take = [(m, self.snapshot_of[int(j)]) for m, j in enumerate(rows) if int(j) in self.snapshot_of]
         if take:
             # a failed element's snapshot is the uniform X = ½ (no stress), as it was solved before
             okd = ok.to(c.device).reshape(-1, 1, 1)
